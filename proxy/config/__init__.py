@@ -1,0 +1,1 @@
+"""Configuration: YAML files in, immutable :class:`~proxy.config.model.Config` out."""

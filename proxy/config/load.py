@@ -1,0 +1,195 @@
+"""Loading the process config and its policy files into a :class:`~proxy.config.model.Config`.
+
+Known keys only; defaults first, then what the file says. Every problem in every file is
+collected and raised together as one :class:`~proxy.errors.ConfigError`, each line naming
+``file:line:col: key.path: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from collections.abc import Mapping
+from pathlib import Path
+
+from proxy.config import values as v
+from proxy.config.model import AdminSettings, Config, LogSettings, StateSettings, Upstream
+from proxy.config.reader import Section
+from proxy.config.yamltree import Mark, YNode, parse_yaml
+from proxy.errors import ConfigError, Problem
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:9901"
+POLICY_SUFFIXES = (".yaml", ".yml")
+
+
+def shown_path(path: str | Path) -> str:
+    """The path as users will recognise it: relative to the working directory when below it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate ``path`` and every policy file it names; raise ConfigError with all problems."""
+    environ = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    config_file = Path(path)
+    root = _read(config_file, environ, problems)
+    if root is None:
+        raise ConfigError(problems or [Problem(shown_path(config_file), 0, 0, "", "empty configuration file")])
+
+    top = Section(root, "", problems)
+    listen = top.get("listen", v.address, v.address(DEFAULT_LISTEN))
+    admin = top.section("admin")
+    admin_settings = AdminSettings(listen=admin.get("listen", v.address, v.address(DEFAULT_ADMIN_LISTEN)))
+    admin.finish()
+    state = top.section("state")
+    state_settings = StateSettings(
+        backend=state.get("backend", v.one_of("memory", "redis"), "memory"),
+        redis_url=state.get("redis_url", v.text, "redis://127.0.0.1:6379/0"),
+    )
+    state.finish()
+    log = top.section("log")
+    log_settings = LogSettings(
+        level=log.get("level", v.one_of("debug", "info", "warning", "error"), "info"),
+        access=log.get("access", v.boolean, True),
+    )
+    log.finish()
+    org_header = top.get("org_header", v.header_name, "X-Org-Id")
+    shutdown_grace = top.get("shutdown_grace", v.duration, 20.0)
+    policy_files = _policy_files(top, config_file.parent, problems)
+    top.finish()
+
+    if admin_settings.listen == listen and listen.port != 0:
+        top.error(top.mark_of("admin"), "admin.listen", f"must differ from listen ({listen})")
+
+    declared: list[_Declared] = []
+    for policy_file in policy_files:
+        declared.extend(_read_policy_file(policy_file, environ, problems, org_header))
+    _check_unique(declared, problems, shown_path(config_file))
+    upstreams = [d.upstream for d in declared]
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        source=shown_path(config_file),
+        listen=listen,
+        admin=admin_settings,
+        state=state_settings,
+        org_header=org_header,
+        policy_files=tuple(shown_path(p) for p in policy_files),
+        upstreams=tuple(upstreams),
+        shutdown_grace=shutdown_grace,
+        log=log_settings,
+    )
+
+
+def _read(file: Path, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(shown_path(file), 0, 0, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
+        return None
+    return parse_yaml(text, shown_path(file), environ, problems)
+
+
+def _policy_files(top: Section, base: Path, problems: list[Problem]) -> list[Path]:
+    """Expand ``policies:`` (files or directories, relative to the config file) into a sorted file list."""
+    entries = top.list_of("policies", v.text, ("policies/",))
+    files: list[Path] = []
+    for index, entry in enumerate(entries):
+        candidate = base / entry
+        if candidate.is_dir():
+            found = sorted(p for p in candidate.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
+            files.extend(found)
+        elif candidate.is_file():
+            files.append(candidate)
+        else:
+            node = top.node("policies")
+            mark = node.value[index].mark if node and isinstance(node.value, list) else top.mark_of("policies")
+            top.error(mark, f"policies[{index}]", f"no such file or directory: {shown_path(candidate)}")
+    return files
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """An upstream with where its name and prefix were written, for cross-file checks."""
+
+    upstream: Upstream
+    name_at: Mark
+    prefix_at: Mark
+
+
+def _read_policy_file(
+    file: Path, environ: Mapping[str, str], problems: list[Problem], org_header: str
+) -> list[_Declared]:
+    before = len(problems)
+    root = _read(file, environ, problems)
+    if root is None:
+        if len(problems) == before:
+            problems.append(Problem(shown_path(file), 1, 1, "", "empty policy file (expected 'upstreams:')"))
+        return []
+    top = Section(root, "", problems)
+    declared = [
+        _Declared(_read_upstream(name, section, file, org_header), section.at, section.mark_of("prefix"))
+        for name, section in top.items("upstreams")
+    ]
+    top.finish()
+    return declared
+
+
+def _read_upstream(name: str, s: Section, file: Path, org_header: str) -> Upstream:
+    ca_bundle = s.get("ca_bundle", v.text, None)
+    if ca_bundle is not None:
+        resolved = file.parent / ca_bundle
+        if not resolved.is_file():
+            s.error(s.mark_of("ca_bundle"), f"{s.path}.ca_bundle", f"no such file: {shown_path(resolved)}")
+        ca_bundle = str(resolved)
+    upstream = Upstream(
+        name=name,
+        url=s.get("url", v.upstream_url),
+        prefix=s.get("prefix", v.prefix, f"/{name}"),
+        timeout=s.get("timeout", _positive(v.duration), 10.0),
+        connect_timeout=s.get("connect_timeout", _positive(v.duration), 2.0),
+        max_request_body=s.get("max_request_body", v.size, 10 * 2**20),
+        max_connections=s.get("max_connections", v.positive_int, 100),
+        ca_bundle=ca_bundle,
+        forwarded_headers=s.get("forwarded_headers", v.boolean, False),
+        strip_headers=tuple(
+            h.lower() for h in (org_header, *s.list_of("strip_headers", v.header_name))
+        ),
+        source=shown_path(file),
+    )
+    s.finish()
+    return upstream
+
+
+def _positive(parse):  # type: ignore[no-untyped-def]
+    def check(value):  # type: ignore[no-untyped-def]
+        parsed = parse(value)
+        if parsed <= 0:
+            raise ValueError(f"must be greater than zero, not '{value}'")
+        return parsed
+
+    return check
+
+
+def _check_unique(declared: list[_Declared], problems: list[Problem], config_file: str) -> None:
+    if not declared and not problems:
+        problems.append(Problem(config_file, 0, 0, "policies", "no upstreams defined in any policy file"))
+    names: dict[str, _Declared] = {}
+    prefixes: dict[str, _Declared] = {}
+    for d in declared:
+        name, prefix = d.upstream.name, d.upstream.prefix
+        if name in names:
+            first = names[name].name_at
+            problems.append(Problem(d.name_at.file, d.name_at.line, d.name_at.column, f"upstreams.{name}",
+                                    f"defined twice (first at {first.file}:{first.line})"))
+        elif prefix in prefixes:
+            other = prefixes[prefix].upstream.name
+            problems.append(Problem(d.prefix_at.file, d.prefix_at.line, d.prefix_at.column,
+                                    f"upstreams.{name}.prefix", f"'{prefix}' is already the prefix of upstream '{other}'"))
+        names.setdefault(name, d)
+        prefixes.setdefault(prefix, d)
+
+

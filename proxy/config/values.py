@@ -1,0 +1,106 @@
+"""Parsers for the value types users write in YAML. Each raises ValueError with a message
+that can follow ``file:line:col: key.path:``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.config.model import Address
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _shown(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def duration(value: Any) -> float:
+    """``250ms``, ``30s``, ``15m``, ``1h`` or a sum such as ``1m30s``, in seconds. A bare number is refused:
+    nobody can tell whether ``30`` meant seconds or milliseconds."""
+    text = value.strip() if isinstance(value, str) else None
+    if text and _DURATION_PART.sub("", text) == "":
+        return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    raise ValueError(f"invalid duration '{_shown(value)}' (write 250ms, 30s, 15m or 1h)")
+
+
+def size(value: Any) -> int:
+    """``1MiB``, ``512KiB``, ``10MB`` or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"invalid size '{_shown(value)}' (write 1048576, 512KiB or 10MiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def address(value: Any) -> Address:
+    """``host:port`` or ``[ipv6]:port``; port 0 picks a free port (tests, benchmarks)."""
+    text = value.strip() if isinstance(value, str) else ""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"invalid address '{_shown(value)}' (write host:port, e.g. 127.0.0.1:8080)")
+    return Address(host, int(port))
+
+
+def upstream_url(value: Any) -> str:
+    """An http(s) origin with an optional base path, normalised without a trailing slash."""
+    text = value.strip() if isinstance(value, str) else ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid url '{_shown(value)}' (write https://host[:port][/base/path])")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"invalid url '{text}': no query, fragment or credentials allowed")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"invalid url '{text}': bad port") from None
+    return text.rstrip("/")
+
+
+def prefix(value: Any) -> str:
+    """A path prefix such as ``/twilio``: begins with ``/``, no query, no trailing ``/``."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.startswith("/") or "?" in text or "#" in text or "//" in text or " " in text:
+        raise ValueError(f"invalid prefix '{_shown(value)}' (write a path such as /twilio)")
+    return text.rstrip("/") or "/"
+
+
+def header_name(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"invalid header name '{_shown(value)}'")
+    return value
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a whole number >= 1, not '{_shown(value)}'")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not '{_shown(value)}'")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, not '{_shown(value)}'")
+    return value
+
+
+def one_of(*choices: str):  # type: ignore[no-untyped-def]
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not '{_shown(value)}'")
+        return value
+
+    return parse

@@ -1,0 +1,113 @@
+"""YAML parsed into a tree that remembers where every value came from.
+
+PyYAML's ``safe_load`` forgets positions and silently keeps the last of two duplicate
+keys; a configuration error must name file, line and column, and a duplicate key is
+almost always a mistake. So we compose the node graph ourselves and keep the marks.
+
+``${VAR}`` and ``${VAR:-default}`` in string values are expanded from the environment
+here, once, so that secrets never need to live in YAML. ``$${`` writes a literal ``${``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from proxy.errors import Problem
+
+
+@dataclass(frozen=True)
+class Mark:
+    file: str
+    line: int
+    column: int
+
+
+@dataclass
+class YNode:
+    """A YAML value (a dict of YNode, a list of YNode, or a scalar) with its position."""
+
+    value: Any
+    mark: Mark
+    raw: str | None = None
+    """The scalar as written, for error messages (``'30'`` rather than ``30``)."""
+    key_marks: dict[str, Mark] = field(default_factory=dict)
+
+
+_ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class EnvError(ValueError):
+    pass
+
+
+def expand_env(text: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}``; an unset variable without default is an error."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise EnvError(f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+            return default
+        return value
+
+    return _ENV.sub(substitute, text)
+
+
+def parse_yaml(text: str, file: str, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
+    """Parse one YAML document; problems (syntax, duplicates, unset variables) are appended, not raised."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problems.append(Problem(file, line, column, "", f"invalid YAML: {exc.problem or exc.context}"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(Problem(file, 0, 0, "", f"invalid YAML: {exc}"))
+        return None
+    if root is None:
+        return None
+    return _convert(root, file, environ, problems, path="")
+
+
+_constructor = yaml.SafeLoader("")
+
+
+def _mark(node: yaml.Node, file: str) -> Mark:
+    return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(node: yaml.Node, file: str, environ: Mapping[str, str], problems: list[Problem], path: str) -> YNode:
+    mark = _mark(node, file)
+    if isinstance(node, yaml.MappingNode):
+        result = YNode({}, mark)
+        for key_node, value_node in node.value:
+            key = str(_constructor.construct_object(key_node, deep=True))
+            key_mark = _mark(key_node, file)
+            child_path = f"{path}.{key}" if path else key
+            if key in result.value:
+                problems.append(Problem(file, key_mark.line, key_mark.column, child_path, "duplicate key"))
+                continue
+            result.value[key] = _convert(value_node, file, environ, problems, child_path)
+            result.key_marks[key] = key_mark
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = [_convert(item, file, environ, problems, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return YNode(items, mark)
+    value = _constructor.construct_object(node, deep=True)
+    if isinstance(value, str):
+        try:
+            value = expand_env(value, environ)
+        except EnvError as exc:
+            problems.append(Problem(file, mark.line, mark.column, path, str(exc)))
+    return YNode(value, mark, raw=node.value)

@@ -1,0 +1,112 @@
+"""The exceptions resilience-proxy raises, in one tree.
+
+    ProxyError                      a request the sidecar answers itself
+    ├── InternalError               500: a bug in the sidecar, never the client's fault
+    ├── RequestRejected             the client's request is refused (4xx)
+    │   ├── NoRoute                 404: no upstream prefix matches
+    │   ├── NotAProxyTarget         400/405: absolute-form target or CONNECT
+    │   └── BodyTooLarge            413: over the upstream's body limit
+    └── UpstreamError               the upstream could not answer (5xx)
+        ├── UpstreamConnectError    502: refused, DNS, TLS
+        ├── UpstreamResponseError   502: reset or garbled before a full response head
+        └── UpstreamTimeout         504: no connection or no response in time
+
+Every ProxyError knows the HTTP status the client gets and its RFC 9209 ``Proxy-Status``
+error type, so the web layer renders all of them the same way. Errors from aiohttp are
+translated into this tree in exactly one place, :mod:`proxy.web.forward`.
+
+ConfigError is separate: it carries every problem found in the configuration, each with
+file, line, column and key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ProxyError(Exception):
+    """A request that the sidecar answers itself instead of relaying the upstream's answer."""
+
+    status: int = 502
+    proxy_status: str = "proxy_internal_error"
+
+    def __init__(self, message: str, *, upstream: str | None = None, proxy_status: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.upstream = upstream
+        if proxy_status is not None:
+            self.proxy_status = proxy_status
+
+
+class InternalError(ProxyError):
+    status = 500
+    proxy_status = "proxy_internal_error"
+
+
+class RequestRejected(ProxyError):
+    """The client's request is refused before any upstream is contacted."""
+
+    status = 400
+    proxy_status = "http_request_denied"
+
+
+class NoRoute(RequestRejected):
+    status = 404
+    proxy_status = "destination_not_found"
+
+
+class NotAProxyTarget(RequestRejected):
+    """Absolute-form targets and CONNECT would make the sidecar an open proxy."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyTooLarge(RequestRejected):
+    status = 413
+    proxy_status = "http_request_error"
+
+
+class UpstreamError(ProxyError):
+    """The upstream could not be reached or did not answer properly."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection: refused, unresolvable name, TLS failure. The request never reached the upstream."""
+
+    proxy_status = "connection_refused"
+
+
+class UpstreamResponseError(UpstreamError):
+    """The connection broke or the answer was not valid HTTP before a full response head."""
+
+    proxy_status = "http_response_incomplete"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    proxy_status = "http_response_timeout"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a configuration file, located as precisely as the YAML allows."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` lists every error found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems

@@ -1,0 +1,131 @@
+"""Loading real files: defaults, overrides, and one case per kind of error with its exact message."""
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config.load import load_config
+from proxy.errors import ConfigError
+
+GOOD_POLICY = """\
+upstreams:
+  twilio:
+    url: https://api.twilio.com
+    prefix: /twilio
+    timeout: 10s
+    connect_timeout: 2s
+"""
+
+
+def write(tmp_path: Path, config: str, **policies: str) -> Path:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    for name, text in policies.items():
+        (tmp_path / "policies" / f"{name}.yaml").write_text(text)
+    (tmp_path / "config.yaml").write_text(config)
+    return tmp_path / "config.yaml"
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def errors(tmp_path: Path, config: str, environ: dict[str, str] | None = None, **policies: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, config, **policies), environ or {})
+    return [str(p) for p in caught.value.problems]
+
+
+def test_defaults_apply_and_secure_addresses_are_loopback(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "policies: [policies/]\n", twilio=GOOD_POLICY), {})
+    assert str(config.listen) == "127.0.0.1:8080"
+    assert str(config.admin.listen) == "127.0.0.1:9901"
+    assert config.state.backend == "memory"
+    assert config.shutdown_grace == 20.0
+    (twilio,) = config.upstreams
+    assert (twilio.name, twilio.url, twilio.prefix, twilio.timeout, twilio.connect_timeout) == (
+        "twilio", "https://api.twilio.com", "/twilio", 10.0, 2.0)
+    assert twilio.strip_headers == ("x-org-id",)
+    assert config.policy_files == ("policies/twilio.yaml",)
+
+
+def test_example_config_in_the_repository_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    config = load_config("config.example.yaml", {})
+    assert {u.name for u in config.upstreams} == {"twilio", "google"}
+
+
+def test_environment_variables_fill_values(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "state:\n  backend: redis\n  redis_url: ${REDIS_URL:-redis://x}\n",
+                               twilio=GOOD_POLICY), {"REDIS_URL": "redis://10.1.2.3:6379/2"})
+    assert config.state.redis_url == "redis://10.1.2.3:6379/2"
+
+
+def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None:
+    policy = GOOD_POLICY.replace("timeout: 10s", "timeout: 30")
+    assert errors(tmp_path, "{}\n", twilio=policy) == [
+        "policies/twilio.yaml:5:5: upstreams.twilio.timeout: invalid duration '30' (write 250ms, 30s, 15m or 1h)"]
+
+
+@pytest.mark.parametrize(("config", "policy", "expected"), [
+    pytest.param("listen: 8080\n", GOOD_POLICY,
+                 "config.yaml:1:1: listen: invalid address '8080' (write host:port, e.g. 127.0.0.1:8080)",
+                 id="bad-address"),
+    pytest.param("lisen: 127.0.0.1:8080\n", GOOD_POLICY, "config.yaml:1:1: lisen: unknown key", id="unknown-key"),
+    pytest.param("state:\n  backend: postgres\n", GOOD_POLICY,
+                 "config.yaml:2:3: state.backend: must be one of memory, redis, not 'postgres'", id="bad-choice"),
+    pytest.param("state:\n  redis_url: ${REDIS_URL}\n", GOOD_POLICY,
+                 "config.yaml:2:14: state.redis_url: environment variable REDIS_URL is not set "
+                 "(write ${REDIS_URL:-default} for a default)", id="unset-env"),
+    pytest.param("admin: 127.0.0.1:9901\n", GOOD_POLICY,
+                 "config.yaml:1:1: admin: must be a mapping, not '127.0.0.1:9901'", id="not-a-mapping"),
+    pytest.param("listen: 127.0.0.1:9000\nadmin:\n  listen: 127.0.0.1:9000\n", GOOD_POLICY,
+                 "config.yaml:2:1: admin.listen: must differ from listen (127.0.0.1:9000)", id="same-ports"),
+    pytest.param("policies: [missing/]\n", GOOD_POLICY,
+                 "config.yaml:1:12: policies[0]: no such file or directory: missing", id="missing-policy-dir"),
+    pytest.param("listen: [a\n", GOOD_POLICY,
+                 "config.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'", id="yaml-syntax"),
+    pytest.param("log:\n  level: info\n  level: debug\n", GOOD_POLICY,
+                 "config.yaml:3:3: log.level: duplicate key", id="duplicate-key"),
+    pytest.param("{}\n", GOOD_POLICY.replace("    prefix: /twilio\n", "    prefix: twilio\n"),
+                 "policies/twilio.yaml:4:5: upstreams.twilio.prefix: invalid prefix 'twilio' (write a path such as "
+                 "/twilio)", id="bad-prefix"),
+    pytest.param("{}\n", GOOD_POLICY.replace("    url: https://api.twilio.com\n", ""),
+                 "policies/twilio.yaml:2:3: upstreams.twilio.url: is required", id="missing-url"),
+    pytest.param("{}\n", GOOD_POLICY + "    timout: 5s\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.timout: unknown key", id="misspelt-key"),
+    pytest.param("{}\n", GOOD_POLICY.replace("timeout: 10s", "timeout: 0s"),
+                 "policies/twilio.yaml:5:5: upstreams.twilio.timeout: must be greater than zero, not '0s'",
+                 id="zero-timeout"),
+    pytest.param("{}\n", GOOD_POLICY + "    max_connections: many\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.max_connections: must be a whole number >= 1, not 'many'",
+                 id="bad-int"),
+    pytest.param("{}\n", GOOD_POLICY + "    ca_bundle: certs/ca.pem\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.ca_bundle: no such file: policies/certs/ca.pem",
+                 id="missing-ca-bundle"),
+    pytest.param("{}\n", "", "policies/twilio.yaml:1:1: empty policy file (expected 'upstreams:')", id="empty-policy"),
+    pytest.param("{}\n", "upstream:\n  x: {}\n",
+                 "policies/twilio.yaml:1:1: upstreams: is required", id="missing-upstreams"),
+])
+def test_each_kind_of_error_has_one_exact_message(tmp_path: Path, config: str, policy: str, expected: str) -> None:
+    assert expected in errors(tmp_path, config, twilio=policy)
+
+
+def test_duplicate_prefix_across_files_points_at_the_second(tmp_path: Path) -> None:
+    other = "upstreams:\n  sms:\n    url: https://example.com\n    prefix: /twilio\n"
+    assert errors(tmp_path, "{}\n", twilio=GOOD_POLICY, zz=other) == [
+        "policies/zz.yaml:4:5: upstreams.sms.prefix: '/twilio' is already the prefix of upstream 'twilio'"]
+
+
+def test_duplicate_upstream_name_across_files(tmp_path: Path) -> None:
+    assert errors(tmp_path, "{}\n", a=GOOD_POLICY, b=GOOD_POLICY.replace("/twilio", "/t2")) == [
+        "policies/b.yaml:2:3: upstreams.twilio: defined twice (first at policies/a.yaml:2)"]
+
+
+def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    policy = GOOD_POLICY.replace("timeout: 10s", "timeout: ten").replace("connect_timeout: 2s", "connect_timeout: 2")
+    found = errors(tmp_path, "listen: nowhere\nextra: 1\n", twilio=policy)
+    assert len(found) == 4
+    assert [line.split(": ")[1] for line in found] == [
+        "listen", "extra", "upstreams.twilio.timeout", "upstreams.twilio.connect_timeout"]
