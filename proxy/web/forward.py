@@ -1,0 +1,179 @@
+"""Streaming one request to its upstream and the answer back, with back-pressure both ways.
+
+One pooled ``ClientSession`` per upstream (keep-alive, DNS cache, verified TLS, no cookie
+jar: a shared jar would hand one client's cookies to the next). Bodies are never buffered
+whole: chunks are relayed as they come, and ``write()`` waits while the client is slow.
+The upstream's bytes are relayed as they are: no decompression, no redirects followed.
+
+This is the one place where aiohttp's client exceptions become :mod:`proxy.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from proxy.config.model import Upstream
+from proxy.errors import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamResponseError, UpstreamTimeout
+from proxy.web.headers import HeaderPolicy, to_client
+
+_CHUNK = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass
+class Exchange:
+    """What the forwarder learnt about one request, for the access log and metrics."""
+
+    status: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    truncated: bool = False
+    """The upstream failed after the response head was sent: the client got a cut-short body."""
+    error: str | None = None
+    """The Proxy-Status error type of a failure, for the access log."""
+
+
+class BodyStream:
+    """The client's request body as an async iterator that enforces the size limit while streaming."""
+
+    def __init__(self, request: web.BaseRequest, limit: int, exchange: Exchange) -> None:
+        self._content = request.content
+        self._limit = limit
+        self._exchange = exchange
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._content.iter_chunked(_CHUNK):
+            self._exchange.bytes_in += len(chunk)
+            if self._exchange.bytes_in > self._limit:
+                self.too_large = True
+                raise BodyTooLarge(f"request body over {self._limit} bytes")
+            yield chunk
+
+
+class UpstreamClient:
+    """The connection pool and header policy for one upstream."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.headers = HeaderPolicy(upstream)
+        context = ssl.create_default_context(cafile=upstream.ca_bundle)
+        connector = aiohttp.TCPConnector(
+            limit=upstream.max_connections, ttl_dns_cache=60, ssl=context, enable_cleanup_closed=True
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.timeout),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+async def forward(
+    client: UpstreamClient, request: web.BaseRequest, url: str, request_id: str, exchange: Exchange
+) -> web.StreamResponse:
+    """Send ``request`` to ``url`` and stream the answer to the client.
+
+    Raises a ProxyError only before anything was sent to the client; after the response head
+    is out, an upstream failure can only cut the body short (``exchange.truncated``).
+    A client that goes away mid-response raises ConnectionError.
+    """
+    upstream = client.upstream
+    length = request.content_length
+    if length is not None and length > upstream.max_request_body:
+        raise BodyTooLarge(f"request body of {length} bytes is over the limit of {upstream.max_request_body} bytes",
+                           upstream=upstream.name)
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(_CONTINUE)
+
+    body = BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None
+    headers = client.headers.to_upstream(request.headers, request.remote, request.host)
+    try:
+        async with asyncio.timeout(upstream.timeout):
+            answer = await client.session.request(
+                request.method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
+            )
+    except BaseException as exc:
+        if body is not None and body.too_large:
+            raise BodyTooLarge(f"request body over the limit of {upstream.max_request_body} bytes",
+                               upstream=upstream.name) from None
+        translated = _translate(exc, upstream, waiting_for="a response")
+        if translated is None:
+            raise
+        raise translated from exc
+
+    try:
+        return await _relay(answer, request, request_id, exchange, upstream)
+    finally:
+        answer.release()
+
+
+async def _relay(
+    answer: aiohttp.ClientResponse, request: web.BaseRequest, request_id: str, exchange: Exchange, upstream: Upstream
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=to_client(answer.headers))
+    response.headers["X-Request-Id"] = request_id
+    exchange.status = answer.status
+    await response.prepare(request)
+    try:
+        async for chunk in answer.content.iter_any():
+            await response.write(chunk)
+            exchange.bytes_out += len(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The head is out: the only honest signal left is to cut the connection, so the client
+        # sees a truncated body instead of a complete-looking one. aiohttp's own final write
+        # then finds the transport closed and gives up quietly.
+        failure = _translate(exc, upstream, waiting_for="the rest of the body")
+        exchange.truncated = True
+        exchange.error = failure.proxy_status if failure else type(exc).__name__
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+def _translate(exc: BaseException, upstream: Upstream, waiting_for: str) -> UpstreamError | None:
+    """aiohttp's exception for a failed exchange as one of ours; None for anything else (a bug, a cancel)."""
+    name = upstream.name
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return UpstreamConnectError(f"{name}: cannot resolve {exc.host}", upstream=name, proxy_status="dns_error")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UpstreamConnectError(f"{name}: TLS certificate not trusted: {exc.certificate_error}",
+                                    upstream=name, proxy_status="tls_certificate_error")
+    if isinstance(exc, (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError)):
+        return UpstreamConnectError(f"{name}: TLS handshake failed", upstream=name, proxy_status="tls_protocol_error")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"{name}: cannot connect to {exc.host}:{exc.port} ({exc.strerror or 'refused'})",
+                                    upstream=name)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(f"{name}: no connection in {upstream.connect_timeout:g}s", upstream=name,
+                               proxy_status="connection_timeout")
+    if isinstance(exc, TimeoutError):
+        if waiting_for == "a response":
+            return UpstreamTimeout(f"{name}: no response in {upstream.timeout:g}s", upstream=name)
+        return UpstreamTimeout(f"{name}: body stalled for {upstream.timeout:g}s", upstream=name,
+                               proxy_status="connection_read_timeout")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamResponseError(f"{name}: response body cut short", upstream=name)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamResponseError(f"{name}: invalid HTTP response ({exc.message})", upstream=name,
+                                     proxy_status="http_protocol_error")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return UpstreamResponseError(f"{name}: connection closed before {waiting_for}", upstream=name,
+                                     proxy_status="connection_terminated")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamResponseError(f"{name}: {type(exc).__name__}: {exc}", upstream=name)
+    return None

@@ -1,0 +1,59 @@
+"""Which headers cross the sidecar, in each direction.
+
+Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection and are dropped both
+ways, together with any header the ``Connection`` header lists. Toward the third party we
+also drop what only concerns the sidecar (Host is rewritten by the client library, the org
+header is ours, ``Expect`` was answered here) and, unless configured, forwarding headers that
+would reveal internal addresses.
+"""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config.model import Upstream
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+     "te", "trailer", "transfer-encoding", "upgrade"}
+)
+_FORWARDING = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                         "x-forwarded-port", "x-real-ip"})
+_SIDECAR_ONLY = frozenset({"host", "expect"})
+
+
+class HeaderPolicy:
+    """Header filtering for one upstream, with its drop sets computed once."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._forwarded = upstream.forwarded_headers
+        self._drop_request = HOP_BY_HOP | _SIDECAR_ONLY | _FORWARDING | frozenset(upstream.strip_headers)
+
+    def to_upstream(self, incoming: CIMultiDictProxy[str], client_ip: str | None, host: str | None) -> CIMultiDict[str]:
+        """The headers sent to the upstream for a client request."""
+        headers = _filtered(incoming, self._drop_request)
+        if self._forwarded:
+            previous = incoming.get("X-Forwarded-For")
+            if client_ip:
+                headers["X-Forwarded-For"] = f"{previous}, {client_ip}" if previous else client_ip
+            headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", "http")
+            if host:
+                headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
+        return headers
+
+
+def to_client(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's response headers as the client gets them (duplicates such as Set-Cookie kept)."""
+    return _filtered(incoming, HOP_BY_HOP)
+
+
+def _filtered(incoming: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    connection = incoming.get("Connection")
+    if connection:
+        drop = drop | {token.strip().lower() for token in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower not in drop and not lower.startswith("proxy-"):
+            out.add(name, value)
+    return out

@@ -1,0 +1,70 @@
+"""Shared fixtures: config files written to a temp dir, an in-process sidecar on free ports,
+and helpers for subprocess sidecars. Upstreams are real aiohttp servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable, Awaitable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from proxy.config.load import load_config
+from proxy.server import Sidecar
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(directory: Path, upstreams: dict[str, dict[str, Any]], **settings: Any) -> Path:
+    """A config file plus ``policies/test.yaml`` holding ``upstreams``; returns the config path."""
+    (directory / "policies").mkdir(exist_ok=True)
+    (directory / "policies" / "test.yaml").write_text(yaml.safe_dump({"upstreams": upstreams}))
+    config = {"listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0"}, "policies": ["policies/"],
+              "log": {"level": "warning", "access": False}}
+    config.update(settings)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+StartSidecar = Callable[..., Awaitable[Sidecar]]
+
+
+@pytest.fixture
+async def start_sidecar(tmp_path: Path) -> AsyncIterator[StartSidecar]:
+    """Start in-process sidecars for ``upstreams``; all are closed after the test."""
+    started: list[Sidecar] = []
+
+    async def start(upstreams: dict[str, dict[str, Any]], **settings: Any) -> Sidecar:
+        sidecar = Sidecar(load_config(write_config(tmp_path, upstreams, **settings)))
+        await sidecar.start()
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        await sidecar.close()
+
+
+def base_url(sidecar: Sidecar) -> str:
+    assert sidecar.data_address is not None
+    return f"http://127.0.0.1:{sidecar.data_address.port}"
+
+
+def admin_url(sidecar: Sidecar) -> str:
+    assert sidecar.admin_address is not None
+    return f"http://127.0.0.1:{sidecar.admin_address.port}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that changes nothing it is given: no decompression, no redirects, no cookies kept."""
+    async with aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
