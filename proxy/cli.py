@@ -1,0 +1,94 @@
+"""The ``resilience-proxy`` command: ``run`` and ``validate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from proxy.config.load import load_config
+from proxy.errors import ConfigError
+
+log = logging.getLogger("resilience_proxy")
+
+
+def _loop_factory():  # type: ignore[no-untyped-def]
+    """uvloop where it is installed (it is a dependency; PyPy or Windows may lack it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_worker(config_path: str, *, reuse_port: bool = False) -> int:
+    """Load the config and serve until a stop signal; the exit status."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    from proxy.observe.logs import configure_logging
+    from proxy.server import serve
+
+    configure_logging(config.log.level, config.log.access)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config, reuse_port=reuse_port))
+    except OSError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers == 1:
+        return run_worker(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    from proxy.observe.logs import configure_logging
+    from proxy.workers import supervise
+
+    configure_logging(config.log.level, config.log.access)
+    return supervise(args.config, args.workers)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        count = len(error.problems)
+        print(f"{args.config}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
+    names = ", ".join(f"{u.name} ({u.prefix})" for u in config.upstreams)
+    files = len(config.policy_files)
+    print(f"{config.source}: OK: {len(config.upstreams)} upstreams from {files} policy file{'s' if files != 1 else ''}: {names}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="resilience-proxy", description="Resilience sidecar for third-party HTTP APIs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve until SIGTERM/SIGINT, then drain")
+    run.add_argument("--config", required=True, help="process config file (YAML)")
+    run.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    run.set_defaults(handler=_run)
+    validate = commands.add_parser("validate", help="check the config and policy files, print every error")
+    validate.add_argument("--config", required=True, help="process config file (YAML)")
+    validate.set_defaults(handler=_validate)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""One sidecar process: data and admin listeners, signals, and the graceful drain.
+
+On SIGTERM or SIGINT: ``/readyz`` turns 503, the data listener closes (new connections are
+refused), in-flight requests get up to ``shutdown_grace`` to finish, then the process exits.
+The admin listener stays up until the drain ends so that orchestrators can watch it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from proxy.config.model import Address, Config
+from proxy.observe.metrics import proxy_metrics
+from proxy.web.admin import Health, admin_app
+from proxy.web.dataplane import DataPlane
+
+log = logging.getLogger("resilience_proxy")
+# Well above the idle reuse window of the SDKs' HTTP clients, so that a client never sends a
+# request on a connection the sidecar is just closing (facts.md: a dropped POST may be resent).
+KEEPALIVE_TIMEOUT = 75.0
+
+
+class Sidecar:
+    """The listeners and the data plane of one process, with an explicit start / drain / close."""
+
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+        self.config = config
+        self.health = Health()
+        self.dataplane = DataPlane(config, proxy_metrics())
+        self._reuse_port = reuse_port
+        self._data = web.ServerRunner(
+            web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
+            handle_signals=False,
+            shutdown_timeout=config.shutdown_grace,
+        )
+        self._admin = web.AppRunner(admin_app(self.health), access_log=None, handle_signals=False,
+                                    shutdown_timeout=1.0)
+        self.data_address: Address | None = None
+        self.admin_address: Address | None = None
+
+    async def start(self) -> None:
+        """Bind both listeners (port 0 picks a free port) and start serving."""
+        self.admin_address = await self._bind(self._admin, self.config.admin.listen)
+        self.data_address = await self._bind(self._data, self.config.listen)
+        self.health.serving = True
+        log.info("serving", extra={"listen": str(self.data_address), "admin": str(self.admin_address),
+                                   "upstreams": [f"{u.prefix} -> {u.url}" for u in self.config.upstreams]})
+
+    async def _bind(self, runner: web.BaseRunner, address: Address) -> Address:
+        await runner.setup()
+        site = web.TCPSite(runner, address.host, address.port, reuse_port=self._reuse_port, backlog=1024)
+        await site.start()
+        host, port = runner.addresses[-1][:2]
+        return Address(host, port)
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the grace), then stop the data plane."""
+        self.health.draining = True
+        log.info("draining", extra={"in_flight": self.dataplane.in_flight, "grace_s": self.config.shutdown_grace})
+        await self._data.cleanup()
+        log.info("drained", extra={"in_flight": self.dataplane.in_flight})
+
+    async def close(self) -> None:
+        await self._data.cleanup()
+        await self.dataplane.close()
+        await self._admin.cleanup()
+
+
+async def serve(config: Config, *, reuse_port: bool = False) -> None:
+    """Serve ``config`` until SIGTERM or SIGINT, then drain and return."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sidecar = Sidecar(config, reuse_port=reuse_port)
+    try:
+        await sidecar.start()
+        await stop.wait()
+        await sidecar.drain()
+    finally:
+        await sidecar.close()

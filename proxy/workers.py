@@ -1,0 +1,88 @@
+"""``--workers N``: N sidecar processes sharing one port through SO_REUSEPORT.
+
+The supervisor only starts, watches and stops workers; it never serves. Each worker is a
+fresh interpreter (spawned, not forked, so no event loop or socket leaks across), binds the
+data and admin ports with SO_REUSEPORT, and writes its metrics under a shared
+``PROMETHEUS_MULTIPROC_DIR`` so that whichever worker answers ``/metrics`` reports the totals.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+log = logging.getLogger("resilience_proxy")
+RESTART_DELAY = 1.0
+
+
+def _worker_main(config_path: str) -> None:
+    from proxy.cli import run_worker
+
+    raise SystemExit(run_worker(config_path, reuse_port=True))
+
+
+def supervise(config_path: str, workers: int) -> int:
+    """Run ``workers`` processes until SIGTERM/SIGINT; forward the signal, wait for their drain.
+
+    A worker that dies on its own is replaced. Exit status 0 when every worker drained cleanly.
+    """
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    own_metrics_dir = metrics_dir is None
+    if own_metrics_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="resilience-proxy-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def start() -> BaseProcess:
+        process = context.Process(target=_worker_main, args=(config_path,), name="resilience-proxy-worker")
+        process.start()
+        return process
+
+    running = [start() for _ in range(workers)]
+    log.info("workers started", extra={"workers": workers, "pids": [p.pid for p in running]})
+    status = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for index, process in enumerate(running):
+                if not process.is_alive() and not stopping:
+                    log.error("worker exited; replacing it", extra={"pid": process.pid, "exitcode": process.exitcode})
+                    _mark_dead(process.pid)
+                    time.sleep(RESTART_DELAY)
+                    running[index] = start()
+        for process in running:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in running:
+            process.join()
+            if process.exitcode != 0:
+                status = 1
+        return status
+    finally:
+        for process in running:
+            if process.is_alive():
+                process.kill()
+        if own_metrics_dir and metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)

@@ -1,0 +1,77 @@
+"""Sidecars as real subprocesses, for signals, workers and memory measurements."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import free_port, write_config
+
+
+class SidecarProcess:
+    """``python -m proxy run`` on free loopback ports, stderr kept in a file for assertions."""
+
+    def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str, **settings: Any) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        settings.setdefault("listen", f"127.0.0.1:{self.port}")
+        settings.setdefault("admin", {"listen": f"127.0.0.1:{self.admin_port}"})
+        self.config = write_config(directory, upstreams, **settings)
+        self.log_path = directory / "sidecar.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(self.config), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    async def wait_ready(self, deadline: float = 20.0) -> None:
+        """Poll /readyz until 200; fail with the sidecar's output if it dies or never gets there."""
+        end = time.monotonic() + deadline
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < end:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"sidecar exited with {self.process.returncode}:\n{self.log}")
+                try:
+                    async with http.get(self.admin_url + "/readyz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"sidecar not ready in {deadline}s:\n{self.log}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    async def wait_exit(self, timeout: float = 30.0) -> int:
+        end = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        if self.process.poll() is None:
+            raise AssertionError(f"sidecar still running after {timeout}s:\n{self.log}")
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()

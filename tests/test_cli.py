@@ -1,0 +1,58 @@
+"""The command line as users run it: a real subprocess each time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_validate_the_shipped_example() -> None:
+    result = run_cli("validate", "--config", "config.example.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "config.example.yaml: OK: 2 upstreams from 2 policy files: google (/google), twilio (/twilio)\n")
+
+
+def test_validate_reports_every_error_with_file_line_and_key(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "twilio.yaml").write_text(
+        "upstreams:\n  twilio:\n    url: https://api.twilio.com\n    prefix: /twilio\n    timeout: 30\n"
+        "    retries: 3\n")
+    (tmp_path / "config.yaml").write_text("listen: 127.0.0.1:8080\nadmin:\n  listen: localhost\n")
+    result = run_cli("validate", "--config", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "config.yaml:3:3: admin.listen: invalid address 'localhost' (write host:port, e.g. 127.0.0.1:8080)",
+        "policies/twilio.yaml:5:5: upstreams.twilio.timeout: invalid duration '30' (write 250ms, 30s, 15m or 1h)",
+        "policies/twilio.yaml:6:5: upstreams.twilio.retries: unknown key",
+        "config.yaml: 3 errors",
+    ]
+
+
+def test_validate_a_missing_file() -> None:
+    result = run_cli("validate", "--config", "/nonexistent/config.yaml")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == "/nonexistent/config.yaml: cannot read: No such file or directory"
+
+
+def test_run_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("listen: nowhere\npolicies: []\n")
+    result = run_cli("run", "--config", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "config.yaml:1:1: listen: invalid address 'nowhere'" in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("resilience-proxy")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "run" in result.stdout and "validate" in result.stdout

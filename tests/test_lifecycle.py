@@ -1,0 +1,153 @@
+"""Process-level behaviour with real subprocesses: graceful drain, workers, streaming memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+from aiohttp import web
+
+from tests.metrics_text import sample_value
+from tests.processes import SidecarProcess
+
+
+async def poll_until(probe, expected, deadline: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``probe()`` until it returns ``expected``; the signal reaches the sidecar asynchronously."""
+    end = time.monotonic() + deadline
+    while (value := await probe()) != expected:
+        assert time.monotonic() < end, f"still {value!r} after {deadline}s, wanted {expected!r}"
+        await asyncio.sleep(0.02)
+
+
+async def readyz_status(http: aiohttp.ClientSession, sidecar: SidecarProcess) -> int:
+    async with http.get(sidecar.admin_url + "/readyz") as response:
+        return response.status
+
+
+async def new_connection_refused(sidecar: SidecarProcess) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", sidecar.port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+@pytest.fixture
+async def slow_upstream(aiohttp_server):  # type: ignore[no-untyped-def]
+    """``/slow`` answers after 1.5 s (and says when it started); anything else answers at once."""
+    started = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/slow"):
+            started.set()
+            await asyncio.sleep(1.5)
+            return web.Response(body=b"s" * 200_000)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    server.slow_started = started
+    return server
+
+
+async def test_sigterm_drains_in_flight_requests_then_exits_zero(tmp_path: Path, slow_upstream) -> None:  # type: ignore[no-untyped-def]
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": f"http://127.0.0.1:{slow_upstream.port}", "prefix": "/api"}},
+                             shutdown_grace="10s", log={"level": "info", "access": False})
+    try:
+        await sidecar.wait_ready()
+        async with aiohttp.ClientSession() as http:
+            in_flight = asyncio.create_task(http.get(sidecar.url + "/api/slow"))
+            await asyncio.wait_for(slow_upstream.slow_started.wait(), 10)
+            sidecar.signal(signal.SIGTERM)
+
+            await poll_until(lambda: readyz_status(http, sidecar) , 503)
+            await poll_until(lambda: new_connection_refused(sidecar), True)
+
+            response = await in_flight
+            assert response.status == 200
+            assert await response.read() == b"s" * 200_000
+        assert await sidecar.wait_exit() == 0
+        assert '"msg":"drained"' in sidecar.log
+    finally:
+        sidecar.stop()
+
+
+async def test_sigint_with_nothing_in_flight_exits_at_once(tmp_path: Path, slow_upstream) -> None:  # type: ignore[no-untyped-def]
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": f"http://127.0.0.1:{slow_upstream.port}", "prefix": "/api"}})
+    try:
+        await sidecar.wait_ready()
+        started = time.monotonic()
+        sidecar.signal(signal.SIGINT)
+        assert await sidecar.wait_exit() == 0
+        assert time.monotonic() - started < 5
+    finally:
+        sidecar.stop()
+
+
+async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path, slow_upstream) -> None:  # type: ignore[no-untyped-def]
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": f"http://127.0.0.1:{slow_upstream.port}", "prefix": "/api"}},
+                             "--workers", "2", log={"level": "info", "access": True})
+    try:
+        await sidecar.wait_ready()
+        requests = 60
+        for _ in range(requests):  # a new connection each time, so the kernel spreads them over both workers
+            async with aiohttp.ClientSession() as http:
+                async with http.get(sidecar.url + "/api/fast") as response:
+                    assert response.status == 200
+        access = [json.loads(line) for line in sidecar.log.splitlines() if '"msg":"request"' in line]
+        assert len(access) == requests
+        assert len({line["pid"] for line in access}) == 2, "both workers must serve"
+
+        for _ in range(4):  # whichever worker answers the scrape reports the total of both
+            async with aiohttp.ClientSession() as http:
+                async with http.get(sidecar.admin_url + "/metrics") as response:
+                    text = await response.text()
+            assert sample_value(text, "resilience_proxy_requests_total", upstream="api", status_class="2xx") == requests
+
+        sidecar.signal(signal.SIGTERM)
+        assert await sidecar.wait_exit() == 0
+    finally:
+        sidecar.stop()
+
+
+async def test_a_100_mb_response_streams_through_in_little_memory(tmp_path: Path, aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    chunk = b"\x00" * 65536
+    total = 100 * 2**20
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = total
+        await response.prepare(request)
+        for _ in range(total // len(chunk)):
+            await response.write(chunk)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", big)
+    upstream = await aiohttp_server(app)
+    sidecar = SidecarProcess(tmp_path, {"files": {"url": f"http://127.0.0.1:{upstream.port}", "prefix": "/files"}})
+    try:
+        await sidecar.wait_ready()
+        process = psutil.Process(sidecar.process.pid)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(sidecar.url + "/files/warmup") as response:  # pay for imports and buffers once
+                await response.content.readexactly(1024)
+            baseline = process.memory_info().rss
+            peak, received = baseline, 0
+            async with http.get(sidecar.url + "/files/big.bin") as response:
+                async for piece in response.content.iter_chunked(2**20):
+                    received += len(piece)
+                    peak = max(peak, process.memory_info().rss)
+                    await asyncio.sleep(0.001)  # a slowish client: back-pressure must hold data upstream
+        assert received == total
+        assert peak - baseline < 30 * 2**20, f"sidecar grew by {(peak - baseline) / 2**20:.1f} MiB"
+    finally:
+        sidecar.stop()
