@@ -56,3 +56,18 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert "run" in result.stdout and "validate" in result.stdout
+
+
+def test_run_on_a_busy_port_fails_with_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        (tmp_path / "policies").mkdir()
+        (tmp_path / "policies" / "api.yaml").write_text("upstreams:\n  api:\n    url: http://127.0.0.1:9\n")
+        (tmp_path / "config.yaml").write_text(f"listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:0\n")
+        result = run_cli("run", "--config", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "address already in use" in result.stderr

@@ -181,3 +181,32 @@ async def test_upstream_tls_is_verified_and_a_ca_bundle_can_be_added(
         assert await response.json() == {"secure": True}
     async with http.get(base_url(trusted) + "/untrusted/x") as response:
         assert_proxy_error(response, 502, "tls_certificate_error", await response.json())
+
+
+async def test_no_connection_in_time_is_a_504_connection_timeout(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar
+) -> None:
+    import socket
+
+    # A listener that never accepts, with its accept queue already full: the kernel drops
+    # further SYNs, so a connect hangs exactly like one to an unreachable host.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        sidecar = await start_sidecar({"blackhole": {"url": f"http://127.0.0.1:{port}", "prefix": "/bh",
+                                                     "connect_timeout": "300ms", "timeout": "5s"}})
+        async with http.get(base_url(sidecar) + "/bh/x") as response:
+            body = await response.json()
+        assert_proxy_error(response, 504, "connection_timeout", body)
+        assert body["message"] == "blackhole: no connection in 0.3s"
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()

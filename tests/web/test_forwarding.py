@@ -187,3 +187,45 @@ async def test_expect_100_continue_is_answered_before_the_upload(sidecar_url: st
     body = json.loads(final.partition(b"\r\n\r\n")[2])
     assert body["body"] == "hello"
     assert "expect" not in {k.lower() for k, _ in body["headers"]}
+
+
+async def test_connections_to_the_upstream_are_pooled_and_reused(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, aiohttp_server
+) -> None:  # type: ignore[no-untyped-def]
+    peers: list[tuple[str, int]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    server = await aiohttp_server(app)
+    sidecar = await start_sidecar({"api": {"url": f"http://127.0.0.1:{server.port}", "prefix": "/api"}})
+    for _ in range(5):
+        async with aiohttp.ClientSession() as fresh_client:  # a new client connection every time
+            async with fresh_client.get(base_url(sidecar) + "/api/x") as response:
+                assert await response.text() == "ok"
+    assert len(set(peers)) == 1, "the sidecar should reuse one keep-alive connection to the upstream"
+
+
+async def test_access_log_has_no_query_string_or_credentials(
+    http: aiohttp.ClientSession, sidecar_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from proxy.observe.logs import JsonFormatter
+
+    caplog.set_level(logging.INFO, logger="resilience_proxy.access")
+    headers = {"Authorization": "Bearer ya29.secret-token", "Cookie": "session=secret-cookie", "X-Request-Id": "r-1"}
+    async with http.get(sidecar_url + "/twilio/calendars/c1/events?key=AIzaSecretKey", headers=headers) as response:
+        assert response.status == 200
+    (record,) = [r for r in caplog.records if r.name == "resilience_proxy.access"]
+    line = json.loads(JsonFormatter().format(record))
+    assert {k: line[k] for k in ("request_id", "upstream", "method", "path", "status")} == {
+        "request_id": "r-1", "upstream": "twilio", "method": "GET", "path": "/twilio/calendars/c1/events",
+        "status": 200}
+    assert line["duration_ms"] > 0 and line["bytes_out"] > 0
+    text = json.dumps(line)
+    for secret in ("AIzaSecretKey", "ya29.secret-token", "secret-cookie"):
+        assert secret not in text
