@@ -56,8 +56,10 @@ class DataPlane:
                 self.metrics.reject(error.proxy_status)
             response = error_response(error, request_id)
         except ConnectionError:
-            exchange.error = "client_disconnected"
-            raise
+            # The client went away; nothing can reach it, and it is not the sidecar's error.
+            # aiohttp finds the transport closed and drops this placeholder quietly.
+            exchange.status, exchange.error = exchange.status or 499, "client_disconnected"
+            response = web.Response(status=499, reason="Client Closed Request")
         except Exception:
             log.exception("unexpected error while proxying", extra={"request_id": request_id})
             exchange.status, exchange.error = 500, "proxy_internal_error"

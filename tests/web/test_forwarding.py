@@ -229,3 +229,31 @@ async def test_access_log_has_no_query_string_or_credentials(
     text = json.dumps(line)
     for secret in ("AIzaSecretKey", "ya29.secret-token", "secret-cookie"):
         assert secret not in text
+
+
+async def test_a_client_that_goes_away_is_no_error(
+    start_sidecar: StartSidecar, aiohttp_server, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import logging
+
+    answered = asyncio.Event()
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        answered.set()
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", slow)
+    server = await aiohttp_server(app)
+    sidecar = await start_sidecar({"api": {"url": f"http://127.0.0.1:{server.port}", "prefix": "/api"}})
+    caplog.set_level(logging.INFO)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.data_address.port)
+    writer.write(b"GET /api/x HTTP/1.1\r\nHost: s\r\n\r\n")
+    await writer.drain()
+    writer.close()  # gone before the upstream answers
+    await asyncio.wait_for(answered.wait(), 5)
+    await asyncio.sleep(0.1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert sidecar.dataplane.in_flight == 0
