@@ -33,7 +33,7 @@ def run_worker(config_path: str, *, reuse_port: bool = False) -> int:
     from proxy.observe.logs import configure_logging
     from proxy.server import serve
 
-    configure_logging(config.log.level, config.log.access)
+    configure_logging(config.log.level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(config, reuse_port=reuse_port))
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.observe.logs import configure_logging
     from proxy.workers import supervise
 
-    configure_logging(config.log.level, config.log.access)
+    configure_logging(config.log.level)
     return supervise(args.config, args.workers)
 
 

@@ -14,6 +14,7 @@ import signal
 from aiohttp import web
 
 from proxy.config.model import Address, Config
+from proxy.observe.access import AccessLog
 from proxy.observe.metrics import proxy_metrics
 from proxy.web.admin import Health, admin_app
 from proxy.web.dataplane import DataPlane
@@ -27,10 +28,10 @@ KEEPALIVE_TIMEOUT = 75.0
 class Sidecar:
     """The listeners and the data plane of one process, with an explicit start / drain / close."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+    def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None) -> None:
         self.config = config
         self.health = Health()
-        self.dataplane = DataPlane(config, proxy_metrics())
+        self.dataplane = DataPlane(config, proxy_metrics(), access_log or AccessLog(enabled=config.log.access))
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
             web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from proxy.config.load import load_config
+from proxy.observe.access import AccessLog
 from proxy.server import Sidecar
 
 
@@ -42,8 +43,9 @@ async def start_sidecar(tmp_path: Path) -> AsyncIterator[StartSidecar]:
     """Start in-process sidecars for ``upstreams``; all are closed after the test."""
     started: list[Sidecar] = []
 
-    async def start(upstreams: dict[str, dict[str, Any]], **settings: Any) -> Sidecar:
-        sidecar = Sidecar(load_config(write_config(tmp_path, upstreams, **settings)))
+    async def start(upstreams: dict[str, dict[str, Any]], access_log: AccessLog | None = None,
+                    **settings: Any) -> Sidecar:
+        sidecar = Sidecar(load_config(write_config(tmp_path, upstreams, **settings)), access_log=access_log)
         await sidecar.start()
         started.append(sidecar)
         return sidecar

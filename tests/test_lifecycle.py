@@ -102,8 +102,12 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path, slo
             async with aiohttp.ClientSession() as http:
                 async with http.get(sidecar.url + "/api/fast") as response:
                     assert response.status == 200
-        access = [json.loads(line) for line in sidecar.log.splitlines() if '"msg":"request"' in line]
-        assert len(access) == requests
+
+        def access_lines() -> list[dict]:
+            return [json.loads(line) for line in sidecar.log.splitlines() if '"msg":"request"' in line]
+
+        await poll_until(lambda: asyncio.sleep(0, len(access_lines())), requests)  # lines are batched
+        access = access_lines()
         assert len({line["pid"] for line in access}) == 2, "both workers must serve"
 
         for _ in range(4):  # whichever worker answers the scrape reports the total of both

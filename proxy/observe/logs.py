@@ -1,8 +1,5 @@
-"""JSON log lines, one object per line, and the per-request access line.
-
-The access line records the path without its query string: Google API keys travel in
-``?key=`` and must never reach a log. Header values are never logged.
-"""
+"""JSON log lines on stderr, one object per line (the access log has its own writer:
+:mod:`proxy.observe.access`)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,6 @@ import sys
 import time
 from typing import Any
 
-ACCESS = logging.getLogger("resilience_proxy.access")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -35,26 +31,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, separators=(",", ":"))
 
 
-def configure_logging(level: str, access: bool) -> None:
-    """Send every log record to stderr as JSON; the access logger only when enabled."""
+def configure_logging(level: str) -> None:
+    """Send every log record to stderr as JSON."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    ACCESS.setLevel(logging.INFO if access else logging.CRITICAL + 1)
-    ACCESS.propagate = True
 
-
-def log_access(
-    request_id: str, upstream: str | None, method: str, target: str, status: int, seconds: float,
-    bytes_in: int, bytes_out: int, error: str | None,
-) -> None:
-    if not ACCESS.isEnabledFor(logging.INFO):
-        return
-    path = target.split("?", 1)[0]
-    ACCESS.info("request", extra={
-        "request_id": request_id, "upstream": upstream, "method": method, "path": path[:1024],
-        "status": status, "duration_ms": round(seconds * 1000, 3), "bytes_in": bytes_in,
-        "bytes_out": bytes_out, "error": error,
-    })

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from proxy.config.model import Config
 from proxy.errors import InternalError, ProxyError, RequestRejected
-from proxy.observe.logs import log_access
+from proxy.observe.access import AccessLog
 from proxy.observe.metrics import ProxyMetrics
 from proxy.web.forward import Exchange, UpstreamClient, forward
 from proxy.web.responses import error_response
@@ -29,15 +29,17 @@ _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 class DataPlane:
     """Everything one request needs, built once per config."""
 
-    def __init__(self, config: Config, metrics: ProxyMetrics) -> None:
+    def __init__(self, config: Config, metrics: ProxyMetrics, access_log: AccessLog) -> None:
         self.router = Router(config.upstreams)
         self.clients = {u.name: UpstreamClient(u) for u in config.upstreams}
         self.metrics = metrics
+        self.access_log = access_log
         self.in_flight = 0
 
     async def close(self) -> None:
         for client in self.clients.values():
             await client.close()
+        self.access_log.flush()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -69,6 +71,7 @@ class DataPlane:
             elapsed = time.perf_counter() - started
             if upstream_name is not None:
                 self.metrics.observe(upstream_name, request.method, exchange.status or 499, elapsed)
-            log_access(request_id, upstream_name, request.method, request.raw_path, exchange.status or 499,
-                       elapsed, exchange.bytes_in, exchange.bytes_out, exchange.error)
+            self.access_log.record(request_id, upstream_name, request.method, request.raw_path,
+                                   exchange.status or 499, elapsed, exchange.bytes_in, exchange.bytes_out,
+                                   exchange.error)
         return response

@@ -210,25 +210,47 @@ async def test_connections_to_the_upstream_are_pooled_and_reused(
 
 
 async def test_access_log_has_no_query_string_or_credentials(
-    http: aiohttp.ClientSession, sidecar_url: str, caplog: pytest.LogCaptureFixture
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, echo_url: str
 ) -> None:
-    import logging
+    import io
 
-    from proxy.observe.logs import JsonFormatter
+    from proxy.observe.access import AccessLog
 
-    caplog.set_level(logging.INFO, logger="resilience_proxy.access")
+    stream = io.StringIO()
+    sidecar = await start_sidecar({"google": {"url": echo_url, "prefix": "/google"}}, access_log=AccessLog(stream))
     headers = {"Authorization": "Bearer ya29.secret-token", "Cookie": "session=secret-cookie", "X-Request-Id": "r-1"}
-    async with http.get(sidecar_url + "/twilio/calendars/c1/events?key=AIzaSecretKey", headers=headers) as response:
+    target = base_url(sidecar) + "/google/calendars/c1/events?key=AIzaSecretKey"
+    async with http.get(target, headers=headers) as response:
         assert response.status == 200
-    (record,) = [r for r in caplog.records if r.name == "resilience_proxy.access"]
-    line = json.loads(JsonFormatter().format(record))
-    assert {k: line[k] for k in ("request_id", "upstream", "method", "path", "status")} == {
-        "request_id": "r-1", "upstream": "twilio", "method": "GET", "path": "/twilio/calendars/c1/events",
-        "status": 200}
+    sidecar.dataplane.access_log.flush()
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert {k: line[k] for k in ("msg", "request_id", "upstream", "method", "path", "status", "error")} == {
+        "msg": "request", "request_id": "r-1", "upstream": "google", "method": "GET",
+        "path": "/google/calendars/c1/events", "status": 200, "error": None}
     assert line["duration_ms"] > 0 and line["bytes_out"] > 0
-    text = json.dumps(line)
     for secret in ("AIzaSecretKey", "ya29.secret-token", "secret-cookie"):
-        assert secret not in text
+        assert secret not in stream.getvalue()
+
+
+async def test_access_lines_are_batched_and_flushed_soon(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, echo_url: str
+) -> None:
+    import asyncio
+    import io
+
+    from proxy.observe.access import AccessLog
+
+    stream = io.StringIO()
+    sidecar = await start_sidecar({"api": {"url": echo_url, "prefix": "/api"}},
+                                  access_log=AccessLog(stream, interval=0.05))
+    for _ in range(3):
+        async with http.get(base_url(sidecar) + "/api/x") as response:
+            assert response.status == 200
+    for _ in range(100):  # written within the flush interval, without anyone calling flush()
+        if stream.getvalue().count("\n") == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert [json.loads(text)["status"] for text in stream.getvalue().splitlines()] == [200, 200, 200]
 
 
 async def test_a_client_that_goes_away_is_no_error(

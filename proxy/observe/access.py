@@ -1,0 +1,76 @@
+"""The access log: one JSON line per request, written in batches.
+
+Going through :mod:`logging` cost about 45 us per request (stack inspection, a LogRecord,
+a lock and a write syscall per line), a quarter of the sidecar's throughput. Lines are
+instead formatted directly and written at most every ``interval`` seconds, one write for
+all lines since the last: at most that much of the log is lost if the process is killed.
+
+The line records the path without its query string (Google API keys travel in ``?key=``)
+and never a header value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import TextIO
+
+_FLUSH_BYTES = 64 * 1024
+
+
+class AccessLog:
+    """Buffered JSON access lines, in the same shape as the other log lines."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True, interval: float = 0.05) -> None:
+        self.enabled = enabled
+        self._stream = stream
+        self._interval = interval
+        self._lines: list[str] = []
+        self._size = 0
+        self._flush_scheduled = False
+        self._pid = os.getpid()
+        self._second = -1
+        self._ts_prefix = ""
+
+    def record(
+        self, request_id: str, upstream: str | None, method: str, target: str, status: int, seconds: float,
+        bytes_in: int, bytes_out: int, error: str | None,
+    ) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._ts_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = json.dumps({
+            "ts": f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z", "level": "info",
+            "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
+            "request_id": request_id, "upstream": upstream, "method": method,
+            "path": target.split("?", 1)[0][:1024], "status": status, "duration_ms": round(seconds * 1000, 3),
+            "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error,
+        }, separators=(",", ":"))
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(self._interval, self.flush)
+
+    def flush(self) -> None:
+        """Write every buffered line now (also called on shutdown)."""
+        self._flush_scheduled = False
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        self._size = 0
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # a closed or full stderr must never break proxying
+            pass
