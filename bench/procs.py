@@ -1,0 +1,114 @@
+"""Start, probe and stop the benchmark's child processes.
+
+Every child gets its own session (process group) so that stopping it also stops whatever it forked
+(nginx workers, sidecar helpers), and is pinned with taskset so load and proxy never share a core.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """A child failed to start or to become ready; the message carries its log tail."""
+
+
+@dataclass
+class Service:
+    """A running child process and the file holding its stdout+stderr."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        """Last lines of the child's output, for error messages."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def pinned(cpu: int, cmd: list[str]) -> list[str]:
+    """Prefix a command with taskset so it (and its children) run on one core."""
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something already listens there: we would otherwise benchmark a stranger."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = None) -> Service:
+    """Launch a pinned child in its own process group, output to logdir/name.log."""
+    log = logdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            pinned(cpu, cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return Service(name, proc, log)
+
+
+def stop(service: Service, grace: float = 5.0) -> None:
+    """SIGTERM the whole process group, SIGKILL it if it lingers."""
+    if service.proc.poll() is None:
+        _signal_group(service.proc.pid, signal.SIGTERM)
+        try:
+            service.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _signal_group(service.proc.pid, signal.SIGKILL)  # leftovers of the group, if any
+    if service.proc.poll() is None:
+        service.proc.wait(grace)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def http_status(port: int, path: str, timeout: float = 1.0) -> int:
+    """Status of one GET on loopback (raises OSError when nothing answers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def wait_ready(service: Service, port: int, path: str, deadline: float = 15.0) -> None:
+    """Poll GET port/path until it answers 200; fail fast, with its log, if the child exits."""
+    end = time.monotonic() + deadline
+    last = "no answer"
+    while time.monotonic() < end:
+        if service.proc.poll() is not None:
+            raise ServiceError(f"{service.name} exited with code {service.proc.returncode}:\n{service.tail()}")
+        try:
+            status = http_status(port, path)
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise ServiceError(f"{service.name} not ready on :{port}{path} after {deadline:.0f} s ({last}):\n{service.tail()}")

@@ -1,0 +1,292 @@
+"""One command for the whole proxy comparison: nginx direct vs reference aiohttp proxy vs sidecar.
+
+Pinning (2-core machine): the proxy under test runs alone on --proxy-cpu (0); nginx, wrk, openloop
+and this runner share --load-cpu (1). The proxy is then the only thing its core does, and the load
+side (nginx plus wrk: about 13% of their core while the proxy is saturated) never steals its cycles.
+
+    /work/venv/bin/python bench/run.py            # full run, a few minutes
+    /work/venv/bin/python bench/run.py --quick    # smoke run, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import loads
+import procs
+from report import aggregate, table, verdict
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+PATH = "/2010-04-01/Accounts/AC123/Messages.json?PageSize=20"
+
+
+def parse_args() -> argparse.Namespace:
+    """Durations, rates, ports and CPUs; --quick picks the smoke-run defaults."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 3 s per load, 2,000 req/s only")
+    p.add_argument("--rounds", type=int, help="interleaved rounds, medians reported (default 3, quick 1)")
+    p.add_argument("--wrk-seconds", type=float, help="wrk seconds per target per round (default 5, quick 3)")
+    p.add_argument("--openloop-seconds", type=float, help="measured open-loop seconds per run (default 10, quick 3)")
+    p.add_argument("--warmup", type=float, help="open-loop warm-up seconds, excluded (default 2, quick 1)")
+    p.add_argument("--rates", help="comma-separated open-loop rates (default 500,2000; quick 2000)")
+    p.add_argument("--wrk-connections", type=int, default=32)
+    p.add_argument("--skip-sidecar", action="store_true", help="measure direct and reference only")
+    p.add_argument("--access-log", action="store_true",
+                   help="sidecar writes its JSON access line per request (the production default) to its log file")
+    p.add_argument("--out", type=Path, help="also write the results as JSON to this file")
+    p.add_argument("--python", default=sys.executable, help="interpreter for the proxies and openloop")
+    p.add_argument("--proxy-cpu", type=int, default=0)
+    p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--upstream-port", type=int, default=18000)
+    p.add_argument("--reference-port", type=int, default=18081)
+    p.add_argument("--sidecar-port", type=int, default=18080)
+    p.add_argument("--admin-port", type=int, default=19901)
+    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs of the children")
+    args = p.parse_args()
+    quick = args.quick
+    args.rounds = args.rounds or (1 if quick else 3)
+    args.wrk_seconds = args.wrk_seconds or (3.0 if quick else 5.0)
+    args.openloop_seconds = args.openloop_seconds or (3.0 if quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
+    args.rates = [int(r) for r in (args.rates or ("2000" if quick else "500,2000")).split(",")]
+    if not (1 <= args.rounds <= 10 and 0 < args.wrk_seconds <= 120 and 0 < args.openloop_seconds <= 120):
+        p.error("rounds must be 1-10, durations in (0, 120] seconds")
+    return args
+
+
+def find_nginx() -> str:
+    """Path to nginx; installs nginx-light when root (never letting apt start it on port 80)."""
+    found = shutil.which("nginx") or (os.access("/usr/sbin/nginx", os.X_OK) and "/usr/sbin/nginx")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("nginx not found: install it with `apt-get install -y nginx-light` (as root), then rerun")
+    print("nginx not found: installing nginx-light", file=sys.stderr)
+    guard = Path("/usr/sbin/policy-rc.d")
+    made_guard = not guard.exists()
+    if made_guard:
+        guard.write_text("#!/bin/sh\nexit 101\n")
+        guard.chmod(0o755)
+    try:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(["apt-get", "install", "-y", "nginx-light"], env=env, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, check=True)
+            subprocess.run(["apt-get", "install", "-y", "nginx-light"], env=env, check=True)
+    finally:
+        if made_guard:
+            guard.unlink()
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def write_nginx_conf(tmp: Path, port: int) -> Path:
+    """Fill bench/upstream.conf for this run's prefix and port."""
+    template = string.Template((BENCH_DIR / "upstream.conf").read_text())
+    conf = tmp / "nginx.conf"
+    conf.write_text(template.substitute(prefix=tmp, port=port))
+    return conf
+
+
+def write_sidecar_conf(tmp: Path, port: int, admin_port: int, upstream_port: int, access_log: bool) -> Path:
+    """The sidecar's main config plus one policy file routing /bench to nginx, no policies engaged."""
+    (tmp / "policies").mkdir(exist_ok=True)
+    (tmp / "policies" / "bench.yaml").write_text(
+        f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n"
+    )
+    conf = tmp / "sidecar.yaml"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"admin:\n  listen: 127.0.0.1:{admin_port}\n"
+        "state:\n  backend: memory\n"
+        f"log:\n  level: warning\n  access: {'true' if access_log else 'false'}\n"
+        "policies: [policies/]\n"
+    )
+    return conf
+
+
+def versions(python: str, nginx: str) -> dict[str, str]:
+    """What produced the numbers, for the README and the JSON file."""
+    probe = "import sys, aiohttp, uvloop; print(sys.version.split()[0], aiohttp.__version__, uvloop.__version__)"
+    py, aiohttp_v, uvloop_v = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    nginx_v = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False).stderr.strip().split("/")[-1]
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split()[1:2]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    return {
+        "python": py,
+        "aiohttp": aiohttp_v,
+        "uvloop": uvloop_v,
+        "nginx": nginx_v,
+        "wrk": "".join(wrk_v),
+        "cpu": cpu,
+        "cpus": str(os.cpu_count()),
+        "kernel": platform.release(),
+        "loadavg": Path("/proc/loadavg").read_text().split()[0],
+    }
+
+
+def start_servers(args: argparse.Namespace, nginx: str, tmp: Path, services: list[procs.Service]) -> dict[str, Any]:
+    """Start nginx, the reference proxy and the sidecar; return each target's URL (or its start error).
+
+    All stay up for the whole run so the targets can be measured in interleaved rounds; the proxy not
+    being measured sits idle in epoll and costs its core nothing.
+    """
+    targets: dict[str, Any] = {}
+    conf = write_nginx_conf(tmp, args.upstream_port)
+    nginx_cmd = [nginx, "-c", str(conf), "-p", str(tmp), "-e", "stderr", "-g", "daemon off;"]
+    services.append(procs.start("nginx", nginx_cmd, args.load_cpu, tmp))
+    procs.wait_ready(services[-1], args.upstream_port, PATH)
+    targets["direct"] = f"http://127.0.0.1:{args.upstream_port}{PATH}"
+
+    listen = f"127.0.0.1:{args.reference_port}"
+    ref_cmd = [
+        args.python,
+        str(BENCH_DIR / "refproxy.py"),
+        "--listen",
+        listen,
+        "--upstream",
+        f"http://127.0.0.1:{args.upstream_port}",
+    ]
+    services.append(procs.start("reference", ref_cmd, args.proxy_cpu, tmp))
+    procs.wait_ready(services[-1], args.reference_port, "/bench" + PATH)
+    targets["reference"] = f"http://{listen}/bench{PATH}"
+
+    if not args.skip_sidecar:
+        targets["sidecar"] = start_sidecar(args, tmp, services)
+    return targets
+
+
+def start_sidecar(args: argparse.Namespace, tmp: Path, services: list[procs.Service]) -> Any:
+    """Start the sidecar from a generated config; a start failure is reported, not fatal."""
+    if not (REPO_DIR / "proxy" / "__main__.py").exists():
+        msg = f"{REPO_DIR / 'proxy' / '__main__.py'} does not exist yet"
+        print(f"sidecar skipped: {msg}", file=sys.stderr)
+        return {"error": msg}
+    conf = write_sidecar_conf(tmp, args.sidecar_port, args.admin_port, args.upstream_port, args.access_log)
+    cmd = [args.python, "-m", "proxy", "run", "--config", str(conf)]
+    sidecar = procs.start("sidecar", cmd, args.proxy_cpu, tmp, cwd=REPO_DIR)
+    services.append(sidecar)
+    try:
+        procs.wait_ready(sidecar, args.admin_port, "/healthz", deadline=20)
+        procs.wait_ready(sidecar, args.sidecar_port, "/bench" + PATH, deadline=5)
+    except procs.ServiceError as exc:
+        print(f"\nSIDECAR DID NOT START: {exc}\n", file=sys.stderr)
+        procs.stop(sidecar)
+        return {"error": str(exc), "command": " ".join(cmd), "config": conf.read_text()}
+    return f"http://127.0.0.1:{args.sidecar_port}/bench{PATH}"
+
+
+def measure_rounds(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """Interleave the targets round by round, so a burst of outside load hits all of them alike."""
+    raw: dict[str, Any] = {name: {"wrk": [], "openloop": {str(r): [] for r in args.rates}} for name in urls}
+    for url in urls.values():
+        loads.wrk(url, 1, args.wrk_connections, args.load_cpu)  # warm-up: connection pools, code paths
+    for n in range(1, args.rounds + 1):
+        for name, url in urls.items():
+            print(f"[round {n}/{args.rounds}] {name}: wrk {args.wrk_seconds:g} s", file=sys.stderr)
+            raw[name]["wrk"].append(loads.wrk(url, args.wrk_seconds, args.wrk_connections, args.load_cpu))
+        for rate in args.rates:
+            for name, url in urls.items():
+                print(
+                    f"[round {n}/{args.rounds}] {name}: {rate} req/s for {args.warmup:g}+{args.openloop_seconds:g} s",
+                    file=sys.stderr,
+                )
+                result = loads.openloop(url, rate, args.openloop_seconds, args.warmup, args.load_cpu, args.python)
+                raw[name]["openloop"][str(rate)].append(result)
+    return raw
+
+
+def run_all(args: argparse.Namespace, nginx: str, tmp: Path) -> dict[str, Any]:
+    """Start everything, measure, and always stop every child, whatever happened."""
+    services: list[procs.Service] = []
+    try:
+        targets = start_servers(args, nginx, tmp, services)
+        urls = {name: url for name, url in targets.items() if isinstance(url, str)}
+        results = aggregate(measure_rounds(urls, args))
+    finally:
+        for service in reversed(services):
+            procs.stop(service)
+    for name, failure in targets.items():
+        if not isinstance(failure, str):
+            results[name] = failure
+    return results
+
+
+def main() -> int:
+    """Run everything, print the table, write JSON; non-zero exit when the sidecar failed to run."""
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks reap the children
+    if (os.cpu_count() or 1) < 2:
+        print("warning: fewer than 2 CPUs, proxy and load share a core; numbers will be pessimistic", file=sys.stderr)
+        args.proxy_cpu = args.load_cpu = 0
+    os.sched_setaffinity(0, {args.load_cpu})  # keep the runner itself off the proxy core
+    nginx = find_nginx()
+    ports = [args.upstream_port, args.reference_port] + (
+        [] if args.skip_sidecar else [args.sidecar_port, args.admin_port]
+    )
+    busy = [p for p in ports if procs.port_in_use(p)]
+    if busy:
+        sys.exit(f"ports already in use on 127.0.0.1: {busy} (stop whatever listens there or pick other --*-port)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    tmp.chmod(0o755)  # nginx workers drop root privileges and must still reach the prefix
+    started = time.time()
+    machine = versions(args.python, nginx)  # load average before we add any
+    try:
+        results = run_all(args, nginx, tmp)
+    except procs.ServiceError as exc:
+        sys.exit(f"benchmark aborted: {exc}")
+    finally:
+        if args.keep_tmp:
+            print(f"configs and logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    settings = {
+        "rounds": args.rounds,
+        "wrk_seconds": args.wrk_seconds,
+        "wrk_connections": args.wrk_connections,
+        "openloop_seconds": args.openloop_seconds,
+        "warmup_seconds": args.warmup,
+        "rates": args.rates,
+        "proxy_cpu": args.proxy_cpu,
+        "load_cpu": args.load_cpu,
+    }
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "versions": machine,
+        "settings": settings,
+        "results": results,
+        "verdict": verdict(results),
+    }
+    print()
+    print(table(results, settings))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {args.out}", file=sys.stderr)
+    return 1 if "error" in results.get("sidecar", {}) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
