@@ -1,0 +1,70 @@
+"""What a breaker store offers: the interface every backend implements.
+
+The hot path reads :meth:`BreakerStore.view`, a local copy that costs no I/O: a closed
+breaker never waits on a backend. Only an open breaker whose time is up (a probe) and
+operator actions make a round trip. Outcomes are handed over without waiting; a backend may
+apply them at once (memory) or in batches (Redis). Transitions this process makes are passed
+to the listeners; transitions made elsewhere in the fleet only update the views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.events import BreakerTransition
+from proxy.policy.breaker import Action, Admission, BreakerPolicy, State
+
+TransitionListener = Callable[[BreakerTransition], None]
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    """A read-only copy of one breaker's state, as the hot path and the admin API see it."""
+
+    key: str
+    state: State = State.CLOSED
+    open_until: float = 0.0
+    reason: str = ""
+    forced_by: str = ""
+    failures: int = 0
+    changed_at: float = 0.0
+    version: int = 0
+
+    @property
+    def admits_freely(self) -> bool:
+        """True when a request may pass without asking the store."""
+        return self.state in (State.CLOSED, State.DISABLED)
+
+
+class BreakerStore(Protocol):
+    def view(self, key: str) -> BreakerView:
+        """The locally known state of ``key``; never does I/O."""
+        ...
+
+    async def admit(self, key: str, policy: BreakerPolicy) -> Admission:
+        """Atomically decide whether a request may pass a breaker that is not closed (probes)."""
+        ...
+
+    def record(self, key: str, policy: BreakerPolicy, failed: bool, probe: bool) -> None:
+        """Hand over one outcome; never blocks the request."""
+        ...
+
+    async def force(self, key: str, policy: BreakerPolicy, action: Action, actor: str) -> BreakerTransition:
+        """Apply an operator override for the whole fleet."""
+        ...
+
+    async def views(self, keys: list[str]) -> list[BreakerView]:
+        """Fresh state of ``keys`` from the backend, for the admin API."""
+        ...
+
+    async def flush(self) -> None:
+        """Apply every outcome handed over so far (a batching backend sends them now)."""
+        ...
+
+    def add_listener(self, listener: TransitionListener) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,114 @@
+"""One behavioural suite for every breaker store backend (memory here; Redis joins it).
+
+Time is a FakeClock passed to the store, so open times are exercised without sleeping.
+``await store.flush()`` stands where a batching backend would send its queued outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from proxy.clock import FakeClock
+from proxy.events import BreakerTransition
+from proxy.policy.breaker import Action, BreakerPolicy, State
+from proxy.state.base import BreakerStore
+from proxy.state.memory import MemoryBreakerStore
+
+KEY = "twilio/twilio_sms"
+POLICY = BreakerPolicy(consecutive_failures=3, open_for=30, jitter=0.0)
+
+StoreFactory = Callable[[FakeClock], Awaitable[BreakerStore]]
+
+
+async def memory_store(clock: FakeClock) -> BreakerStore:
+    return MemoryBreakerStore(clock=clock, random=lambda: 0.5)
+
+
+BACKENDS: dict[str, StoreFactory] = {"memory": memory_store}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BreakerStore, FakeClock]]:
+    clock = FakeClock()
+    store = await BACKENDS[request.param](clock)
+    await store.start()
+    yield store, clock
+    await store.close()
+
+
+async def fail(store: BreakerStore, times: int, probe: bool = False) -> None:
+    for _ in range(times):
+        store.record(KEY, POLICY, True, probe)
+    await store.flush()
+
+
+async def test_a_new_breaker_is_closed_and_admits_freely(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, _ = store_and_clock
+    view = store.view(KEY)
+    assert (view.state, view.admits_freely) == (State.CLOSED, True)
+
+
+async def test_opens_after_consecutive_failures_and_tells_the_listener_once(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    seen: list[BreakerTransition] = []
+    store.add_listener(seen.append)
+    await fail(store, 2)
+    store.record(KEY, POLICY, False, False)
+    await fail(store, 2)
+    assert store.view(KEY).state == State.CLOSED
+    await fail(store, 1)
+    view = store.view(KEY)
+    assert (view.state, view.open_until, view.reason) == (State.OPEN, clock.now() + 30, "3 consecutive failures")
+    assert [(t.from_state, t.to_state) for t in seen] == [("closed", "open")]
+
+
+async def test_open_rejects_until_the_time_is_up_then_one_probe_closes_it(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    await fail(store, 3)
+    clock.advance(10)
+    rejected = await store.admit(KEY, POLICY)
+    assert (rejected.allowed, rejected.retry_after) == (False, pytest.approx(20))
+    clock.advance(20)
+    probe = await store.admit(KEY, POLICY)
+    assert (probe.allowed, probe.probe) == (True, True)
+    assert (await store.admit(KEY, POLICY)).allowed is False, "exactly one probe"
+    assert store.view(KEY).state == State.HALF_OPEN
+    store.record(KEY, POLICY, False, True)
+    await store.flush()
+    assert store.view(KEY).state == State.CLOSED
+
+
+async def test_failed_probe_reopens(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    await fail(store, 3)
+    clock.advance(30)
+    assert (await store.admit(KEY, POLICY)).probe
+    await fail(store, 1, probe=True)
+    view = store.view(KEY)
+    assert (view.state, view.reason) == (State.OPEN, "probe failed")
+
+
+async def test_operator_overrides(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, _ = store_and_clock
+    seen: list[BreakerTransition] = []
+    store.add_listener(seen.append)
+    forced = await store.force(KEY, POLICY, Action.FORCE_OPEN, "alice")
+    assert (forced.to_state, store.view(KEY).state, store.view(KEY).forced_by) == ("forced_open", State.FORCED_OPEN,
+                                                                                   "alice")
+    assert (await store.admit(KEY, POLICY)).allowed is False
+    await store.force(KEY, POLICY, Action.DISABLE, "alice")
+    await fail(store, 10)
+    assert store.view(KEY).state == State.DISABLED
+    await store.force(KEY, POLICY, Action.RESET, "bob")
+    assert (store.view(KEY).state, store.view(KEY).forced_by) == (State.CLOSED, "")
+    assert [t.to_state for t in seen] == ["forced_open", "disabled", "closed"]
+
+
+async def test_views_for_the_admin_api(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, _ = store_and_clock
+    await fail(store, 3)
+    other = "google/google_calendar_events"
+    views = await store.views([KEY, other])
+    assert [(v.key, v.state) for v in views] == [(KEY, State.OPEN), (other, State.CLOSED)]
