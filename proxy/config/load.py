@@ -7,12 +7,14 @@ collected and raised together as one :class:`~proxy.errors.ConfigError`, each li
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 
 from proxy.config import values as v
+from proxy.config.policies import read_routes
 from proxy.config.model import AdminSettings, Config, LogSettings, StateSettings, Upstream
 from proxy.config.reader import Section
 from proxy.config.yamltree import Mark, YNode, parse_yaml
@@ -41,12 +43,18 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     top = Section(root, "", problems)
     listen = top.get("listen", v.address, v.address(DEFAULT_LISTEN))
     admin = top.section("admin")
-    admin_settings = AdminSettings(listen=admin.get("listen", v.address, v.address(DEFAULT_ADMIN_LISTEN)))
+    admin_settings = AdminSettings(
+        listen=admin.get("listen", v.address, v.address(DEFAULT_ADMIN_LISTEN)),
+        token=admin.get("token", str, "") or None,
+    )
     admin.finish()
     state = top.section("state")
     state_settings = StateSettings(
         backend=state.get("backend", v.one_of("memory", "redis"), "memory"),
         redis_url=state.get("redis_url", v.text, "redis://127.0.0.1:6379/0"),
+        redis_timeout=state.get("redis_timeout", v.duration, 0.05),
+        key_prefix=state.get("key_prefix", v.text, "rp:"),
+        required=state.get("required", v.boolean, False),
     )
     state.finish()
     log = top.section("log")
@@ -160,8 +168,9 @@ def _read_upstream(name: str, s: Section, file: Path, org_header: str) -> Upstre
         ),
         source=shown_path(file),
     )
+    routes, default_route = read_routes(s)
     s.finish()
-    return upstream
+    return dataclasses.replace(upstream, routes=routes, default_route=default_route)
 
 
 def _positive(parse):  # type: ignore[no-untyped-def]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from proxy.policy.breaker import BreakerPolicy
+
 
 @dataclass(frozen=True)
 class Address:
@@ -19,6 +21,27 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A named slice of an upstream's traffic with its own breaker (and, later, retries and limits)."""
+
+    name: str
+    methods: frozenset[str] | None
+    """Upper-case methods; None matches any."""
+    path: str | None
+    """Pattern on the path after the prefix: ``{name}`` captures a segment, ``*`` matches one, a final
+    ``**`` matches the rest. None matches any path."""
+    body: tuple[tuple[str, str], ...]
+    """(field, glob) pairs a form or JSON body must match, e.g. ``("To", "whatsapp:*")``."""
+    breaker: BreakerPolicy | None
+    """None: no breaker on this route."""
+    failure_statuses: frozenset[int]
+    """Upstream statuses that count as failures (429 never does: it is a rate signal)."""
+
+
+DEFAULT_ROUTE = "default"
 
 
 @dataclass(frozen=True)
@@ -42,17 +65,28 @@ class Upstream:
     strip_headers: tuple[str, ...]
     """Request headers (lower case) that the sidecar reads and never sends to this upstream."""
     source: str
+    routes: tuple[Route, ...] = ()
+    """Tried in order; the first that matches wins."""
+    default_route: Route | None = None
+    """For requests no route matches; named ``default``."""
 
 
 @dataclass(frozen=True)
 class AdminSettings:
     listen: Address
+    token: str | None = None
+    """Bearer token required for admin mutations; without one they are refused."""
 
 
 @dataclass(frozen=True)
 class StateSettings:
     backend: Literal["memory", "redis"]
     redis_url: str
+    redis_timeout: float = 0.05
+    """Per Redis command; after a failure the sidecar works on local state until Redis answers again."""
+    key_prefix: str = "rp:"
+    required: bool = False
+    """Readiness fails while Redis is unreachable (otherwise local state serves meanwhile)."""
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,21 @@ class Section:
             for name in list(outer._node.value):
                 yield name, outer.section(name)
 
+    def sections_of(self, key: str) -> Iterator[Section]:
+        """The mappings in a list-of-mappings key such as ``routes``."""
+        node = self.node(key)
+        if node is None:
+            return
+        if not isinstance(node.value, list):
+            self.error(self.mark_of(key), self._child_path(key), "must be a list")
+            return
+        for index, item in enumerate(node.value):
+            yield Section(item, f"{self._child_path(key)}[{index}]", self.problems)
+
+    def explicit(self) -> set[str]:
+        """The keys present in this mapping (to tell an override from a default)."""
+        return set(self._node.value) if self.valid else set()
+
     def list_of(self, key: str, parse: Callable[[Any], T], default: tuple[T, ...] = ()) -> tuple[T, ...]:
         node = self.node(key)
         if node is None:

@@ -73,6 +73,73 @@ def prefix(value: Any) -> str:
     return text.rstrip("/") or "/"
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_PATTERN_SEGMENT = re.compile(r"\*\*?|(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[^{}*/])+")
+
+
+def fraction(value: Any) -> float:
+    """``50%`` or ``0.5``: a share between 0 and 1."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1]) / 100
+        except ValueError:
+            number = -1.0
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"invalid share '{_shown(value)}' (write 50% or 0.5)")
+    return number
+
+
+def non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be a whole number >= 0, not '{_shown(value)}'")
+    return value
+
+
+def number_at_least_one(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+        raise ValueError(f"must be a number >= 1, not '{_shown(value)}'")
+    return float(value)
+
+
+def method(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in _METHODS:
+        raise ValueError(f"unknown HTTP method '{_shown(value)}' (one of {', '.join(sorted(_METHODS))})")
+    return value.upper()
+
+
+def status_set(value: Any) -> frozenset[int]:
+    """One status list entry: ``503`` or a class such as ``5xx``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return frozenset({value})
+    if isinstance(value, str) and re.fullmatch(r"[1-5]xx", value.strip().lower()):
+        first = int(value.strip()[0]) * 100
+        return frozenset(range(first, first + 100))
+    raise ValueError(f"invalid status '{_shown(value)}' (write 503 or 5xx)")
+
+
+def path_pattern(value: Any) -> str:
+    """``/2010-04-01/Accounts/{account}/Messages/{sid}.json``: literals with ``{name}`` captures in a segment,
+    ``*`` for one whole segment, a final ``**`` for the rest. Capture names are unique."""
+    text = value.strip() if isinstance(value, str) else ""
+    segments = text.split("/")[1:]
+    if not text.startswith("/") or "?" in text:
+        raise ValueError(f"invalid path pattern '{_shown(value)}' (write /literal/{{name}}/*)")
+    for index, segment in enumerate(segments):
+        if segment and not _PATTERN_SEGMENT.fullmatch(segment):
+            raise ValueError(f"invalid path pattern '{text}': bad segment '{segment}' (* must be a whole segment, "
+                             "{name} a Python-style name)")
+        if segment == "**" and index != len(segments) - 1:
+            raise ValueError(f"invalid path pattern '{text}': ** may only end a pattern")
+    names = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", text)
+    if len(names) != len(set(names)):
+        raise ValueError(f"invalid path pattern '{text}': a capture name is used twice")
+    return text
+
+
 def header_name(value: Any) -> str:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ValueError(f"invalid header name '{_shown(value)}'")

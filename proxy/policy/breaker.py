@@ -50,8 +50,9 @@ class BreakerPolicy:
     slow_call: float = 0.0
     """Calls slower than this many seconds count as failures (0: off)."""
     open_for: float = 30.0
-    open_for_max: float = 30.0
-    """Cap for the open time, which grows by ``open_multiplier`` on each re-open from half-open."""
+    open_for_max: float = 0.0
+    """Cap for the open time, which grows by ``open_multiplier`` on each re-open from half-open
+    (0: no growth, always ``open_for``)."""
     open_multiplier: float = 2.0
     jitter: float = 0.1
     """Open times vary by up to this fraction either way, so a fleet does not probe in lockstep."""

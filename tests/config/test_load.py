@@ -107,6 +107,31 @@ def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None
     pytest.param("{}\n", "", "policies/twilio.yaml:1:1: empty policy file (expected 'upstreams:')", id="empty-policy"),
     pytest.param("{}\n", "upstream:\n  x: {}\n",
                  "policies/twilio.yaml:1:1: upstreams: is required", id="missing-upstreams"),
+    pytest.param("{}\n", GOOD_POLICY + "    breaker: {consecutive_failures: 0}\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.breaker: no trip condition: set consecutive_failures "
+                 "or failure_rate (or write breaker: false)", id="breaker-without-trip"),
+    pytest.param("{}\n", GOOD_POLICY + "    breaker: {failure_rate: 150%}\n",
+                 "policies/twilio.yaml:7:15: upstreams.twilio.breaker.failure_rate: invalid share '150%' "
+                 "(write 50% or 0.5)", id="bad-rate"),
+    pytest.param("{}\n", GOOD_POLICY + "    breaker: {open_for: 30s, open_for_max: 10s}\n",
+                 "policies/twilio.yaml:7:30: upstreams.twilio.breaker.open_for_max: must be at least open_for (30s)",
+                 id="cap-below-open-time"),
+    pytest.param("{}\n", GOOD_POLICY + "    failure_statuses: [5xx, 429]\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.failure_statuses: 429 is a rate-limit signal, never a "
+                 "breaker failure", id="429-as-failure"),
+    pytest.param("{}\n", GOOD_POLICY + "    routes:\n      - {name: sms, methods: [SEND]}\n",
+                 "policies/twilio.yaml:8:31: upstreams.twilio.routes[0].methods[0]: unknown HTTP method 'SEND' "
+                 "(one of DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT)", id="bad-method"),
+    pytest.param("{}\n", GOOD_POLICY + "    routes:\n      - name: sms\n        path: /Accounts/AC*\n",
+                 "policies/twilio.yaml:9:9: upstreams.twilio.routes[0].path: invalid path pattern "
+                 "'/Accounts/AC*': bad segment 'AC*' (* must be a whole segment, {name} a Python-style name)",
+                 id="bad-pattern"),
+    pytest.param("{}\n", GOOD_POLICY + "    routes:\n      - {name: sms}\n      - {name: sms}\n",
+                 "policies/twilio.yaml:9:10: upstreams.twilio.routes[1].name: 'sms' is already a route of this "
+                 "upstream", id="duplicate-route"),
+    pytest.param("{}\n", GOOD_POLICY + "    routes:\n      - {name: sms, breaker: {open_fr: 1s}}\n",
+                 "policies/twilio.yaml:8:31: upstreams.twilio.routes[0].breaker.open_fr: unknown key",
+                 id="route-breaker-typo"),
 ])
 def test_each_kind_of_error_has_one_exact_message(tmp_path: Path, config: str, policy: str, expected: str) -> None:
     assert expected in errors(tmp_path, config, twilio=policy)
@@ -129,3 +154,28 @@ def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
     assert len(found) == 4
     assert [line.split(": ")[1] for line in found] == [
         "listen", "extra", "upstreams.twilio.timeout", "upstreams.twilio.connect_timeout"]
+
+
+def test_routes_inherit_the_upstreams_breaker_and_override_what_they_name(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + (
+        "    breaker: {consecutive_failures: 3, open_for: 30s}\n"
+        "    routes:\n"
+        "      - name: twilio_whatsapp\n"
+        "        methods: [post]\n"
+        "        path: /2010-04-01/Accounts/{account}/Messages.json\n"
+        "        body: {To: 'whatsapp:*'}\n"
+        "      - name: twilio_sms\n"
+        "        methods: [POST]\n"
+        "        path: /2010-04-01/Accounts/{account}/Messages.json\n"
+        "        breaker: {consecutive_failures: 5}\n"
+        "      - name: fetch\n"
+        "        breaker: false\n"
+    )
+    (twilio,) = load_config(write(tmp_path, "{}\n", twilio=policy), {}).upstreams
+    whatsapp, sms, fetch = twilio.routes
+    assert (whatsapp.methods, whatsapp.body) == (frozenset({"POST"}), (("To", "whatsapp:*"),))
+    assert (whatsapp.breaker.consecutive_failures, whatsapp.breaker.open_for) == (3, 30.0)
+    assert (sms.breaker.consecutive_failures, sms.breaker.open_for) == (5, 30.0)
+    assert fetch.breaker is None
+    assert twilio.default_route.name == "default" and twilio.default_route.breaker.consecutive_failures == 3
+    assert 500 in sms.failure_statuses and 429 not in sms.failure_statuses

@@ -1,0 +1,107 @@
+"""The policy parts of an upstream: its routes, their breakers and what counts as a failure.
+
+Routes inherit the upstream's settings and override only the keys they name, as resilience4j
+instances override their base config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from proxy.config import values as v
+from proxy.config.model import DEFAULT_ROUTE, Route
+from proxy.config.reader import Section
+from proxy.policy.breaker import BreakerPolicy
+
+DEFAULT_FAILURE_STATUSES = frozenset(range(500, 600))
+RATE_LIMITED = 429
+
+
+def _whole_seconds(value: Any) -> int:
+    seconds = v.duration(value)
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError(f"must be whole seconds >= 1s, not '{value}'")
+    return int(seconds)
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = v.duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero, not '{value}'")
+    return seconds
+
+
+_BREAKER_FIELDS = {
+    "consecutive_failures": v.non_negative_int,
+    "failure_rate": v.fraction,
+    "window": _whole_seconds,
+    "min_calls": v.positive_int,
+    "slow_call": v.duration,
+    "open_for": _positive_duration,
+    "open_for_max": v.duration,
+    "open_multiplier": v.number_at_least_one,
+    "jitter": v.fraction,
+    "half_open_probes": v.positive_int,
+}
+
+
+def read_breaker(parent: Section, base: BreakerPolicy | None) -> BreakerPolicy | None:
+    """``breaker:`` under an upstream or route: ``false`` turns it off; a mapping overrides ``base``."""
+    node = parent.node("breaker")
+    if node is None:
+        return base
+    if node.value is False:
+        return None
+    section = parent.section("breaker")
+    overrides = {name: section.get(name, parse, None) for name, parse in _BREAKER_FIELDS.items()}
+    section.finish()
+    policy = dataclasses.replace(base or BreakerPolicy(), **{k: val for k, val in overrides.items() if val is not None})
+    if not policy.consecutive_failures and not policy.failure_rate:
+        section.error(section.at, section.path,
+                      "no trip condition: set consecutive_failures or failure_rate (or write breaker: false)")
+    if policy.open_for_max and policy.open_for_max < policy.open_for:
+        section.error(section.mark_of("open_for_max"), f"{section.path}.open_for_max",
+                      f"must be at least open_for ({policy.open_for:g}s)")
+    return policy
+
+
+def read_failure_statuses(parent: Section, base: frozenset[int]) -> frozenset[int]:
+    node = parent.node("failure_statuses")
+    if node is None:
+        return base
+    entries = parent.list_of("failure_statuses", v.status_set)
+    if any(entry == frozenset({RATE_LIMITED}) for entry in entries):
+        parent.error(parent.mark_of("failure_statuses"), f"{parent.path}.failure_statuses",
+                     "429 is a rate-limit signal, never a breaker failure")
+    return frozenset().union(*entries) - {RATE_LIMITED}
+
+
+def read_routes(upstream: Section) -> tuple[tuple[Route, ...], Route]:
+    """The upstream's routes in order, and its default route, each with its resolved policies."""
+    breaker = read_breaker(upstream, BreakerPolicy())
+    failures = read_failure_statuses(upstream, DEFAULT_FAILURE_STATUSES)
+    default = Route(DEFAULT_ROUTE, None, None, (), breaker, failures)
+    routes: list[Route] = []
+    names: set[str] = set()
+    for section in upstream.sections_of("routes"):
+        name = section.get("name", v.text)
+        if name in names or name == DEFAULT_ROUTE:
+            section.error(section.mark_of("name"), f"{section.path}.name",
+                          f"'{name}' is already a route of this upstream" if name in names
+                          else f"'{DEFAULT_ROUTE}' is the name of the route for unmatched requests")
+        names.add(name)
+        methods = section.list_of("methods", v.method)
+        body = section.section("body")
+        body_match = tuple((field, body.get(field, v.text)) for field in sorted(body.explicit()))
+        body.finish()
+        routes.append(Route(
+            name=name,
+            methods=frozenset(methods) if methods else None,
+            path=section.get("path", v.path_pattern, None),
+            body=body_match,
+            breaker=read_breaker(section, breaker),
+            failure_statuses=read_failure_statuses(section, failures),
+        ))
+        section.finish()
+    return tuple(routes), default

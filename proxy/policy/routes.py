@@ -1,0 +1,108 @@
+"""Which route of an upstream a request belongs to: method, path pattern, then body fields.
+
+Patterns match the raw (still percent-encoded) path after the upstream's prefix, segment by
+segment (``{name}`` captures within one segment, ``*`` is one whole segment, a final ``**`` the
+rest); captures stay raw too. Body conditions are only evaluated when the method
+and path already match, so only those requests pay for reading the body (see ``needs_body``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import parse_qsl
+
+from proxy.config.model import Route, Upstream
+
+BODY_LIMIT = 64 * 1024
+"""Bodies larger than this are not inspected: body conditions then do not match."""
+
+
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``/Accounts/{account}/Messages/{sid}.json`` -> a regex with one named group per capture."""
+    parts = []
+    for segment in pattern.split("/")[1:]:
+        if segment == "**":
+            parts.append("(?:/.*)?")
+        elif segment == "*":
+            parts.append("/[^/]+")
+        else:
+            pieces, last = [], 0
+            for capture in _CAPTURE.finditer(segment):
+                pieces.append(re.escape(segment[last:capture.start()]))
+                pieces.append(f"(?P<{capture.group(1)}>[^/]+?)")
+                last = capture.end()
+            pieces.append(re.escape(segment[last:]))
+            parts.append("/" + "".join(pieces))
+    return re.compile("".join(parts) or "/?")
+
+
+class _CompiledRoute:
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.pattern = compile_pattern(route.path) if route.path else None
+
+    def head_matches(self, method: str, path: str) -> dict[str, str] | None:
+        if self.route.methods is not None and method not in self.route.methods:
+            return None
+        if self.pattern is None:
+            return {}
+        match = self.pattern.fullmatch(path)
+        return match.groupdict() if match else None
+
+
+class RouteTable:
+    """The routes of one upstream, compiled once."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        assert upstream.default_route is not None
+        self.default = upstream.default_route
+        self._routes = [_CompiledRoute(route) for route in upstream.routes]
+        self._body_routes = any(route.body for route in upstream.routes)
+
+    def needs_body(self, method: str, path: str) -> bool:
+        """Whether deciding the route for this request means reading its body first."""
+        return self._body_routes and any(
+            r.route.body and r.head_matches(method, path) is not None for r in self._routes
+        )
+
+    def match(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[Route, dict[str, str]]:
+        """The first matching route and its captures; the default route when none matches."""
+        for compiled in self._routes:
+            captures = compiled.head_matches(method, path)
+            if captures is None:
+                continue
+            if compiled.route.body and not _body_matches(compiled.route.body, body):
+                continue
+            return compiled.route, captures
+        return self.default, {}
+
+
+def _body_matches(conditions: tuple[tuple[str, str], ...], body: Mapping[str, Any] | None) -> bool:
+    if body is None:
+        return False
+    for field, glob in conditions:
+        value = body.get(field)
+        if not isinstance(value, str) or not fnmatchcase(value, glob):
+            return False
+    return True
+
+
+def parse_body_fields(content_type: str, data: bytes) -> Mapping[str, Any] | None:
+    """Top-level fields of a form-encoded or JSON body; None for anything else or anything unreadable."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    try:
+        if media == "application/x-www-form-urlencoded":
+            return dict(parse_qsl(data.decode("utf-8"), keep_blank_values=True))
+        if media == "application/json" or media.endswith("+json"):
+            parsed = json.loads(data)
+            return parsed if isinstance(parsed, dict) else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return None
