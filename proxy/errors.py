@@ -6,6 +6,7 @@
     │   ├── NoRoute                 404: no upstream prefix matches
     │   ├── NotAProxyTarget         400/405: absolute-form target or CONNECT
     │   └── BodyTooLarge            413: over the upstream's body limit
+    ├── CircuitOpen                 503: the route's breaker is open; Retry-After says when to try
     └── UpstreamError               the upstream could not answer (5xx)
         ├── UpstreamConnectError    502: refused, DNS, TLS
         ├── UpstreamResponseError   502: reset or garbled before a full response head
@@ -66,6 +67,17 @@ class NotAProxyTarget(RequestRejected):
 class BodyTooLarge(RequestRejected):
     status = 413
     proxy_status = "http_request_error"
+
+
+class CircuitOpen(ProxyError):
+    """Failing fast: the upstream was not contacted."""
+
+    status = 503
+    proxy_status = "destination_unavailable"
+
+    def __init__(self, message: str, *, upstream: str, retry_after: int) -> None:
+        super().__init__(message, upstream=upstream)
+        self.retry_after = retry_after
 
 
 class UpstreamError(ProxyError):

@@ -13,9 +13,11 @@ import signal
 
 from aiohttp import web
 
-from proxy.config.model import Address, Config
+from proxy.config.model import Address, Config, StateSettings
 from proxy.observe.access import AccessLog
 from proxy.observe.metrics import proxy_metrics
+from proxy.state.base import BreakerStore
+from proxy.state.memory import MemoryBreakerStore
 from proxy.web.admin import Health, admin_app
 from proxy.web.dataplane import DataPlane
 
@@ -28,23 +30,27 @@ KEEPALIVE_TIMEOUT = 75.0
 class Sidecar:
     """The listeners and the data plane of one process, with an explicit start / drain / close."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None) -> None:
+    def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
+                 breakers: BreakerStore | None = None) -> None:
         self.config = config
         self.health = Health()
-        self.dataplane = DataPlane(config, proxy_metrics(), access_log or AccessLog(enabled=config.log.access))
+        self.breakers = breakers or make_breaker_store(config.state)
+        self.dataplane = DataPlane(config, proxy_metrics(), access_log or AccessLog(enabled=config.log.access),
+                                   self.breakers)
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
             web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
             handle_signals=False,
             shutdown_timeout=config.shutdown_grace,
         )
-        self._admin = web.AppRunner(admin_app(self.health), access_log=None, handle_signals=False,
+        self._admin = web.AppRunner(admin_app(self.health, config, self.breakers), access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0)
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
 
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
+        await self.breakers.start()
         self.admin_address = await self._bind(self._admin, self.config.admin.listen)
         self.data_address = await self._bind(self._data, self.config.listen)
         self.health.serving = True
@@ -68,7 +74,17 @@ class Sidecar:
     async def close(self) -> None:
         await self._data.cleanup()
         await self.dataplane.close()
+        await self.breakers.close()
         await self._admin.cleanup()
+
+
+def make_breaker_store(state: StateSettings) -> BreakerStore:
+    """The configured backend: embedded memory, or Redis shared by the fleet."""
+    if state.backend == "redis":
+        from proxy.state.redis import RedisBreakerStore
+
+        return RedisBreakerStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
+    return MemoryBreakerStore()
 
 
 async def serve(config: Config, *, reuse_port: bool = False) -> None:

@@ -1,7 +1,7 @@
-"""The admin listener: liveness, readiness and metrics, on its own address.
+"""The admin listener: liveness, readiness, metrics and breakers, on its own address.
 
 Kept off the data port so that nothing an application (or an attacker reaching the data
-port) sends can read metrics or, in later versions, change breaker state.
+port) sends can read metrics or change breaker state.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy.config.model import Config
 from proxy.observe.metrics import exposition
+from proxy.state.base import BreakerStore
+from proxy.web.breakers_admin import add_breaker_routes
 
 
 @dataclass
@@ -25,7 +28,7 @@ class Health:
         return self.serving and not self.draining
 
 
-def admin_app(health: Health) -> web.Application:
+def admin_app(health: Health, config: Config, breakers: BreakerStore) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -45,4 +48,5 @@ def admin_app(health: Health) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_breaker_routes(app, config, breakers)
     return app

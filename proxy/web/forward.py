@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ class Exchange:
     """The upstream failed after the response head was sent: the client got a cut-short body."""
     error: str | None = None
     """The Proxy-Status error type of a failure, for the access log."""
+    head_seconds: float = 0.0
+    """From sending the request to receiving the response head (what slow-call detection uses)."""
 
 
 class BodyStream:
@@ -82,10 +85,12 @@ class UpstreamClient:
 
 
 async def forward(
-    client: UpstreamClient, request: web.BaseRequest, url: str, request_id: str, exchange: Exchange
+    client: UpstreamClient, request: web.BaseRequest, url: str, request_id: str, exchange: Exchange,
+    buffered: bytes | None = None,
 ) -> web.StreamResponse:
     """Send ``request`` to ``url`` and stream the answer to the client.
 
+    ``buffered`` is the body when it was already read (to choose the route by a body field).
     Raises a ProxyError only before anything was sent to the client; after the response head
     is out, an upstream failure can only cut the body short (``exchange.truncated``).
     A client that goes away mid-response raises ConnectionError.
@@ -95,18 +100,22 @@ async def forward(
     if length is not None and length > upstream.max_request_body:
         raise BodyTooLarge(f"request body of {length} bytes is over the limit of {upstream.max_request_body} bytes",
                            upstream=upstream.name)
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(_CONTINUE)
-
-    body = BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None
+    if buffered is None:
+        await send_continue(request)
+        body: BodyStream | bytes | None = (
+            BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None)
+    else:
+        body, exchange.bytes_in = buffered, len(buffered)
     headers = client.headers.to_upstream(request.headers, request.remote, request.host)
+    started = time.perf_counter()
     try:
         async with asyncio.timeout(upstream.timeout):
             answer = await client.session.request(
                 request.method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
             )
+        exchange.head_seconds = time.perf_counter() - started
     except BaseException as exc:
-        if body is not None and body.too_large:
+        if isinstance(body, BodyStream) and body.too_large:
             raise BodyTooLarge(f"request body over the limit of {upstream.max_request_body} bytes",
                                upstream=upstream.name) from None
         translated = _translate(exc, upstream, waiting_for="a response")
@@ -118,6 +127,24 @@ async def forward(
         return await _relay(answer, request, request_id, exchange, upstream)
     finally:
         answer.release()
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` (once we know the request will be forwarded)."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(_CONTINUE)
+
+
+async def read_small_body(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The whole body if it announces a length up to ``limit``; None (nothing read) otherwise."""
+    length = request.content_length
+    if length is None or length > limit or not request.body_exists:
+        return None
+    await send_continue(request)
+    try:
+        return await request.content.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionResetError("client closed the connection during the upload") from exc
 
 
 async def _relay(

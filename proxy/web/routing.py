@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from proxy.config.model import Upstream
 from proxy.errors import NoRoute, NotAProxyTarget
 
 _DOT_SEGMENT = re.compile(r"/(?:\.|%2e){1,2}(?:/|\?|$)", re.IGNORECASE)
+
+
+class Resolved(NamedTuple):
+    upstream: Upstream
+    url: str
+    """Where to send it: the upstream's URL plus the rest of the target, still percent-encoded."""
+    path: str
+    """The rest of the path after the prefix, without the query: what route patterns match."""
 
 
 class Router:
@@ -23,8 +32,8 @@ class Router:
         table = [("" if u.prefix == "/" else u.prefix, u) for u in upstreams]
         self._table = sorted(table, key=lambda entry: len(entry[0]), reverse=True)
 
-    def resolve(self, method: str, target: str) -> tuple[Upstream, str]:
-        """The upstream for ``target`` and the upstream URL to send it to (still percent-encoded).
+    def resolve(self, method: str, target: str) -> Resolved:
+        """The upstream for ``target`` and the upstream URL to send it to.
 
         Raises NotAProxyTarget for CONNECT and absolute-form targets (this is not a forward
         proxy), and for dot segments that would climb out of the upstream's base path.
@@ -41,5 +50,5 @@ class Router:
             if target.startswith(prefix):
                 rest = target[len(prefix):]
                 if not rest or rest[0] in "/?":
-                    return upstream, upstream.url + rest
+                    return Resolved(upstream, upstream.url + rest, path[len(prefix):] or "/")
         raise NoRoute(f"no upstream is configured for path {path[:200]!r}")

@@ -26,7 +26,7 @@ ROUTER = Router([
     ("/google/drive/v3/files", "google", "https://www.googleapis.com/drive/v3/files"),
 ])
 def test_longest_prefix_wins_and_target_is_kept_byte_for_byte(target: str, name: str, url: str) -> None:
-    chosen, forwarded = ROUTER.resolve("GET", target)
+    chosen, forwarded, _ = ROUTER.resolve("GET", target)
     assert (chosen.name, forwarded) == (name, url)
 
 
@@ -50,4 +50,12 @@ def test_open_proxy_targets_are_refused(method: str, target: str, status: int) -
 
 
 def test_dots_inside_names_are_fine() -> None:
-    assert ROUTER.resolve("GET", "/twilio/v1/Messages.json?x=..")[1] == "https://api.twilio.com/v1/Messages.json?x=.."
+    assert ROUTER.resolve("GET", "/twilio/v1/Messages.json?x=..").url == "https://api.twilio.com/v1/Messages.json?x=.."
+
+
+@pytest.mark.parametrize(("target", "path"), [
+    ("/twilio/2010-04-01/Accounts/AC1/Messages.json?To=x", "/2010-04-01/Accounts/AC1/Messages.json"),
+    ("/twilio", "/"), ("/twilio?x=1", "/"), ("/google/calendar/calendars/a%40b/events", "/calendars/a%40b/events"),
+])
+def test_the_path_after_the_prefix_is_what_routes_match(target: str, path: str) -> None:
+    assert ROUTER.resolve("GET", target).path == path

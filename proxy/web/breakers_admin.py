@@ -1,0 +1,84 @@
+"""Admin API for breakers: read every breaker's state, and operator overrides for the fleet.
+
+    GET  /admin/breakers
+    POST /admin/breakers/{upstream}/{route}/force-open | disable | reset
+
+Reads are open on the admin port; mutations need ``Authorization: Bearer <admin.token>`` and
+are refused outright when no token is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+from aiohttp import web
+
+from proxy.config.model import Config, Route, Upstream
+from proxy.guard import breaker_key, breaker_name
+from proxy.policy.breaker import Action
+from proxy.state.base import BreakerStore, BreakerView
+
+
+def _breakers(config: Config) -> list[tuple[Upstream, Route]]:
+    pairs = []
+    for upstream in config.upstreams:
+        for route in (*upstream.routes, upstream.default_route):
+            if route is not None and route.breaker is not None:
+                pairs.append((upstream, route))
+    return pairs
+
+
+def _describe(upstream: Upstream, route: Route, view: BreakerView, now: float) -> dict[str, object]:
+    return {
+        "upstream": upstream.name, "route": route.name, "name": breaker_name(upstream, route),
+        "state": view.state.value, "reason": view.reason, "failures": view.failures,
+        "open_until": view.open_until or None,
+        "seconds_left": round(max(view.open_until - now, 0.0), 3) if view.open_until else None,
+        "forced_by": view.forced_by or None, "changed_at": view.changed_at or None,
+    }
+
+
+def _refuse(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"status": status, "message": message}, status=status, headers=headers)
+
+
+def add_breaker_routes(app: web.Application, config: Config, store: BreakerStore) -> None:
+    breakers = {(u.name, r.name): (u, r) for u, r in _breakers(config)}
+    token = config.admin.token
+
+    async def list_breakers(_: web.Request) -> web.Response:
+        pairs = list(breakers.values())
+        views = await store.views([breaker_key(u, r) for u, r in pairs])
+        now = time.time()
+        return web.json_response({"breakers": [_describe(u, r, v, now) for (u, r), v in zip(pairs, views)]})
+
+    async def mutate(request: web.Request) -> web.Response:
+        if not token:
+            return _refuse(403, "admin mutations are disabled: set admin.token in the config")
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            return _refuse(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="admin"'})
+        found = breakers.get((request.match_info["upstream"], request.match_info["route"]))
+        if found is None:
+            return _refuse(404, "no such breaker (see GET /admin/breakers)")
+        actor = request.query.get("by", "").strip()[:64]
+        if not actor and request.can_read_body:
+            try:
+                body = await request.json()
+                actor = str(body.get("by", "")).strip()[:64] if isinstance(body, dict) else ""
+            except (ValueError, json.JSONDecodeError):
+                return _refuse(400, "body must be JSON such as {\"by\": \"alice\"}")
+        upstream, route = found
+        assert route.breaker is not None
+        action = Action(request.match_info["action"])
+        transition = await store.force(breaker_key(upstream, route), route.breaker, action, actor or "admin-api")
+        view = store.view(breaker_key(upstream, route))
+        return web.json_response({"transition": {"from": transition.from_state, "to": transition.to_state,
+                                                 "reason": transition.reason},
+                                  "breaker": _describe(upstream, route, view, time.time())})
+
+    app.router.add_get("/admin/breakers", list_breakers)
+    actions = "|".join(a.value for a in Action)
+    app.router.add_post(f"/admin/breakers/{{upstream}}/{{route}}/{{action:{actions}}}", mutate)
