@@ -15,6 +15,7 @@ from aiohttp import web
 
 from proxy.config.model import Address, Config, StateSettings
 from proxy.observe.access import AccessLog
+from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
 from proxy.state.base import BreakerStore
 from proxy.state.memory import MemoryBreakerStore
@@ -33,8 +34,9 @@ class Sidecar:
     def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
                  breakers: BreakerStore | None = None) -> None:
         self.config = config
-        self.health = Health()
+        self.health = Health(backend_required=config.state.required)
         self.breakers = breakers or make_breaker_store(config.state)
+        self.breakers.add_listener(log_breaker_transition)
         self.dataplane = DataPlane(config, proxy_metrics(), access_log or AccessLog(enabled=config.log.access),
                                    self.breakers)
         self._reuse_port = reuse_port
@@ -45,12 +47,14 @@ class Sidecar:
         )
         self._admin = web.AppRunner(admin_app(self.health, config, self.breakers), access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0)
+        self._watch: asyncio.Task[None] | None = None
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
 
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
         await self.breakers.start()
+        self._watch = asyncio.create_task(self._watch_backend())
         self.admin_address = await self._bind(self._admin, self.config.admin.listen)
         self.data_address = await self._bind(self._data, self.config.listen)
         self.health.serving = True
@@ -64,6 +68,18 @@ class Sidecar:
         host, port = runner.addresses[-1][:2]
         return Address(host, port)
 
+    async def _watch_backend(self, interval: float = 0.5) -> None:
+        """Mirror the state backend's health into readiness, a gauge and a log line per change."""
+        metrics = proxy_metrics()
+        while True:
+            up = self.breakers.backend_up
+            if up != self.health.backend_up:
+                (log.info if up else log.error)("state backend %s", "up" if up else "down",
+                                                extra={"backend": self.config.state.backend})
+            self.health.backend_up = up
+            metrics.backend_up.set(1 if up else 0)
+            await asyncio.sleep(interval)
+
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace), then stop the data plane."""
         self.health.draining = True
@@ -72,6 +88,8 @@ class Sidecar:
         log.info("drained", extra={"in_flight": self.dataplane.in_flight})
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         await self._data.cleanup()
         await self.dataplane.close()
         await self.breakers.close()

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from proxy.events import BreakerTransition
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -39,3 +41,16 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
+
+
+_TRANSITIONS = logging.getLogger("resilience_proxy.breaker")
+
+
+def log_breaker_transition(transition: BreakerTransition) -> None:
+    """One log line per transition this process made (openings as warnings)."""
+    level = logging.WARNING if transition.to_state in ("open", "forced_open") else logging.INFO
+    _TRANSITIONS.log(level, "breaker %s", transition.to_state, extra={
+        "breaker": transition.key, "from": transition.from_state, "to": transition.to_state,
+        "reason": transition.reason, "open_until": transition.open_until or None,
+        "forced_by": transition.forced_by or None,
+    })

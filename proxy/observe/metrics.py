@@ -15,6 +15,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -43,6 +44,11 @@ class ProxyMetrics:
             "resilience_proxy_rejected_requests",
             "Requests refused before any upstream was chosen (no route, not a proxy target).",
             ["reason"],
+        )
+        self.backend_up = Gauge(
+            "resilience_proxy_state_backend_up",
+            "1 while the shared state backend (Redis) answers, 0 while local state stands in for it.",
+            multiprocess_mode="livemin",
         )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}

@@ -39,6 +39,11 @@ class BreakerView:
 
 
 class BreakerStore(Protocol):
+    @property
+    def backend_up(self) -> bool:
+        """False while a shared backend is unreachable and local state stands in for it."""
+        ...
+
     def view(self, key: str) -> BreakerView:
         """The locally known state of ``key``; never does I/O."""
         ...

@@ -19,6 +19,10 @@ class MemoryBreakerStore:
         self._views: dict[str, BreakerView] = {}
         self._listeners: list[TransitionListener] = []
 
+    @property
+    def backend_up(self) -> bool:
+        return True
+
     def view(self, key: str) -> BreakerView:
         view = self._views.get(key)
         if view is None:

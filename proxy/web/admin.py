@@ -22,10 +22,20 @@ class Health:
 
     serving: bool = False
     draining: bool = False
+    backend_required: bool = False
+    backend_up: bool = True
 
     @property
     def ready(self) -> bool:
-        return self.serving and not self.draining
+        return self.serving and not self.draining and (self.backend_up or not self.backend_required)
+
+    @property
+    def reason(self) -> str:
+        if self.draining:
+            return "draining"
+        if not self.serving:
+            return "starting"
+        return "ready" if self.ready else "state backend unreachable"
 
 
 def admin_app(health: Health, config: Config, breakers: BreakerStore) -> web.Application:
@@ -33,10 +43,7 @@ def admin_app(health: Health, config: Config, breakers: BreakerStore) -> web.App
         return web.json_response({"status": "alive"})
 
     async def readyz(_: web.Request) -> web.Response:
-        if health.ready:
-            return web.json_response({"status": "ready"})
-        reason = "draining" if health.draining else "starting"
-        return web.json_response({"status": reason}, status=503)
+        return web.json_response({"status": health.reason}, status=200 if health.ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body, content_type = exposition()
