@@ -19,10 +19,14 @@ from tests.conftest import free_port, write_config
 class SidecarProcess:
     """``python -m proxy run`` on free loopback ports, stderr kept in a file for assertions."""
 
-    def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str, **settings: Any) -> None:
+    def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str,
+                 admin_token: str | None = None, **settings: Any) -> None:
         self.port, self.admin_port = free_port(), free_port()
         settings.setdefault("listen", f"127.0.0.1:{self.port}")
-        settings.setdefault("admin", {"listen": f"127.0.0.1:{self.admin_port}"})
+        admin = {"listen": f"127.0.0.1:{self.admin_port}"}
+        if admin_token:
+            admin["token"] = admin_token
+        settings.setdefault("admin", admin)
         self.config = write_config(directory, upstreams, **settings)
         self.log_path = directory / "sidecar.log"
         self._log = open(self.log_path, "wb")
