@@ -3,12 +3,14 @@ and helpers for subprocess sidecars. Upstreams are real aiohttp servers on 127.0
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable, Awaitable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 import yaml
 
@@ -70,3 +72,30 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client that changes nothing it is given: no decompression, no redirects, no cookies kept."""
     async with aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()) as session:
         yield session
+
+
+class ScriptedUpstream:
+    """A loopback upstream that answers with ``status`` after ``delay`` and counts its hits."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.delay = 0.0
+        self.hits = 0
+        self.bodies: list[str] = []
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        self.hits += 1
+        self.bodies.append((await request.read()).decode())
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return aiohttp.web.json_response({"status": self.status}, status=self.status)
+
+
+@pytest.fixture
+async def scripted(aiohttp_server) -> tuple[ScriptedUpstream, str]:  # type: ignore[no-untyped-def]
+    """A ScriptedUpstream on a free port, and its URL."""
+    upstream = ScriptedUpstream()
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    server = await aiohttp_server(app)
+    return upstream, f"http://127.0.0.1:{server.port}"

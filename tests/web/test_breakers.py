@@ -1,4 +1,4 @@
-"""Breakers through a running sidecar, against a scripted upstream on 127.0.0.1."""
+"""Breakers through a running sidecar, against a scripted upstream on 127.0.0.1 (the `scripted` fixture)."""
 
 from __future__ import annotations
 
@@ -8,37 +8,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-
 from tests.conftest import StartSidecar, admin_url, base_url
 
 MESSAGES = "/2010-04-01/Accounts/AC123/Messages.json"
-
-
-class ScriptedUpstream:
-    """Answers with ``status`` (settable) and counts hits per route-ish key."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.delay = 0.0
-        self.hits = 0
-        self.bodies: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.hits += 1
-        self.bodies.append((await request.read()).decode())
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return web.json_response({"status": self.status}, status=self.status)
-
-
-@pytest.fixture
-async def upstream(aiohttp_server) -> tuple[ScriptedUpstream, str]:  # type: ignore[no-untyped-def]
-    scripted = ScriptedUpstream()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", scripted.handle)
-    server = await aiohttp_server(app)
-    return scripted, f"http://127.0.0.1:{server.port}"
 
 
 def twilio(url: str, **extra: Any) -> dict[str, Any]:
@@ -69,14 +41,14 @@ async def poll(predicate, deadline: float = 5.0) -> None:  # type: ignore[no-unt
 
 
 async def test_opens_after_three_failures_fails_fast_then_one_probe_closes_it(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = upstream
+    upstream, url = scripted
     sidecar = await start_sidecar(twilio(url))
-    scripted.status = 500
+    upstream.status = 500
     for _ in range(3):
         assert (await send(http, base_url(sidecar))).status == 500
-    assert scripted.hits == 3
+    assert upstream.hits == 3
 
     rejected = await send(http, base_url(sidecar))
     assert rejected.status == 503
@@ -85,59 +57,59 @@ async def test_opens_after_three_failures_fails_fast_then_one_probe_closes_it(
     assert rejected.headers["Retry-After"] == "1"
     for _ in range(5):
         assert (await send(http, base_url(sidecar))).status == 503
-    assert scripted.hits == 3, "an open breaker never touches the upstream"
+    assert upstream.hits == 3, "an open breaker never touches the upstream"
 
-    scripted.status, scripted.delay = 201, 0.3
+    upstream.status, upstream.delay = 201, 0.3
     await asyncio.sleep(1.05)
     probe = asyncio.create_task(send(http, base_url(sidecar)))
-    await poll(lambda: asyncio.sleep(0, scripted.hits == 4))
+    await poll(lambda: asyncio.sleep(0, upstream.hits == 4))
     assert (await send(http, base_url(sidecar))).status == 503, "only one probe while half-open"
     assert (await probe).status == 201
-    scripted.delay = 0
+    upstream.delay = 0
     assert (await send(http, base_url(sidecar))).status == 201
-    assert scripted.hits == 5
+    assert upstream.hits == 5
 
 
 async def test_sms_and_whatsapp_have_separate_breakers(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = upstream
+    upstream, url = scripted
     sidecar = await start_sidecar(twilio(url))
-    scripted.status = 503
+    upstream.status = 503
     for _ in range(3):
         await send(http, base_url(sidecar), to="whatsapp:+15550001111")
     whatsapp = await send(http, base_url(sidecar), to="whatsapp:+15550001111")
     assert 'details="circuit twilio_whatsapp open"' in whatsapp.headers["Proxy-Status"]
-    scripted.status = 201
+    upstream.status = 201
     sms = await send(http, base_url(sidecar), to="+15550001111")
     assert sms.status == 201
-    assert scripted.bodies[-1] == "To=%2B15550001111&Body=hi", "a body read for routing is forwarded intact"
+    assert upstream.bodies[-1] == "To=%2B15550001111&Body=hi", "a body read for routing is forwarded intact"
 
 
 async def test_route_overrides_the_upstreams_breaker(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = upstream
+    upstream, url = scripted
     config = twilio(url)
     config["twilio"]["routes"][1]["breaker"] = {"consecutive_failures": 5}
     sidecar = await start_sidecar(config)
-    scripted.status = 500
+    upstream.status = 500
     for _ in range(5):
         assert (await send(http, base_url(sidecar))).status == 500
     assert (await send(http, base_url(sidecar))).status == 503
-    assert scripted.hits == 5
+    assert upstream.hits == 5
 
 
 async def test_failure_rate_with_a_minimum_number_of_calls(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = upstream
+    upstream, url = scripted
     sidecar = await start_sidecar({"api": {
         "url": url, "breaker": {"consecutive_failures": 0, "failure_rate": "50%", "min_calls": 10, "window": "60s",
                                 "open_for": "1s"}}})
 
     async def get(status: int) -> int:
-        scripted.status = status
+        upstream.status = status
         async with http.get(base_url(sidecar) + "/api/x") as response:
             return response.status
 
@@ -148,14 +120,14 @@ async def test_failure_rate_with_a_minimum_number_of_calls(
 
 
 async def test_429_and_4xx_are_not_breaker_failures(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = upstream
+    upstream, url = scripted
     sidecar = await start_sidecar(twilio(url))
     for status in (429, 429, 429, 400, 404, 429):
-        scripted.status = status
+        upstream.status = status
         assert (await send(http, base_url(sidecar))).status == status
-    assert scripted.hits == 6
+    assert upstream.hits == 6
 
 
 async def test_connection_refused_counts_as_failure(http: aiohttp.ClientSession, start_sidecar: StartSidecar) -> None:
@@ -171,9 +143,9 @@ async def test_connection_refused_counts_as_failure(http: aiohttp.ClientSession,
 
 
 async def test_admin_lists_breakers_and_operators_override_them_with_the_token(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = upstream
+    upstream, url = scripted
     sidecar = await start_sidecar(twilio(url), admin={"listen": "127.0.0.1:0", "token": "s3cret"})
     admin = admin_url(sidecar)
     async with http.get(admin + "/admin/breakers") as response:
@@ -194,7 +166,7 @@ async def test_admin_lists_breakers_and_operators_override_them_with_the_token(
     rejected = await send(http, base_url(sidecar))
     assert rejected.status == 503
     assert 'details="circuit twilio_sms forced open by alice"' in rejected.headers["Proxy-Status"]
-    assert scripted.hits == 0
+    assert upstream.hits == 0
     async with http.get(admin + "/admin/breakers") as response:
         sms = next(b for b in (await response.json())["breakers"] if b["name"] == "twilio_sms")
     assert (sms["state"], sms["forced_by"]) == ("forced_open", "alice")
@@ -202,7 +174,7 @@ async def test_admin_lists_breakers_and_operators_override_them_with_the_token(
     async with http.post(admin + "/admin/breakers/twilio/twilio_sms/disable", headers=auth,
                          json={"by": "bob"}) as response:
         assert (await response.json())["breaker"]["state"] == "disabled"
-    scripted.status = 500
+    upstream.status = 500
     for _ in range(5):
         assert (await send(http, base_url(sidecar))).status == 500, "a disabled breaker never opens"
     async with http.post(admin + "/admin/breakers/twilio/twilio_sms/reset", headers=auth) as response:
@@ -212,9 +184,9 @@ async def test_admin_lists_breakers_and_operators_override_them_with_the_token(
 
 
 async def test_admin_mutations_are_refused_without_a_configured_token(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, upstream
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
 ) -> None:  # type: ignore[no-untyped-def]
-    _, url = upstream
+    _, url = scripted
     sidecar = await start_sidecar(twilio(url))
     async with http.post(admin_url(sidecar) + "/admin/breakers/twilio/twilio_sms/force-open",
                          headers={"Authorization": "Bearer "}) as response:
