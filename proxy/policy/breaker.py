@@ -122,11 +122,8 @@ def record_outcome(
 ) -> BreakerTransition | None:
     """Count one finished call. Calls that started under an earlier state are not counted."""
     if record.state == State.CLOSED and not probe:
-        second = int(now)
-        calls, failures = record.buckets.get(second, (0, 0))
-        record.buckets[second] = (calls + 1, failures + failed)
-        for old in [s for s in record.buckets if s <= second - policy.window]:
-            del record.buckets[old]
+        if policy.failure_rate:
+            _count(record, policy, int(now), failed)
         record.failures = record.failures + 1 if failed else 0
         reason = _trip_reason(record, policy)
         if reason:
@@ -150,6 +147,17 @@ def force(key: str, record: BreakerRecord, action: Action, actor: str, now: floa
     _clear(record)
     record.forced_by = actor if target != State.CLOSED else ""
     return transition
+
+
+def _count(record: BreakerRecord, policy: BreakerPolicy, second: int, failed: bool) -> None:
+    """Add a call to its one-second bucket; expired buckets go when a new second starts."""
+    bucket = record.buckets.get(second)
+    if bucket is None:
+        for old in [s for s in record.buckets if s <= second - policy.window]:
+            del record.buckets[old]
+        record.buckets[second] = (1, int(failed))
+    else:
+        record.buckets[second] = (bucket[0] + 1, bucket[1] + failed)
 
 
 def _trip_reason(record: BreakerRecord, policy: BreakerPolicy) -> str:
