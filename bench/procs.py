@@ -12,8 +12,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import redisstats
 
 
 class ServiceError(RuntimeError):
@@ -96,19 +99,44 @@ def http_status(port: int, path: str, timeout: float = 1.0) -> int:
         conn.close()
 
 
+def http_text(port: int, path: str, timeout: float = 1.0) -> str:
+    """Body of one GET on loopback, whatever its status (raises OSError when nothing answers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
 def wait_ready(service: Service, port: int, path: str, deadline: float = 15.0) -> None:
     """Poll GET port/path until it answers 200; fail fast, with its log, if the child exits."""
+
+    def probe() -> str | None:
+        status = http_status(port, path)
+        return None if status == 200 else f"HTTP {status}"
+
+    _wait(service, probe, f":{port}{path}", deadline)
+
+
+def wait_redis(service: Service, port: int, deadline: float = 10.0) -> None:
+    """Poll PING on port until Redis answers PONG; fail fast, with its log, if it exits."""
+    _wait(service, lambda: None if redisstats.ping(port) else "no PONG", f":{port} (PING)", deadline)
+
+
+def _wait(service: Service, probe: Callable[[], str | None], what: str, deadline: float) -> None:
+    """Call probe (None means ready, else why not) every 0.1 s until ready, the deadline, or the child's exit."""
     end = time.monotonic() + deadline
     last = "no answer"
     while time.monotonic() < end:
         if service.proc.poll() is not None:
             raise ServiceError(f"{service.name} exited with code {service.proc.returncode}:\n{service.tail()}")
         try:
-            status = http_status(port, path)
-            if status == 200:
+            reason = probe()
+            if reason is None:
                 return
-            last = f"HTTP {status}"
+            last = reason
         except (OSError, http.client.HTTPException) as exc:
             last = repr(exc)
         time.sleep(0.1)
-    raise ServiceError(f"{service.name} not ready on :{port}{path} after {deadline:.0f} s ({last}):\n{service.tail()}")
+    raise ServiceError(f"{service.name} not ready on {what} after {deadline:.0f} s ({last}):\n{service.tail()}")

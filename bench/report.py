@@ -13,11 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("direct", "reference", "sidecar")
-LABELS = {"direct": "direct (nginx)", "reference": "reference proxy", "sidecar": "sidecar"}
+BREAKER_TARGETS = ("sidecar+breakers", "sidecar+breakers-redis")
+TARGETS = ("direct", "reference", "sidecar", *BREAKER_TARGETS)
+LABELS = {
+    "direct": "direct (nginx)",
+    "reference": "reference proxy",
+    "sidecar": "sidecar",
+    **{t: t for t in BREAKER_TARGETS},
+}
 MIN_THROUGHPUT_RATIO = 0.70  # sidecar req/s over reference req/s
 MAX_ADDED_MS = {"p50": 0.5, "p99": 1.0}  # over direct, at TARGET_RATE
 TARGET_RATE = "2000"
+# Breaker issue: each breaker variant against the plain sidecar (no policies), same run.
+MAX_BREAKER_LOSS = 0.10  # 1 - variant req/s / sidecar req/s
+MAX_BREAKER_ADDED_P50_MS = 0.2  # variant p50 minus sidecar p50 at TARGET_RATE
 QUANTILES = ("p50", "p99", "p99.9")
 # A generator that sends its 99th percentile request more than this late was itself starved of CPU:
 # the run measured the machine's other tenants as much as the proxy.
@@ -40,7 +49,27 @@ def aggregate(raw: Results) -> Results:
         }
         openloop = {rate: _merge_openloop(rounds) for rate, rounds in runs["openloop"].items() if rounds}
         out[name] = {"wrk": wrk, "openloop": openloop, "rounds": runs}
+        redis_runs = [(w["redis"], w.get("requests", 0)) for w in runs["wrk"] if "redis" in w]
+        if redis_runs:
+            out[name]["redis"] = _merge_redis(redis_runs)
     return out
+
+
+def _merge_redis(runs: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """Redis commands over every wrk run of a target, per proxied request (a ratio of sums, not a median)."""
+    commands: dict[str, int] = {}
+    for stats, _ in runs:
+        for cmd, n in stats["commands"].items():
+            commands[cmd] = commands.get(cmd, 0) + n
+    total, requests = sum(commands.values()), sum(r for _, r in runs)
+    return {
+        "commands": dict(sorted(commands.items(), key=lambda kv: -kv[1])),
+        "total": total,
+        "requests": requests,
+        "per_request": round(total / requests, 6) if requests else None,
+        "backend_down_runs": sum(stats.get("backend_up") != 1 for stats, _ in runs),
+        "runs": len(runs),
+    }
 
 
 def _merge_openloop(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,15 +107,59 @@ def verdict(results: Results) -> dict[str, Any]:
     if added is not None:
         out["added_ms_at_2000"] = added
         out["latency_met"] = all(added[q] < limit for q, limit in MAX_ADDED_MS.items())
+    breakers = {name: breaker_verdict(results, name) for name in BREAKER_TARGETS if name in results}
+    if breakers:
+        out["breakers"] = breakers
     return out
+
+
+def breaker_verdict(results: Results, name: str) -> dict[str, Any]:
+    """A breaker variant against the plain sidecar: throughput loss and added p50 at TARGET_RATE."""
+    out: dict[str, Any] = {
+        "throughput_ratio": None,
+        "throughput_loss": None,
+        "throughput_met": None,
+        "added_p50_ms": None,
+        "latency_met": None,
+    }
+    try:
+        ratio = results[name]["wrk"]["rps"] / results["sidecar"]["wrk"]["rps"]
+        out["throughput_ratio"] = round(ratio, 3)
+        out["throughput_loss"] = round(1 - ratio, 3)
+        out["throughput_met"] = out["throughput_loss"] <= MAX_BREAKER_LOSS
+    except (KeyError, ZeroDivisionError):
+        pass
+    added = added_vs_sidecar(results, name, TARGET_RATE)
+    if added is not None:
+        out["added_p50_ms"] = added
+        out["latency_met"] = added < MAX_BREAKER_ADDED_P50_MS
+    redis = results.get(name, {}).get("redis")
+    if redis is not None:
+        out["redis_commands_per_request"] = redis["per_request"]
+    return out
+
+
+def added_vs_sidecar(results: Results, name: str, rate: str, q: str = "p50") -> float | None:
+    """Variant percentile minus the plain sidecar's (ms): what its policies and backend cost."""
+    try:
+        variant = results[name]["openloop"][rate]["latency_ms"][q]
+        plain = results["sidecar"]["openloop"][rate]["latency_ms"][q]
+    except KeyError:
+        return None
+    return round(variant - plain, 3)
 
 
 def _yes_no(flag: bool | None) -> str:
     return "not measured" if flag is None else ("MET" if flag else "NOT MET")
 
 
+def _width(present: list[str]) -> int:
+    return max([18, *(len(LABELS[name]) + 2 for name in present)])
+
+
 def _wrk_lines(results: Results, present: list[str], settings: dict[str, Any]) -> list[str]:
     rounds = settings.get("rounds", 1)
+    width = _width(present)
     lines = [
         (
             f"Closed loop: wrk -t1 -c{settings['wrk_connections']} -d{settings['wrk_seconds']:g}s, "
@@ -94,24 +167,28 @@ def _wrk_lines(results: Results, present: list[str], settings: dict[str, Any]) -
         )
     ]
     ref_rps = results.get("reference", {}).get("wrk", {}).get("rps")
+    plain_rps = results.get("sidecar", {}).get("wrk", {}).get("rps")
     for name in present:
         w = results[name]["wrk"]
         spread = f"  ({w['rps_min']:,.0f}-{w['rps_max']:,.0f})" if rounds > 1 else ""
-        rel = f"   {w['rps'] / ref_rps:6.1%} of reference" if ref_rps and name == "sidecar" else ""
+        rel = f"   {w['rps'] / ref_rps:6.1%} of reference" if ref_rps and name.startswith("sidecar") else ""
+        if plain_rps and name in BREAKER_TARGETS:
+            rel += f", {w['rps'] / plain_rps:6.1%} of sidecar"
         errs = w["non_2xx"] + w["socket_errors"]
-        lines.append(f"  {LABELS[name]:<18}{w['rps']:>10,.0f}{spread}{rel}{f'   errors {errs}' if errs else ''}")
+        lines.append(f"  {LABELS[name]:<{width}}{w['rps']:>10,.0f}{spread}{rel}{f'   errors {errs}' if errs else ''}")
     return lines
 
 
 def _openloop_lines(results: Results, present: list[str], settings: dict[str, Any], rate: int) -> list[str]:
     key = str(rate)
+    width = _width(present)
     lines = [
         (
             f"Open loop: {rate} req/s, {settings['openloop_seconds']:g} s after {settings['warmup_seconds']:g} s warm-up, "
             "ms from the scheduled send"
         ),
         (
-            f"  {'':<18}{'rate':>6}{'err':>5}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'max':>8}"
+            f"  {'':<{width}}{'rate':>6}{'err':>5}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'max':>8}"
             "   added over direct p50 / p99 / p99.9"
         ),
     ]
@@ -122,9 +199,11 @@ def _openloop_lines(results: Results, present: list[str], settings: dict[str, An
         ms = r["latency_ms"]
         added = added_latency(results, name, key) if name != "direct" else None
         extra = f"   {added['p50']:+.3f} / {added['p99']:+.3f} / {added['p99.9']:+.3f}" if added else ""
+        over_plain = added_vs_sidecar(results, name, key) if name in BREAKER_TARGETS else None
+        extra += f"   p50 {over_plain:+.3f} over sidecar" if over_plain is not None else ""
         noisy = f"   [noisy {r['noisy_runs']}/{r['runs']}]" if r["noisy_runs"] else ""
         lines.append(
-            f"  {LABELS[name]:<18}{r['achieved_rate']:>6.0f}{r['errors']:>5}"
+            f"  {LABELS[name]:<{width}}{r['achieved_rate']:>6.0f}{r['errors']:>5}"
             + "".join(f"{ms[q]:>8.3f}" for q in ("p50", "p90", "p99", "p99.9", "max"))
             + extra
             + noisy
@@ -132,8 +211,22 @@ def _openloop_lines(results: Results, present: list[str], settings: dict[str, An
     return lines
 
 
+def redis_line(results: Results, name: str) -> str | None:
+    """Redis commands per proxied request during wrk, with the commands that made them up."""
+    redis = results.get(name, {}).get("redis")
+    if redis is None or redis["per_request"] is None:
+        return None
+    top = ", ".join(f"{cmd} {n:,}" for cmd, n in list(redis["commands"].items())[:6]) or "none"
+    down = redis["backend_down_runs"]
+    down_note = f"; BACKEND DOWN after {down}/{redis['runs']} runs" if down else ""
+    return (
+        f"{LABELS[name]}: {redis['per_request']:.4f} Redis commands per proxied request "
+        f"({redis['total']:,} over {redis['requests']:,} wrk requests: {top}){down_note}"
+    )
+
+
 def table(results: Results, settings: dict[str, Any]) -> str:
-    """The human report: throughput, then latency per rate, then failures and the verdict."""
+    """The human report: throughput, then latency per rate, then failures and the verdicts."""
     present = [t for t in TARGETS if "wrk" in results.get(t, {})]
     lines = _wrk_lines(results, present, settings)
     for rate in settings["rates"]:
@@ -146,6 +239,9 @@ def table(results: Results, settings: dict[str, Any]) -> str:
                 "(CPU contention from other processes); tails of those runs are not trustworthy."
             ),
         ]
+    redis = [line for name in BREAKER_TARGETS if (line := redis_line(results, name))]
+    if redis:
+        lines += ["", "Redis on the hot path (>= 1 would mean a round trip per request):", *(f"  {x}" for x in redis)]
     for name in TARGETS:
         if "error" in results.get(name, {}):
             lines += ["", f"{LABELS[name]} FAILED: {results[name]['error'].splitlines()[0]}"]
@@ -159,24 +255,48 @@ def table(results: Results, settings: dict[str, Any]) -> str:
             f"and < {MAX_ADDED_MS['p99']} ms p99: {_yes_no(v['latency_met'])}"
         ),
     ]
+    for name, b in v.get("breakers", {}).items():
+        loss = "" if b["throughput_loss"] is None else f" ({b['throughput_loss']:+.1%} loss)"
+        added = "" if b["added_p50_ms"] is None else f" ({b['added_p50_ms']:+.3f} ms)"
+        lines += [
+            (
+                f"Target: {name} throughput loss vs sidecar <= {MAX_BREAKER_LOSS:.0%}: "
+                f"{_yes_no(b['throughput_met'])}{loss}"
+            ),
+            (
+                f"Target: {name} added p50 vs sidecar at {TARGET_RATE}/s < {MAX_BREAKER_ADDED_P50_MS} ms: "
+                f"{_yes_no(b['latency_met'])}{added}"
+            ),
+        ]
     return "\n".join(lines)
 
 
 def markdown(results: Results, settings: dict[str, Any]) -> str:
-    """The same numbers as README tables (ms; added = proxy minus direct at the same percentile)."""
+    """The same numbers as README tables (ms; added = proxy minus direct at the same percentile).
+
+    With breaker variants present, the tables gain a "vs sidecar" column (req/s ratio, p50 difference)
+    and a line per Redis variant gives its Redis commands per proxied request.
+    """
     present = [t for t in TARGETS if "wrk" in results.get(t, {})]
+    variants = any(name in BREAKER_TARGETS for name in present)
     ref_rps = results.get("reference", {}).get("wrk", {}).get("rps")
-    lines = ["| target | wrk req/s (median) | min-max | vs reference |", "|---|---:|---:|---:|"]
+    plain_rps = results.get("sidecar", {}).get("wrk", {}).get("rps")
+    head, rule = "| target | wrk req/s (median) | min-max | vs reference |", "|---|---:|---:|---:|"
+    lines = [head + (" vs sidecar |" if variants else ""), rule + ("---:|" if variants else "")]
     for name in present:
         w = results[name]["wrk"]
         rel = f"{w['rps'] / ref_rps:.1%}" if ref_rps and name != "direct" else ""
-        lines.append(f"| {LABELS[name]} | {w['rps']:,.0f} | {w['rps_min']:,.0f}-{w['rps_max']:,.0f} | {rel} |")
+        row = f"| {LABELS[name]} | {w['rps']:,.0f} | {w['rps_min']:,.0f}-{w['rps_max']:,.0f} | {rel} |"
+        if variants:
+            row += f" {w['rps'] / plain_rps:.1%} |" if plain_rps and name in BREAKER_TARGETS else "  |"
+        lines.append(row)
     for rate in settings["rates"]:
         key = str(rate)
         lines += [
             "",
-            f"| {rate} req/s | p50 | p90 | p99 | p99.9 | max | added p50 | added p99 | added p99.9 | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {rate} req/s | p50 | p90 | p99 | p99.9 | max | added p50 | added p99 | added p99.9 | errors |"
+            + (" p50 vs sidecar |" if variants else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if variants else ""),
         ]
         for name in present:
             r = results[name]["openloop"].get(key)
@@ -186,7 +306,13 @@ def markdown(results: Results, settings: dict[str, Any]) -> str:
             added = added_latency(results, name, key) if name != "direct" else None
             plus = [f"{added[q]:+.3f}" for q in QUANTILES] if added else ["", "", ""]
             cells = [f"{ms[q]:.3f}" for q in ("p50", "p90", "p99", "p99.9", "max")] + plus + [str(r["errors"])]
+            if variants:
+                over = added_vs_sidecar(results, name, key) if name in BREAKER_TARGETS else None
+                cells.append("" if over is None else f"{over:+.3f}")
             lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    redis = [line for name in BREAKER_TARGETS if (line := redis_line(results, name))]
+    if redis:
+        lines += ["", *redis]
     return "\n".join(lines)
 
 

@@ -1,11 +1,14 @@
 """One command for the whole proxy comparison: nginx direct vs reference aiohttp proxy vs sidecar.
 
-Pinning (2-core machine): the proxy under test runs alone on --proxy-cpu (0); nginx, wrk, openloop
-and this runner share --load-cpu (1). The proxy is then the only thing its core does, and the load
-side (nginx plus wrk: about 13% of their core while the proxy is saturated) never steals its cycles.
+Pinning (2-core machine): the proxy under test runs alone on --proxy-cpu (0); nginx, wrk, openloop,
+the bench's own redis-server and this runner share --load-cpu (1). The proxy is then the only thing
+its core does, and the load side (nginx plus wrk: about 13% of their core while the proxy is
+saturated) never steals its cycles. With several --sidecars, each variant is its own process on its
+own ports, all on --proxy-cpu; only the one being measured is busy.
 
     /work/venv/bin/python bench/run.py            # full run, a few minutes
     /work/venv/bin/python bench/run.py --quick    # smoke run, under a minute
+    /work/venv/bin/python bench/run.py --sidecars plain,breakers,breakers-redis   # breaker cost
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from typing import Any
 
 import loads
 import procs
+import redisstats
 from report import aggregate, table, verdict
+from variants import VARIANTS, Variant, parse_variants, ports_of, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 PATH = "/2010-04-01/Accounts/AC123/Messages.json?PageSize=20"
+BACKEND_GAUGE = "resilience_proxy_state_backend_up"
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +50,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rates", help="comma-separated open-loop rates (default 500,2000; quick 2000)")
     p.add_argument("--wrk-connections", type=int, default=32)
     p.add_argument("--skip-sidecar", action="store_true", help="measure direct and reference only")
+    p.add_argument(
+        "--sidecars",
+        default="plain",
+        help=f"comma-separated sidecar variants, each its own process (default plain; {', '.join(VARIANTS)})",
+    )
     p.add_argument("--access-log", action="store_true",
                    help="sidecar writes its JSON access line per request (the production default) to its log file")
     p.add_argument("--out", type=Path, help="also write the results as JSON to this file")
@@ -54,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reference-port", type=int, default=18081)
     p.add_argument("--sidecar-port", type=int, default=18080)
     p.add_argument("--admin-port", type=int, default=19901)
+    p.add_argument("--redis-port", type=int, default=16379, help="the bench's own redis-server (breakers-redis)")
+    p.add_argument("--redis-server", default="/usr/bin/redis-server")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs of the children")
     args = p.parse_args()
     quick = args.quick
@@ -64,7 +77,21 @@ def parse_args() -> argparse.Namespace:
     args.rates = [int(r) for r in (args.rates or ("2000" if quick else "500,2000")).split(",")]
     if not (1 <= args.rounds <= 10 and 0 < args.wrk_seconds <= 120 and 0 < args.openloop_seconds <= 120):
         p.error("rounds must be 1-10, durations in (0, 120] seconds")
+    try:
+        args.variants = [] if args.skip_sidecar else parse_variants(args.sidecars)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
+
+
+def bench_ports(args: argparse.Namespace) -> list[int]:
+    """Every port this run will listen on; each must be free and none may repeat."""
+    ports = [args.upstream_port, args.reference_port]
+    for index, _ in enumerate(args.variants):
+        ports += ports_of(index, args.sidecar_port, args.admin_port)
+    if any(v.uses_redis for v in args.variants):
+        ports.append(args.redis_port)
+    return ports
 
 
 def find_nginx() -> str:
@@ -99,23 +126,6 @@ def write_nginx_conf(tmp: Path, port: int) -> Path:
     return conf
 
 
-def write_sidecar_conf(tmp: Path, port: int, admin_port: int, upstream_port: int, access_log: bool) -> Path:
-    """The sidecar's main config plus one policy file routing /bench to nginx, no policies engaged."""
-    (tmp / "policies").mkdir(exist_ok=True)
-    (tmp / "policies" / "bench.yaml").write_text(
-        f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n"
-    )
-    conf = tmp / "sidecar.yaml"
-    conf.write_text(
-        f"listen: 127.0.0.1:{port}\n"
-        f"admin:\n  listen: 127.0.0.1:{admin_port}\n"
-        "state:\n  backend: memory\n"
-        f"log:\n  level: warning\n  access: {'true' if access_log else 'false'}\n"
-        "policies: [policies/]\n"
-    )
-    return conf
-
-
 def versions(python: str, nginx: str) -> dict[str, str]:
     """What produced the numbers, for the README and the JSON file."""
     probe = "import sys, aiohttp, uvloop; print(sys.version.split()[0], aiohttp.__version__, uvloop.__version__)"
@@ -145,11 +155,14 @@ def versions(python: str, nginx: str) -> dict[str, str]:
     }
 
 
-def start_servers(args: argparse.Namespace, nginx: str, tmp: Path, services: list[procs.Service]) -> dict[str, Any]:
-    """Start nginx, the reference proxy and the sidecar; return each target's URL (or its start error).
+def start_servers(
+    args: argparse.Namespace, nginx: str, tmp: Path, services: list[procs.Service]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Start nginx, the reference proxy, Redis if a variant needs it, and each sidecar variant.
 
-    All stay up for the whole run so the targets can be measured in interleaved rounds; the proxy not
-    being measured sits idle in epoll and costs its core nothing.
+    Returns each target's URL (or its start error), and the admin port of every target whose Redis
+    commands are counted. All stay up for the whole run so the targets can be measured in interleaved
+    rounds; a proxy not being measured sits idle in epoll and costs its core nothing.
     """
     targets: dict[str, Any] = {}
     conf = write_nginx_conf(tmp, args.upstream_port)
@@ -171,32 +184,106 @@ def start_servers(args: argparse.Namespace, nginx: str, tmp: Path, services: lis
     procs.wait_ready(services[-1], args.reference_port, "/bench" + PATH)
     targets["reference"] = f"http://{listen}/bench{PATH}"
 
-    if not args.skip_sidecar:
-        targets["sidecar"] = start_sidecar(args, tmp, services)
-    return targets
+    redis_error = start_redis(args, tmp, services) if any(v.uses_redis for v in args.variants) else None
+    redis_watch: dict[str, int] = {}
+    for index, variant in enumerate(args.variants):
+        port, admin_port = ports_of(index, args.sidecar_port, args.admin_port)
+        if variant.uses_redis and redis_error is not None:
+            targets[variant.target] = {"error": f"redis-server did not start: {redis_error}"}
+            continue
+        targets[variant.target] = start_sidecar(args, tmp, services, variant, port, admin_port)
+        if variant.uses_redis and isinstance(targets[variant.target], str):
+            redis_watch[variant.target] = admin_port
+    return targets, redis_watch
 
 
-def start_sidecar(args: argparse.Namespace, tmp: Path, services: list[procs.Service]) -> Any:
-    """Start the sidecar from a generated config; a start failure is reported, not fatal."""
+def start_redis(args: argparse.Namespace, tmp: Path, services: list[procs.Service]) -> str | None:
+    """The bench's own redis-server, on the load CPU, no persistence; None when up, else why not."""
+    cmd = [args.redis_server, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    services.append(procs.start("redis", cmd, args.load_cpu, tmp, cwd=tmp))
+    try:
+        procs.wait_redis(services[-1], args.redis_port)
+    except procs.ServiceError as exc:
+        print(f"\nREDIS DID NOT START: {exc}\n", file=sys.stderr)
+        procs.stop(services[-1])
+        return str(exc)
+    return None
+
+
+def start_sidecar(
+    args: argparse.Namespace, tmp: Path, services: list[procs.Service], variant: Variant, port: int, admin_port: int
+) -> Any:
+    """Start one sidecar variant from a generated config; a start failure is reported, not fatal."""
     if not (REPO_DIR / "proxy" / "__main__.py").exists():
         msg = f"{REPO_DIR / 'proxy' / '__main__.py'} does not exist yet"
-        print(f"sidecar skipped: {msg}", file=sys.stderr)
+        print(f"{variant.target} skipped: {msg}", file=sys.stderr)
         return {"error": msg}
-    conf = write_sidecar_conf(tmp, args.sidecar_port, args.admin_port, args.upstream_port, args.access_log)
+    conf = write_config(
+        tmp / variant.target,
+        variant,
+        port=port,
+        admin_port=admin_port,
+        upstream_port=args.upstream_port,
+        access_log=args.access_log,
+        redis_port=args.redis_port if variant.uses_redis else None,
+    )
     cmd = [args.python, "-m", "proxy", "run", "--config", str(conf)]
-    sidecar = procs.start("sidecar", cmd, args.proxy_cpu, tmp, cwd=REPO_DIR)
+    sidecar = procs.start(variant.target, cmd, args.proxy_cpu, tmp, cwd=REPO_DIR)
     services.append(sidecar)
     try:
-        procs.wait_ready(sidecar, args.admin_port, "/healthz", deadline=20)
-        procs.wait_ready(sidecar, args.sidecar_port, "/bench" + PATH, deadline=5)
+        procs.wait_ready(sidecar, admin_port, "/healthz", deadline=20)
+        procs.wait_ready(sidecar, port, "/bench" + PATH, deadline=5)
+        if variant.uses_redis:
+            check_redis_in_use(sidecar, args.redis_port, admin_port)
     except procs.ServiceError as exc:
-        print(f"\nSIDECAR DID NOT START: {exc}\n", file=sys.stderr)
+        print(f"\n{variant.target.upper()} DID NOT START: {exc}\n", file=sys.stderr)
         procs.stop(sidecar)
         return {"error": str(exc), "command": " ".join(cmd), "config": conf.read_text()}
-    return f"http://127.0.0.1:{args.sidecar_port}/bench{PATH}"
+    return f"http://127.0.0.1:{port}/bench{PATH}"
 
 
-def measure_rounds(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+def backend_up(admin_port: int) -> float | None:
+    """The sidecar's state-backend gauge from its /metrics (1 up, 0 down), None when absent."""
+    for line in procs.http_text(admin_port, "/metrics").splitlines():
+        if line.startswith(BACKEND_GAUGE):
+            return float(line.split()[-1])
+    return None
+
+
+def check_redis_in_use(sidecar: procs.Service, redis_port: int, admin_port: int, deadline: float = 5.0) -> None:
+    """Make sure the Redis variant really runs on Redis, not on its local fallback.
+
+    It must have sent Redis some command (the background refresh does, at least every second) and
+    report its backend up; otherwise the numbers would be those of the memory store.
+    """
+    end = time.monotonic() + deadline
+    while True:
+        seen = redisstats.commandstats(redis_port)
+        used = {name: n for name, n in seen.items() if name not in ("info", "ping")}  # ours
+        up = backend_up(admin_port)
+        if used and up == 1:
+            return
+        if time.monotonic() > end:
+            raise procs.ServiceError(
+                f"{sidecar.name} is not using Redis on :{redis_port} "
+                f"(commands seen: {used or 'none'}, {BACKEND_GAUGE} = {up}):\n{sidecar.tail()}"
+            )
+        time.sleep(0.5)
+
+
+def wrk_with_redis(url: str, args: argparse.Namespace, admin_port: int | None) -> dict[str, Any]:
+    """One wrk run; for a Redis variant also the Redis commands it caused and the backend gauge after."""
+    if admin_port is None:
+        return loads.wrk(url, args.wrk_seconds, args.wrk_connections, args.load_cpu)
+    before = redisstats.commandstats(args.redis_port)
+    result: dict[str, Any] = loads.wrk(url, args.wrk_seconds, args.wrk_connections, args.load_cpu)
+    time.sleep(0.1)  # the last batch of outcomes (flushed every ~50 ms) belongs to this run
+    after = redisstats.commandstats(args.redis_port)
+    result["redis"] = {"commands": redisstats.delta(before, after), "backend_up": backend_up(admin_port)}
+    return result
+
+
+def measure_rounds(urls: dict[str, str], args: argparse.Namespace, redis_watch: dict[str, int]) -> dict[str, Any]:
     """Interleave the targets round by round, so a burst of outside load hits all of them alike."""
     raw: dict[str, Any] = {name: {"wrk": [], "openloop": {str(r): [] for r in args.rates}} for name in urls}
     for url in urls.values():
@@ -204,7 +291,7 @@ def measure_rounds(urls: dict[str, str], args: argparse.Namespace) -> dict[str, 
     for n in range(1, args.rounds + 1):
         for name, url in urls.items():
             print(f"[round {n}/{args.rounds}] {name}: wrk {args.wrk_seconds:g} s", file=sys.stderr)
-            raw[name]["wrk"].append(loads.wrk(url, args.wrk_seconds, args.wrk_connections, args.load_cpu))
+            raw[name]["wrk"].append(wrk_with_redis(url, args, redis_watch.get(name)))
         for rate in args.rates:
             for name, url in urls.items():
                 print(
@@ -220,9 +307,9 @@ def run_all(args: argparse.Namespace, nginx: str, tmp: Path) -> dict[str, Any]:
     """Start everything, measure, and always stop every child, whatever happened."""
     services: list[procs.Service] = []
     try:
-        targets = start_servers(args, nginx, tmp, services)
+        targets, redis_watch = start_servers(args, nginx, tmp, services)
         urls = {name: url for name, url in targets.items() if isinstance(url, str)}
-        results = aggregate(measure_rounds(urls, args))
+        results = aggregate(measure_rounds(urls, args, redis_watch))
     finally:
         for service in reversed(services):
             procs.stop(service)
@@ -233,7 +320,7 @@ def run_all(args: argparse.Namespace, nginx: str, tmp: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    """Run everything, print the table, write JSON; non-zero exit when the sidecar failed to run."""
+    """Run everything, print the table, write JSON; non-zero exit when a sidecar variant failed to run."""
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks reap the children
     if (os.cpu_count() or 1) < 2:
@@ -241,9 +328,9 @@ def main() -> int:
         args.proxy_cpu = args.load_cpu = 0
     os.sched_setaffinity(0, {args.load_cpu})  # keep the runner itself off the proxy core
     nginx = find_nginx()
-    ports = [args.upstream_port, args.reference_port] + (
-        [] if args.skip_sidecar else [args.sidecar_port, args.admin_port]
-    )
+    ports = bench_ports(args)
+    if len(set(ports)) != len(ports):
+        sys.exit(f"the bench's ports overlap: {sorted(ports)} (each variant adds 10 to --sidecar-port/--admin-port)")
     busy = [p for p in ports if procs.port_in_use(p)]
     if busy:
         sys.exit(f"ports already in use on 127.0.0.1: {busy} (stop whatever listens there or pick other --*-port)")
@@ -271,6 +358,8 @@ def main() -> int:
         "rates": args.rates,
         "proxy_cpu": args.proxy_cpu,
         "load_cpu": args.load_cpu,
+        "sidecars": [v.name for v in args.variants],
+        "access_log": args.access_log,
     }
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
@@ -285,7 +374,7 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON written to {args.out}", file=sys.stderr)
-    return 1 if "error" in results.get("sidecar", {}) else 0
+    return 1 if any("error" in results.get(v.target, {}) for v in args.variants) else 0
 
 
 if __name__ == "__main__":

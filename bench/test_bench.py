@@ -6,17 +6,24 @@ every number in the report wrong without any visible error, so both are tested h
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openloop
 import pytest
+import redisstats
 import refproxy
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openloop import ResponseParser
 from report import added_latency, aggregate, markdown, table, verdict
+from variants import VARIANTS, parse_variants, ports_of, write_config
 from yarl import URL
+
+from proxy.config.load import load_config
+from proxy.policy.breaker import BreakerPolicy
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -132,3 +139,135 @@ def test_report_medians_verdict_and_table() -> None:
     assert "| sidecar | 0.600 | 0.600 | 1.400 | 1.400 | 1.400 | +0.500 | +1.100 | +1.100 | 0 |" in markdown(
         results, {**settings, "rates": [2000]}
     )
+
+
+def test_parse_variants() -> None:
+    assert [v.target for v in parse_variants("plain, breakers,breakers-redis")] == [
+        "sidecar",
+        "sidecar+breakers",
+        "sidecar+breakers-redis",
+    ]
+    for bad, message in (
+        ("plain,nope", "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis"),
+        ("plain,plain", "sidecar variant listed twice in 'plain,plain'"),
+        (",", "no sidecar variant given"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_variants(bad)
+    assert [ports_of(i, 18080, 19901) for i in range(3)] == [(18080, 19901), (18090, 19911), (18100, 19921)]
+
+
+@pytest.mark.parametrize(
+    ("variant", "breaker", "backend", "redis_url"),
+    [
+        ("plain", None, "memory", None),
+        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None),
+        ("breakers-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0"),
+    ],
+)
+def test_variant_config_loads_as_intended(
+    tmp_path: Path, variant: str, breaker: BreakerPolicy | None, backend: str, redis_url: str | None
+) -> None:
+    """Read back by the sidecar's own loader: the bench measures what it claims to."""
+    conf = write_config(
+        tmp_path, VARIANTS[variant], port=18090, admin_port=19911, upstream_port=18000, access_log=False,
+        redis_port=16379,
+    )
+    config = load_config(conf, environ={})
+    (upstream,) = config.upstreams
+    assert (upstream.url, upstream.prefix, upstream.routes) == ("http://127.0.0.1:18000", "/bench", ())
+    assert upstream.default_route.breaker == breaker
+    assert (str(config.listen), str(config.admin.listen)) == ("127.0.0.1:18090", "127.0.0.1:19911")
+    assert config.state.backend == backend and config.log.access is False
+    if redis_url:
+        assert config.state.redis_url == redis_url
+
+
+def test_redis_variant_needs_a_port(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a redis port"):
+        write_config(tmp_path, VARIANTS["breakers-redis"], port=1, admin_port=2, upstream_port=3, access_log=False)
+
+
+def test_commandstats_delta_drops_the_snapshot_itself() -> None:
+    before = redisstats.parse_commandstats(
+        "# Commandstats\r\ncmdstat_info:calls=4,usec=90,usec_per_call=22.50,rejected_calls=0,failed_calls=0\r\n"
+        "cmdstat_evalsha:calls=10,usec=100,usec_per_call=10.00,rejected_calls=0,failed_calls=0\r\n"
+    )
+    after = redisstats.parse_commandstats(
+        "cmdstat_info:calls=5,usec=99,usec_per_call=19.80,rejected_calls=0,failed_calls=0\r\n"
+        "cmdstat_evalsha:calls=14,usec=140,usec_per_call=10.00,rejected_calls=0,failed_calls=0\r\n"
+        "cmdstat_client|setinfo:calls=2,usec=3,usec_per_call=1.50,rejected_calls=0,failed_calls=0\r\n"
+    )
+    assert before == {"info": 4, "evalsha": 10}
+    assert redisstats.delta(before, after) == {"client|setinfo": 2, "evalsha": 4}
+
+
+def _with_redis(rounds: dict[str, Any], commands: list[dict[str, int]], requests: int) -> dict[str, Any]:
+    for w, c in zip(rounds["wrk"], commands):
+        w.update(requests=requests, redis={"commands": c, "backend_up": 1.0})
+    return rounds
+
+
+def test_report_breaker_variants_against_plain_sidecar() -> None:
+    raw = {
+        "direct": _rounds(200000, 0.1, 0.3),
+        "reference": _rounds(7000, 0.4, 0.9),
+        "sidecar": _rounds(6000, 0.45, 1.0),
+        "sidecar+breakers": _rounds(5400, 0.6, 1.1),  # exactly 10% loss: met; +0.15 ms p50: met
+        "sidecar+breakers-redis": _with_redis(
+            _rounds(5000, 0.7, 1.2), [{"evalsha": 30, "get": 5}, {"evalsha": 25}, {"evalsha": 30, "get": 10}], 10000
+        ),
+    }
+    raw["sidecar+breakers-redis"]["wrk"][1]["redis"]["backend_up"] = 0.0  # fell back to local state once
+    results = aggregate(raw)
+    redis = results["sidecar+breakers-redis"]["redis"]
+    assert redis == {
+        "commands": {"evalsha": 85, "get": 15},
+        "total": 100,
+        "requests": 30000,
+        "per_request": 0.003333,
+        "backend_down_runs": 1,
+        "runs": 3,
+    }
+    v = verdict(results)
+    assert v["throughput_met"] is True and v["latency_met"] is True  # the issue 2 verdict is unchanged
+    assert v["breakers"]["sidecar+breakers"] == {
+        "throughput_ratio": 0.9,
+        "throughput_loss": 0.1,
+        "throughput_met": True,
+        "added_p50_ms": 0.15,
+        "latency_met": True,
+    }
+    redis_v = v["breakers"]["sidecar+breakers-redis"]
+    assert (redis_v["throughput_loss"], redis_v["throughput_met"]) == (0.167, False)
+    assert (redis_v["added_p50_ms"], redis_v["latency_met"]) == (0.25, False)
+    assert redis_v["redis_commands_per_request"] == 0.003333
+
+    settings = {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10, "warmup_seconds": 2}
+    text = table(results, {**settings, "rates": [2000]})
+    assert "77.1% of reference,  90.0% of sidecar" in text
+    assert "p50 +0.250 over sidecar" in text
+    assert "Target: sidecar+breakers throughput loss vs sidecar <= 10%: MET (+10.0% loss)" in text
+    assert "Target: sidecar+breakers-redis added p50 vs sidecar at 2000/s < 0.2 ms: NOT MET (+0.250 ms)" in text
+    assert (
+        "sidecar+breakers-redis: 0.0033 Redis commands per proxied request "
+        "(100 over 30,000 wrk requests: evalsha 85, get 15); BACKEND DOWN after 1/3 runs"
+    ) in text
+    md = markdown(results, {**settings, "rates": [2000]})
+    assert "| target | wrk req/s (median) | min-max | vs reference | vs sidecar |" in md
+    assert "| sidecar+breakers | 5,400 | 4,900-5,500 | 77.1% | 90.0% |" in md
+    assert "| sidecar | 0.450 | 0.450 | 1.000 | 1.000 | 1.000 | +0.350 | +0.700 | +0.700 | 0 |  |" in md
+    redis_row = "| sidecar+breakers-redis | 0.700 | 0.700 | 1.200 | 1.200 | 1.200 | +0.600 | +0.900 | +0.900 | 0 | +0.250 |"
+    assert redis_row in md
+
+
+def test_report_breaker_variant_without_plain_sidecar_is_not_measured() -> None:
+    results = aggregate({"direct": _rounds(200000, 0.1, 0.3), "sidecar+breakers": _rounds(5400, 0.6, 1.1)})
+    results["sidecar+breakers-redis"] = {"error": "sidecar+breakers-redis exited with code 1:\nImportError"}
+    v = verdict(results)
+    assert v["breakers"]["sidecar+breakers"]["throughput_met"] is None
+    assert v["breakers"]["sidecar+breakers-redis"]["latency_met"] is None
+    text = table(results, {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10,
+                           "warmup_seconds": 2, "rates": [2000]})
+    assert "sidecar+breakers-redis FAILED: sidecar+breakers-redis exited with code 1:" in text
+    assert "Target: sidecar+breakers throughput loss vs sidecar <= 10%: not measured" in text

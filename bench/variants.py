@@ -1,0 +1,103 @@
+"""The sidecar variants the bench can compare, and the config each one runs with.
+
+Every variant routes ``/bench`` to the same nginx; they differ only in their policies and state
+backend, so the gap between two variants is what those cost:
+
+- ``plain``: no policies (``breaker: false``), target ``sidecar``; the one the issue 2 targets use.
+- ``breakers``: a breaker per route, state in process memory.
+- ``breakers-redis``: the same breakers, state shared in Redis (the runner's own redis-server).
+
+Pure text generation, so the tests can load the result with the sidecar's own config loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One sidecar configuration under test and the target name the report shows it under."""
+
+    name: str
+    target: str
+    breakers: bool
+    backend: str  # "memory" or "redis"
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.backend == "redis"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("plain", "sidecar", breakers=False, backend="memory"),
+        Variant("breakers", "sidecar+breakers", breakers=True, backend="memory"),
+        Variant("breakers-redis", "sidecar+breakers-redis", breakers=True, backend="redis"),
+    )
+}
+# Written out even where it equals the sidecar's default, so a change of default can't change the bench.
+BREAKER_YAML = "    breaker:\n      consecutive_failures: 3\n      open_for: 30s\n"
+# Variant i listens on the base ports plus PORT_STEP * i.
+PORT_STEP = 10
+
+
+def parse_variants(text: str) -> list[Variant]:
+    """``plain,breakers`` -> variants in that order; unknown or repeated names are a ValueError."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown sidecar variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"sidecar variant listed twice in '{text}'")
+    if not names:
+        raise ValueError("no sidecar variant given")
+    return [VARIANTS[n] for n in names]
+
+
+def ports_of(index: int, sidecar_port: int, admin_port: int) -> tuple[int, int]:
+    """Data and admin port of the variant at ``index`` in the --sidecars list."""
+    return sidecar_port + PORT_STEP * index, admin_port + PORT_STEP * index
+
+
+def policy_yaml(variant: Variant, upstream_port: int) -> str:
+    """The one policy file: /bench to nginx, with the variant's breaker (or ``breaker: false``)."""
+    breaker = BREAKER_YAML if variant.breakers else "    breaker: false\n"
+    return f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n" + breaker
+
+
+def main_yaml(variant: Variant, port: int, admin_port: int, access_log: bool, redis_port: int | None) -> str:
+    """The process config: listeners, the variant's state backend, logging, policies/."""
+    if variant.uses_redis:
+        if redis_port is None:
+            raise ValueError(f"variant {variant.name} needs a redis port")
+        state = f"state:\n  backend: redis\n  redis_url: redis://127.0.0.1:{redis_port}/0\n"
+    else:
+        state = "state:\n  backend: memory\n"
+    return (
+        f"listen: 127.0.0.1:{port}\n"
+        f"admin:\n  listen: 127.0.0.1:{admin_port}\n"
+        + state
+        + f"log:\n  level: warning\n  access: {'true' if access_log else 'false'}\n"
+        "policies: [policies/]\n"
+    )
+
+
+def write_config(
+    confdir: Path,
+    variant: Variant,
+    *,
+    port: int,
+    admin_port: int,
+    upstream_port: int,
+    access_log: bool,
+    redis_port: int | None = None,
+) -> Path:
+    """Write ``confdir/sidecar.yaml`` and ``confdir/policies/bench.yaml``; return the former."""
+    (confdir / "policies").mkdir(parents=True, exist_ok=True)
+    (confdir / "policies" / "bench.yaml").write_text(policy_yaml(variant, upstream_port))
+    conf = confdir / "sidecar.yaml"
+    conf.write_text(main_yaml(variant, port, admin_port, access_log, redis_port))
+    return conf
