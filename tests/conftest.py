@@ -99,3 +99,22 @@ async def scripted(aiohttp_server) -> tuple[ScriptedUpstream, str]:  # type: ign
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
     server = await aiohttp_server(app)
     return upstream, f"http://127.0.0.1:{server.port}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One ``tests.redis_server.RedisServer`` for the session, on a free 127.0.0.1 port (never 6379)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The session's Redis, emptied for this test."""
+    with redis_server.client() as client:
+        client.flushall()
+    return str(redis_server.url)

@@ -61,6 +61,11 @@ class MemoryBreakerStore:
     async def close(self) -> None:
         pass
 
+    def restore(self, key: str, record: BreakerRecord) -> None:
+        """Continue ``key`` from a known state (the Redis store hands over its last views when Redis fails)."""
+        self._records[key] = record
+        self._views[key] = view_of(key, record)
+
     def _record(self, key: str) -> BreakerRecord:
         record = self._records.get(key)
         if record is None:
@@ -69,7 +74,8 @@ class MemoryBreakerStore:
 
     def _changed(self, key: str, record: BreakerRecord, transition: BreakerTransition | None) -> None:
         view = self._views.get(key)
-        if view is None or view.version != record.version or view.failures != record.failures:
+        if (view is None or view.version != record.version or view.failures != record.failures
+                or view.open_until != record.open_until):
             self._views[key] = view_of(key, record)
         if transition is not None:
             for listener in self._listeners:

@@ -1,4 +1,4 @@
-"""One behavioural suite for every breaker store backend (memory here; Redis joins it).
+"""One behavioural suite for every breaker store backend: memory, and Redis (a real redis-server).
 
 Time is a FakeClock passed to the store, so open times are exercised without sleeping.
 ``await store.flush()`` stands where a batching backend would send its queued outcomes.
@@ -15,27 +15,35 @@ from proxy.events import BreakerTransition
 from proxy.policy.breaker import Action, BreakerPolicy, State
 from proxy.state.base import BreakerStore
 from proxy.state.memory import MemoryBreakerStore
+from proxy.state.redis import RedisBreakerStore
 
 KEY = "twilio/twilio_sms"
 POLICY = BreakerPolicy(consecutive_failures=3, open_for=30, jitter=0.0)
 
-StoreFactory = Callable[[FakeClock], Awaitable[BreakerStore]]
+StoreFactory = Callable[[FakeClock, pytest.FixtureRequest], Awaitable[BreakerStore]]
 
 
-async def memory_store(clock: FakeClock) -> BreakerStore:
+async def memory_store(clock: FakeClock, request: pytest.FixtureRequest) -> BreakerStore:
     return MemoryBreakerStore(clock=clock, random=lambda: 0.5)
 
 
-BACKENDS: dict[str, StoreFactory] = {"memory": memory_store}
+async def redis_store(clock: FakeClock, request: pytest.FixtureRequest) -> BreakerStore:
+    # A generous timeout: these tests hold the Lua to the rules, not Redis to its latency.
+    return RedisBreakerStore(request.getfixturevalue("redis_url"), clock=clock, random=lambda: 0.5, timeout=2.0)
+
+
+BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BreakerStore, FakeClock]]:
     clock = FakeClock()
-    store = await BACKENDS[request.param](clock)
+    store = await BACKENDS[request.param](clock, request)
     await store.start()
     yield store, clock
     await store.close()
+    if isinstance(store, RedisBreakerStore):  # a Redis error would have hidden behind the local fallback
+        assert (store.backend_up, store.errors) == (True, 0)
 
 
 async def fail(store: BreakerStore, times: int, probe: bool = False) -> None:

@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  <prefix>{<breaker>}:breaker, the only key a script touches. Fields: state, failures,
 --          open_until, reopens, probes, successes, reason, forced_by, changed_at, version, and
---          one "w:<second>" = "calls,failures" per second of the failure-rate window.
+--          (failure-rate policies only) one "w:<second>" = "calls,failures" per second of the window.
 -- ARGV     1 channel, 2 breaker name, 3 now, 4 random in [0, 1), then the policy:
 --          5 consecutive_failures, 6 failure_rate, 7 window, 8 min_calls, 9 open_for,
 --          10 open_for_max, 11 open_multiplier, 12 jitter, 13 half_open_probes; 14.. per script.

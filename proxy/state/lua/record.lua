@@ -4,18 +4,23 @@
 -- Reply: { view, transitions }.
 
 local r = load()
-local pruned_for = nil
 
--- the failure-rate window: only a new second can push buckets out of it (window >= 1)
-local function prune(second)
-  if second == pruned_for and P.window >= 1 then return end
-  pruned_for = second
-  for s, bucket in pairs(r.buckets) do
-    if s <= second - P.window then
-      r.calls, r.failed = r.calls - bucket[1], r.failed - bucket[2]
-      r.buckets[s] = nil
+-- breaker._count: a call into its one-second bucket; expired buckets go when a new second starts
+local function count(second, failure)
+  local bucket = r.buckets[second]
+  if bucket == nil then
+    for s, old in pairs(r.buckets) do
+      if s <= second - P.window then
+        r.calls, r.failed = r.calls - old[1], r.failed - old[2]
+        r.buckets[s] = nil
+      end
     end
+    r.buckets[second] = { 1, failure }
+  else
+    r.buckets[second] = { bucket[1] + 1, bucket[2] + failure }
   end
+  r.calls, r.failed = r.calls + 1, r.failed + failure
+  r.dirty = true
 end
 
 -- breaker._trip_reason
@@ -34,14 +39,13 @@ for i = FIRST_EXTRA, #ARGV, 2 do
   local code, at = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local failed, probe = code % 2 == 1, code >= 2
   if r.state == 'closed' and not probe then
-    local second = math.floor(at)
-    local bucket = r.buckets[second] or { 0, 0 }
-    local failure = failed and 1 or 0
-    r.buckets[second] = { bucket[1] + 1, bucket[2] + failure }
-    r.calls, r.failed = r.calls + 1, r.failed + failure
-    prune(second)
-    if failed then r.failures = r.failures + 1 else r.failures = 0 end
-    r.dirty = true
+    if P.failure_rate ~= 0 then
+      count(math.floor(at), failed and 1 or 0)
+    end
+    local failures = failed and r.failures + 1 or 0
+    if failures ~= r.failures then
+      r.failures, r.dirty = failures, true -- a healthy breaker's batch writes nothing
+    end
     local reason = trip_reason()
     if reason then
       open(r, reason, 0, at)

@@ -1,0 +1,408 @@
+"""The Redis store: breakers shared by every replica, their rules run atomically in Lua.
+
+The hot path does not wait on Redis. :meth:`RedisBreakerStore.view` answers from a local copy
+of each breaker, kept fresh twice over: the script that changes a breaker also PUBLISHes its new
+view, which every store receives (a newer version wins), and every ``refresh_interval`` one
+pipelined read brings all known breakers up to date in case a message was lost. Outcomes wait
+in a queue and leave in one pipeline per flush: every ``flush_interval``, or at once for a
+probe's outcome (a half-open breaker waits for it) and for a failure that may open the breaker
+(the fleet hears of it in milliseconds). Only probes and operator actions wait on Redis, and a
+half-open breaker whose probe slots are taken says so locally until they may return.
+Transitions go to the listeners of the store whose script made them, so a fleet emits each one
+exactly once.
+
+When a Redis call fails the store stops calling Redis and serves everything from an embedded
+:class:`MemoryBreakerStore`, seeded with the views it last knew (open and forced breakers stay
+so); a request waits on a dead Redis at most ``timeout``, once. A PING every ``retry_interval``
+in the background notices Redis coming back: then the local state is dropped, every view is read
+from Redis again (the source of truth) and the subscription resumes. An operator action taken
+meanwhile applies to this process only and is not replayed: ``backend_up`` is False while it
+happens, so the admin API can say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random as _random
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from proxy.clock import Clock, SystemClock
+from proxy.events import BreakerTransition
+from proxy.policy.breaker import Action, Admission, BreakerPolicy, BreakerRecord, Random, State
+from proxy.state import redis_scripts as lua
+from proxy.state.base import BreakerView, TransitionListener
+from proxy.state.memory import MemoryBreakerStore
+
+log = logging.getLogger("resilience_proxy.state")
+
+BackendListener = Callable[[bool], None]
+"""Told False when the store falls back to local state, True when Redis serves again."""
+
+_ERRORS = (RedisError, OSError, TimeoutError, ValueError)
+"""What makes the store fall back to local state; ValueError: a hash or reply it cannot read."""
+
+
+class RedisBreakerStore:
+    """Breakers in Redis hashes ``<prefix>{<breaker>}:breaker``, views published on ``<prefix>breakers``."""
+
+    def __init__(self, redis_url: str, *, prefix: str = "rp:", clock: Clock | None = None,
+                 random: Random = _random.random, timeout: float = 0.05, flush_interval: float = 0.05,
+                 refresh_interval: float = 1.0, retry_interval: float = 1.0) -> None:
+        self._url = redis_url
+        self._prefix = prefix
+        self._channel = f"{prefix}breakers"
+        self._clock = clock or SystemClock()
+        self._random = random
+        self._timeout = timeout
+        self._flush_interval = flush_interval
+        self._refresh_interval = refresh_interval
+        self._retry_interval = retry_interval
+        self._client: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._up = False
+        self._closing = False
+        self._errors = 0
+        self._views: dict[str, BreakerView] = {}
+        self._changed_at: dict[str, int] = {}
+        """Breaker -> ``_seq`` when its view last changed, so that an older read does not overwrite it."""
+        self._seq = 0
+        self._probes_taken: dict[str, tuple[int, float]] = {}
+        """Breaker -> (version, open_until) of the half-open view in which Redis had no probe slot left."""
+        self._batches = lua.Batches()
+        self._queued = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._listeners: list[TransitionListener] = []
+        self._backend_listeners: list[BackendListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._subscriber: asyncio.Task[None] | None = None
+        self._fallback = self._new_fallback()
+
+    # -- the BreakerStore protocol ----------------------------------------------------------------
+
+    def view(self, key: str) -> BreakerView:
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = BreakerView(key)
+        return view if self._up else self._fallback.view(key)
+
+    async def admit(self, key: str, policy: BreakerPolicy) -> Admission:
+        if not self._up:
+            return await self._fallback.admit(key, policy)
+        view, now = self.view(key), self._clock.now()
+        # What the view already decides costs no round trip; only a request that may be a probe asks Redis.
+        if view.admits_freely:
+            return Admission(True)
+        if view.state == State.FORCED_OPEN:
+            return Admission(False, retry_after=policy.open_for)
+        if view.state == State.OPEN and now < view.open_until:
+            return Admission(False, retry_after=view.open_until - now)
+        if view.state == State.HALF_OPEN and now < view.open_until and \
+                self._probes_taken.get(key) == (view.version, view.open_until):
+            return Admission(False, retry_after=max(view.open_until - now, 1.0))  # no slot returns before
+        try:
+            async with asyncio.timeout(self._timeout):
+                (reply,) = await self._run([("admit", key, policy, ())])
+        except _ERRORS as error:
+            self._down(error)
+            return await self._fallback.admit(key, policy)
+        transitions = self._apply(key, reply)
+        admission = lua.admission_from(reply[2], transitions[0] if transitions else None)
+        fresh = lua.view_from(key, reply[0])
+        if not admission.allowed and fresh.state == State.HALF_OPEN:
+            self._probes_taken[key] = (fresh.version, fresh.open_until)
+        return admission
+
+    def record(self, key: str, policy: BreakerPolicy, failed: bool, probe: bool) -> None:
+        if not self._up:
+            self._fallback.record(key, policy, failed, probe)
+            return
+        if self._batches.add(key, policy, failed, probe, self._clock.now(), self.view(key)):
+            self._urgent.set()
+        self._queued.set()
+
+    async def force(self, key: str, policy: BreakerPolicy, action: Action, actor: str) -> BreakerTransition:
+        """Apply an override for the fleet; with Redis down, for this process only (``backend_up`` is False)."""
+        async with self._send_lock:
+            await self._send_queued()  # outcomes recorded before the action count before it
+            if self._up:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        (reply,) = await self._run([("force", key, policy, (action.value, actor))])
+                except _ERRORS as error:
+                    self._down(error)
+                else:
+                    return self._apply(key, reply)[0]
+        return await self._fallback.force(key, policy, action, actor)
+
+    async def views(self, keys: list[str]) -> list[BreakerView]:
+        if self._up:
+            try:
+                return await self._refresh(keys)
+            except _ERRORS as error:
+                self._down(error)
+        return await self._fallback.views(keys)
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            await self._send_queued()
+
+    def add_listener(self, listener: TransitionListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        """Connect and subscribe; if Redis does not answer, start on local state and keep trying."""
+        self._client = aioredis.Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+            retry=Retry(NoBackoff(), 0), decode_responses=True)
+        self._flusher = self._spawn(self._flush_loop())
+        self._spawn(self._refresh_loop())
+        try:
+            await self._connect()
+        except _ERRORS as error:
+            self._errors += 1
+            log.warning("Redis at %s unreachable (%s): breakers run on local state until it answers",
+                        self._url, _describe(error))
+            self._spawn(self._recover())
+            self._tell_backend(False)
+
+    async def close(self) -> None:
+        """Send the queued outcomes, stop the background tasks, close the connections."""
+        self._closing = True
+        async with self._send_lock:  # a batch on its way arrives first
+            if self._flusher is not None:
+                await _cancel([self._flusher])
+            await self._send_queued()
+        await _cancel(list(self._tasks))
+        await self._drop_subscription()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- health, for readiness and metrics --------------------------------------------------------
+
+    @property
+    def backend_up(self) -> bool:
+        """True while Redis serves; False while this process runs on local state."""
+        return self._up
+
+    @property
+    def errors(self) -> int:
+        """Failed Redis calls so far, the background checks while it is down included."""
+        return self._errors
+
+    def add_backend_listener(self, listener: BackendListener) -> None:
+        self._backend_listeners.append(listener)
+
+    # -- talking to Redis -------------------------------------------------------------------------
+
+    async def _run(self, calls: Sequence[lua.Call]) -> list[Any]:
+        assert self._client is not None
+        return await lua.run(self._client, self._prefix, self._channel, calls, self._clock.now(), self._random)
+
+    async def _read(self, keys: Sequence[str]) -> list[BreakerView]:
+        assert self._client is not None
+        return await lua.read(self._client, self._prefix, keys)
+
+    async def _refresh(self, keys: Sequence[str]) -> list[BreakerView]:
+        """Read ``keys`` and take what Redis says (even an older version: Redis may have restarted empty),
+        unless a newer view arrived while the read was on its way."""
+        asked_at = self._seq
+        views = await self._read(keys)
+        for view in views:
+            if self._changed_at.get(view.key, 0) <= asked_at:
+                self._set(view)
+        return views
+
+    async def _send_queued(self) -> None:
+        """Send every queued outcome in one pipeline (the caller holds ``_send_lock``)."""
+        calls = self._batches.take()
+        self._queued.clear()
+        self._urgent.clear()
+        if not calls:
+            return
+        if not self._up:
+            self._replay(calls)
+            return
+        try:
+            replies = await self._run(calls)
+        except _ERRORS as error:
+            self._down(error, unsent=calls)
+            return
+        for (_, key, _, _), reply in zip(calls, replies):
+            self._apply(key, reply)
+
+    # -- the local views --------------------------------------------------------------------------
+
+    def _set(self, view: BreakerView) -> None:
+        self._seq += 1
+        self._changed_at[view.key] = self._seq
+        self._views[view.key] = view
+
+    def _apply(self, key: str, reply: list[Any]) -> list[BreakerTransition]:
+        """Take the view a script returned and emit the transitions it made."""
+        view = lua.view_from(key, reply[0])
+        current = self._views.get(key)
+        if current is None or view.version >= current.version:
+            self._set(view)
+        transitions = lua.transitions_from(key, reply[1])
+        for transition in transitions:
+            self._emit(transition)
+        return transitions
+
+    def _emit(self, transition: BreakerTransition) -> None:
+        for listener in self._listeners:
+            try:
+                listener(transition)
+            except Exception:
+                log.exception("breaker transition listener failed")
+
+    def _on_message(self, data: str) -> None:
+        try:
+            view = lua.view_from_message(data)
+        except ValueError:
+            log.warning("ignored a malformed message on %s: %.200r", self._channel, data)
+            return
+        current = self._views.get(view.key)
+        if current is None or view.version > current.version:
+            self._set(view)
+
+    # -- background tasks -------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._queued.wait()
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._flush_interval):
+                        await self._urgent.wait()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("sending breaker outcomes to Redis failed")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            if self._up and self._views:
+                try:
+                    await self._refresh(list(self._views))
+                except _ERRORS as error:
+                    self._down(error)
+
+    async def _subscribe_loop(self, pubsub: Any) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._refresh_interval)
+                if message is not None and message["type"] == "message":
+                    self._on_message(message["data"])
+        except _ERRORS as error:
+            self._down(error)
+
+    # -- losing and regaining Redis ---------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """PING, load the scripts, subscribe, read every known view; then serve from Redis again."""
+        assert self._client is not None
+        await self._drop_subscription()
+        await self._client.connection_pool.disconnect()  # connections from before a restart are dead
+        await self._client.ping()
+        await lua.load(self._client)
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            views = await self._read(list(self._views))
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        self._pubsub = pubsub
+        self._probes_taken.clear()
+        for view in views:
+            self._set(view)
+        self._fallback = self._new_fallback()
+        self._up = True
+        self._subscriber = self._spawn(self._subscribe_loop(pubsub))
+
+    async def _recover(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_interval)
+            try:
+                await self._connect()
+            except _ERRORS:
+                self._errors += 1
+                continue
+            log.warning("Redis at %s answers again: breakers are shared with the fleet", self._url)
+            self._tell_backend(True)
+            return
+
+    def _down(self, error: BaseException, unsent: Sequence[lua.Call] = ()) -> None:
+        """Stop calling Redis: serve from local state, starting from the views known so far."""
+        self._errors += 1
+        if not self._up or self._closing:
+            self._replay(unsent)
+            return
+        self._up = False
+        log.warning("Redis at %s failed (%s): breakers run on local state until it answers",
+                    self._url, _describe(error))
+        for key, view in self._views.items():
+            self._fallback.restore(key, BreakerRecord(
+                state=view.state, failures=view.failures, open_until=view.open_until, reason=view.reason,
+                forced_by=view.forced_by, changed_at=view.changed_at, version=view.version))
+        self._replay([*unsent, *self._batches.take()])
+        if self._subscriber is not None and self._subscriber is not asyncio.current_task():
+            self._subscriber.cancel()
+        self._spawn(self._recover())
+        self._tell_backend(False)
+
+    def _replay(self, calls: Iterable[lua.Call]) -> None:
+        """Hand outcomes that did not reach Redis to the local fallback."""
+        for _, key, policy, outcomes in calls:
+            for code in outcomes[::2]:
+                self._fallback.record(key, policy, bool(int(code) & 1), bool(int(code) & 2))
+
+    def _new_fallback(self) -> MemoryBreakerStore:
+        fallback = MemoryBreakerStore(clock=self._clock, random=self._random)
+        fallback.add_listener(self._emit)
+        return fallback
+
+    def _tell_backend(self, up: bool) -> None:
+        for listener in self._backend_listeners:
+            try:
+                listener(up)
+            except Exception:
+                log.exception("Redis status listener failed")
+
+    async def _drop_subscription(self) -> None:
+        if self._subscriber is not None:
+            await _cancel([self._subscriber])
+            self._subscriber = None
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            with contextlib.suppress(*_ERRORS):
+                await pubsub.aclose()
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in tasks if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
