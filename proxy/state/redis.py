@@ -28,6 +28,7 @@ import logging
 import random as _random
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -57,6 +58,7 @@ class RedisBreakerStore:
                  random: Random = _random.random, timeout: float = 0.05, flush_interval: float = 0.05,
                  refresh_interval: float = 1.0, retry_interval: float = 1.0) -> None:
         self._url = redis_url
+        self._shown_url = _without_password(redis_url)
         self._prefix = prefix
         self._channel = f"{prefix}breakers"
         self._clock = clock or SystemClock()
@@ -171,7 +173,7 @@ class RedisBreakerStore:
         except _ERRORS as error:
             self._errors += 1
             log.warning("Redis at %s unreachable (%s): breakers run on local state until it answers",
-                        self._url, _describe(error))
+                        self._shown_url, _describe(error))
             self._spawn(self._recover())
             self._tell_backend(False)
 
@@ -345,7 +347,7 @@ class RedisBreakerStore:
             except _ERRORS:
                 self._errors += 1
                 continue
-            log.warning("Redis at %s answers again: breakers are shared with the fleet", self._url)
+            log.warning("Redis at %s answers again: breakers are shared with the fleet", self._shown_url)
             self._tell_backend(True)
             return
 
@@ -357,7 +359,7 @@ class RedisBreakerStore:
             return
         self._up = False
         log.warning("Redis at %s failed (%s): breakers run on local state until it answers",
-                    self._url, _describe(error))
+                    self._shown_url, _describe(error))
         for key, view in self._views.items():
             self._fallback.restore(key, BreakerRecord(
                 state=view.state, failures=view.failures, open_until=view.open_until, reason=view.reason,
@@ -406,3 +408,13 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _without_password(url: str) -> str:
+    """The URL for log lines: a password in ``redis://user:secret@host`` never reaches a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username + ':' if parts.username else ':'}***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
