@@ -148,7 +148,7 @@ def test_parse_variants() -> None:
         "sidecar+breakers-redis",
     ]
     for bad, message in (
-        ("plain,nope", "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis"),
+        ("plain,nope", "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries"),
         ("plain,plain", "sidecar variant listed twice in 'plain,plain'"),
         (",", "no sidecar variant given"),
     ):
@@ -158,15 +158,17 @@ def test_parse_variants() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "breaker", "backend", "redis_url"),
+    ("variant", "breaker", "backend", "redis_url", "retries"),
     [
-        ("plain", None, "memory", None),
-        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None),
-        ("breakers-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0"),
+        ("plain", None, "memory", None, 0),
+        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0),
+        ("breakers-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0",
+         0),
+        ("retries", None, "memory", None, 3),
     ],
 )
 def test_variant_config_loads_as_intended(
-    tmp_path: Path, variant: str, breaker: BreakerPolicy | None, backend: str, redis_url: str | None
+    tmp_path: Path, variant: str, breaker: BreakerPolicy | None, backend: str, redis_url: str | None, retries: int
 ) -> None:
     """Read back by the sidecar's own loader: the bench measures what it claims to."""
     conf = write_config(
@@ -177,6 +179,7 @@ def test_variant_config_loads_as_intended(
     (upstream,) = config.upstreams
     assert (upstream.url, upstream.prefix, upstream.routes) == ("http://127.0.0.1:18000", "/bench", ())
     assert upstream.default_route.breaker == breaker
+    assert upstream.default_route.retry.attempts == retries
     assert (str(config.listen), str(config.admin.listen)) == ("127.0.0.1:18090", "127.0.0.1:19911")
     assert config.state.backend == backend and config.log.access is False
     if redis_url:

@@ -3,9 +3,12 @@
 Every variant routes ``/bench`` to the same nginx; they differ only in their policies and state
 backend, so the gap between two variants is what those cost:
 
-- ``plain``: no policies (``breaker: false``), target ``sidecar``; the one the issue 2 targets use.
+- ``plain``: no policies (``breaker: false``, ``retry: false``), target ``sidecar``; the one the issue 2
+  targets use.
 - ``breakers``: a breaker per route, state in process memory.
 - ``breakers-redis``: the same breakers, state shared in Redis (the runner's own redis-server).
+- ``retries``: retries on (3 attempts, 1 s / 2 s / 4 s; replay buffering for bodies), no breaker. On a
+  healthy upstream nothing is retried, so this measures what being ready to retry costs.
 
 Pure text generation, so the tests can load the result with the sidecar's own config loader.
 """
@@ -24,6 +27,7 @@ class Variant:
     target: str
     breakers: bool
     backend: str  # "memory" or "redis"
+    retries: bool = False
 
     @property
     def uses_redis(self) -> bool:
@@ -36,10 +40,12 @@ VARIANTS = {
         Variant("plain", "sidecar", breakers=False, backend="memory"),
         Variant("breakers", "sidecar+breakers", breakers=True, backend="memory"),
         Variant("breakers-redis", "sidecar+breakers-redis", breakers=True, backend="redis"),
+        Variant("retries", "sidecar+retries", breakers=False, backend="memory", retries=True),
     )
 }
 # Written out even where it equals the sidecar's default, so a change of default can't change the bench.
 BREAKER_YAML = "    breaker:\n      consecutive_failures: 3\n      open_for: 30s\n"
+RETRY_YAML = "    retry:\n      attempts: 3\n      backoff: {initial: 1s, multiplier: 2, max: 4s}\n"
 # Variant i listens on the base ports plus PORT_STEP * i.
 PORT_STEP = 10
 
@@ -63,9 +69,10 @@ def ports_of(index: int, sidecar_port: int, admin_port: int) -> tuple[int, int]:
 
 
 def policy_yaml(variant: Variant, upstream_port: int) -> str:
-    """The one policy file: /bench to nginx, with the variant's breaker (or ``breaker: false``)."""
+    """The one policy file: /bench to nginx, with the variant's breaker and retries (or ``false``)."""
     breaker = BREAKER_YAML if variant.breakers else "    breaker: false\n"
-    return f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n" + breaker
+    retry = RETRY_YAML if variant.retries else "    retry: false\n"
+    return f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n" + breaker + retry
 
 
 def main_yaml(variant: Variant, port: int, admin_port: int, access_log: bool, redis_port: int | None) -> str:

@@ -1,19 +1,33 @@
-"""Per-request breaker orchestration: ask before the attempt, report after it.
+"""Per-request orchestration: breaker admission, the attempt loop, outcome reporting.
 
-A closed breaker is decided from the store's local view, without I/O. Only a breaker that is
-not closed asks the store (which admits the fleet's probes atomically).
+A closed breaker is decided from the store's local view, without I/O; only a breaker that is
+not closed asks the store (which admits the fleet's probes atomically). Every attempt's
+outcome, read at the response head, feeds the breaker. Retries follow the pure rules of
+:mod:`proxy.policy.retry`; tenacity runs the loop (attempts, waits, the hook before each sleep).
+The web layer supplies the attempt itself, so nothing here touches HTTP.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import random as _random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+from tenacity import AsyncRetrying, RetryCallState, stop_never
+
+from proxy.clock import Clock, SystemClock
 from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
-from proxy.errors import CircuitOpen, ProxyError
+from proxy.errors import CircuitOpen, ProxyError, UpstreamConnectError, UpstreamTimeout
 from proxy.policy.breaker import BreakerPolicy, State
 from proxy.policy.classify import Outcome, classify
+from proxy.policy.retry import (CONNECT_ERROR, RESET, TIMEOUT, AttemptResult, Decision, RetryBudget, decide,
+                                parse_retry_after)
 from proxy.state.base import BreakerStore
+
+_NOT_REACHED = frozenset({"connection_refused", "dns_error", "connection_timeout"})
 
 
 def breaker_key(upstream: Upstream, route: Route) -> str:
@@ -35,9 +49,99 @@ class Ticket:
     probe: bool
 
 
-class BreakerGuard:
-    def __init__(self, store: BreakerStore) -> None:
+@dataclass
+class Attempt:
+    """One attempt as the web layer reports it."""
+
+    status: int = 0
+    """The upstream's status; 0 when there was no answer."""
+    error: ProxyError | None = None
+    retry_after: str | None = None
+    seconds: float = 0.0
+    """To the response head."""
+    answer: Any = None
+    """The upstream response, for the web layer to relay."""
+    discard: Callable[[], None] = field(default=lambda: None)
+    """Lets go of ``answer`` when another attempt replaces it."""
+
+
+Send = Callable[[float], Awaitable[Attempt]]
+"""Makes one attempt with the given timeout."""
+
+
+def as_result(attempt: Attempt, now: float) -> AttemptResult:
+    """The facts the retry rules need about an attempt."""
+    error = attempt.error
+    if error is None:
+        return AttemptResult(attempt.status, retry_after=parse_retry_after(attempt.retry_after, now))
+    if error.proxy_status in _NOT_REACHED:
+        return AttemptResult(CONNECT_ERROR, reached_upstream=False)
+    if isinstance(error, UpstreamTimeout):
+        return AttemptResult(TIMEOUT)
+    if isinstance(error, UpstreamConnectError):
+        return AttemptResult("tls_error", reached_upstream=False)
+    return AttemptResult(RESET)
+
+
+class Guard:
+    def __init__(self, store: BreakerStore, *, clock: Clock | None = None,
+                 random: Callable[[], float] = _random.random) -> None:
         self.store = store
+        self._clock = clock or SystemClock()
+        self._random = random
+        self._budgets: dict[str, RetryBudget] = {}
+
+    async def run(self, upstream: Upstream, route: Route, method: str, replayable: bool,
+                  has_idempotency_header: bool, send: Send) -> tuple[Attempt, int]:
+        """Attempts until one is final; returns it and how many were made. Raises CircuitOpen when
+        the breaker rejects the first attempt, or rejects a retry after the breaker opened meanwhile."""
+        policy = route.retry
+        key = breaker_key(upstream, route)
+        started = time.monotonic()
+        made = 0
+
+        async def one() -> Attempt:
+            nonlocal made
+            ticket = await self.enter(upstream, route)
+            timeout = upstream.timeout
+            if policy.attempts:
+                timeout = max(0.001, min(timeout, policy.deadline - (time.monotonic() - started)))
+            made += 1
+            result = await send(timeout)
+            self.leave(ticket, result.status, result.error, result.seconds)
+            return result
+
+        if not policy.attempts or not replayable:
+            return await one(), 1
+        budget = self._budgets.get(key)
+        if budget is None or (budget.ratio, budget.min_per_second) != (policy.budget_ratio,
+                                                                      policy.budget_min_per_second):
+            budget = self._budgets[key] = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
+        budget.record_request(self._clock.now())
+        decision = Decision(False)
+
+        def should_retry(state: RetryCallState) -> bool:
+            nonlocal decision
+            assert state.outcome is not None
+            if state.outcome.failed:
+                return False
+            result = as_result(state.outcome.result(), self._clock.now())
+            decision = decide(policy, method, result, state.attempt_number, time.monotonic() - started,
+                              has_idempotency_header, self._random)
+            if decision.retry and not self.store.view(key).admits_freely:
+                decision = Decision(False, reason="breaker open")
+            if decision.retry and not budget.try_retry(self._clock.now()):
+                decision = Decision(False, reason="retry budget exhausted")
+            return decision.retry
+
+        def let_go(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            state.outcome.result().discard()
+
+        retrying = AsyncRetrying(retry=should_retry, wait=lambda _: decision.delay, stop=stop_never,
+                                 before_sleep=let_go, reraise=True)
+        final: Attempt = await retrying(one)
+        return final, made
 
     async def enter(self, upstream: Upstream, route: Route) -> Ticket | None:
         """Admit the request or raise CircuitOpen; None when the route has no breaker."""

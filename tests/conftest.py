@@ -26,7 +26,11 @@ def free_port() -> int:
 
 
 def write_config(directory: Path, upstreams: dict[str, dict[str, Any]], **settings: Any) -> Path:
-    """A config file plus ``policies/test.yaml`` holding ``upstreams``; returns the config path."""
+    """A config file plus ``policies/test.yaml`` holding ``upstreams``; returns the config path.
+
+    Upstreams get ``retry: false`` unless the test says otherwise, so that a test about something
+    else does not wait through production backoffs."""
+    upstreams = {name: {"retry": False, **settings_} for name, settings_ in upstreams.items()}
     (directory / "policies").mkdir(exist_ok=True)
     (directory / "policies" / "test.yaml").write_text(yaml.safe_dump({"upstreams": upstreams}))
     config = {"listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0"}, "policies": ["policies/"],
@@ -79,16 +83,22 @@ class ScriptedUpstream:
 
     def __init__(self) -> None:
         self.status = 200
+        self.script: list[int] = []
+        """Statuses for the next hits, first first; ``status`` once it runs out."""
+        self.headers: dict[str, str] = {}
         self.delay = 0.0
         self.hits = 0
         self.bodies: list[str] = []
+        self.times: list[float] = []
 
     async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         self.hits += 1
+        self.times.append(asyncio.get_running_loop().time())
         self.bodies.append((await request.read()).decode())
         if self.delay:
             await asyncio.sleep(self.delay)
-        return aiohttp.web.json_response({"status": self.status}, status=self.status)
+        status = self.script.pop(0) if self.script else self.status
+        return aiohttp.web.json_response({"status": status}, status=status, headers=self.headers)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.policy.breaker import BreakerPolicy
+from proxy.policy.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Route:
     """None: no breaker on this route."""
     failure_statuses: frozenset[int]
     """Upstream statuses that count as failures (429 never does: it is a rate signal)."""
+    retry: RetryPolicy = RetryPolicy(attempts=0)
 
 
 DEFAULT_ROUTE = "default"

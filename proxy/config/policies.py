@@ -1,4 +1,4 @@
-"""The policy parts of an upstream: its routes, their breakers and what counts as a failure.
+"""The policy parts of an upstream: its routes, their breakers, retries and what counts as a failure.
 
 Routes inherit the upstream's settings and override only the keys they name, as resilience4j
 instances override their base config.
@@ -13,6 +13,7 @@ from proxy.config import values as v
 from proxy.config.model import DEFAULT_ROUTE, Route
 from proxy.config.reader import Section
 from proxy.policy.breaker import BreakerPolicy
+from proxy.policy.retry import KINDS, RetryPolicy
 
 DEFAULT_FAILURE_STATUSES = frozenset(range(500, 600))
 RATE_LIMITED = 429
@@ -66,6 +67,62 @@ def read_breaker(parent: Section, base: BreakerPolicy | None) -> BreakerPolicy |
     return policy
 
 
+def _status(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise ValueError(f"invalid status '{value}'")
+    return value
+
+
+def _retry_condition(value: Any) -> str | int:
+    if isinstance(value, str) and value in KINDS:
+        return value
+    try:
+        return _status(value)
+    except ValueError:
+        raise ValueError(f"invalid retry condition '{value}' (one of {', '.join(sorted(KINDS))}, or a status)") from None
+
+
+def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
+    """``retry:`` under an upstream or route: ``false`` means no retries; a mapping overrides ``base``."""
+    node = parent.node("retry")
+    if node is None:
+        return base
+    if node.value is False:
+        return dataclasses.replace(base, attempts=0)
+    section = parent.section("retry")
+    backoff = section.section("backoff")
+    budget = section.section("budget")
+    fields = {
+        "attempts": section.get("attempts", v.non_negative_int, None),
+        "initial": backoff.get("initial", v.duration, None),
+        "multiplier": backoff.get("multiplier", v.number_at_least_one, None),
+        "max_backoff": backoff.get("max", v.duration, None),
+        "jitter": backoff.get("jitter", v.fraction, None),
+        "on": frozenset(section.list_of("on", _retry_condition)) if section.has("on") else None,
+        "deadline": section.get("deadline", _positive_duration, None),
+        "retry_after_max": section.get("retry_after_max", v.duration, None),
+        "idempotent": section.get("idempotent", v.boolean, None),
+        "not_processed": frozenset(section.list_of("not_processed", _status))
+        if section.has("not_processed") else None,
+        "idempotency_header": section.get("idempotency_header", v.header_name, None),
+        "budget_ratio": budget.get("ratio", v.fraction, None),
+        "budget_min_per_second": budget.get("min_per_second", _non_negative_number, None),
+        "replay_limit": section.get("replay_limit", v.size, None),
+    }
+    for nested in (backoff, budget, section):
+        nested.finish()
+    policy = dataclasses.replace(base, **{k: val for k, val in fields.items() if val is not None})
+    if policy.max_backoff < policy.initial:
+        backoff.error(backoff.mark_of("max"), f"{backoff.path}.max", f"must be at least initial ({policy.initial:g}s)")
+    return policy
+
+
+def _non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"must be a number >= 0, not '{value}'")
+    return float(value)
+
+
 def read_failure_statuses(parent: Section, base: frozenset[int]) -> frozenset[int]:
     node = parent.node("failure_statuses")
     if node is None:
@@ -81,7 +138,8 @@ def read_routes(upstream: Section) -> tuple[tuple[Route, ...], Route]:
     """The upstream's routes in order, and its default route, each with its resolved policies."""
     breaker = read_breaker(upstream, BreakerPolicy())
     failures = read_failure_statuses(upstream, DEFAULT_FAILURE_STATUSES)
-    default = Route(DEFAULT_ROUTE, None, None, (), breaker, failures)
+    retry = read_retry(upstream, RetryPolicy())
+    default = Route(DEFAULT_ROUTE, None, None, (), breaker, failures, retry)
     routes: list[Route] = []
     names: set[str] = set()
     for section in upstream.sections_of("routes"):
@@ -102,6 +160,7 @@ def read_routes(upstream: Section) -> tuple[tuple[Route, ...], Route]:
             body=body_match,
             breaker=read_breaker(section, breaker),
             failure_statuses=read_failure_statuses(section, failures),
+            retry=read_retry(section, retry),
         ))
         section.finish()
     return tuple(routes), default

@@ -92,7 +92,9 @@ def _convert(node: yaml.Node, file: str, environ: Mapping[str, str], problems: l
     if isinstance(node, yaml.MappingNode):
         result = YNode({}, mark)
         for key_node, value_node in node.value:
-            key = str(_constructor.construct_object(key_node, deep=True))
+            # Keys are the text as written: YAML 1.1 would read `on:` (retry.on) as the boolean True.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(
+                _constructor.construct_object(key_node, deep=True))
             key_mark = _mark(key_node, file)
             child_path = f"{path}.{key}" if path else key
             if key in result.value:

@@ -37,7 +37,7 @@ class AccessLog:
 
     def record(
         self, request_id: str, upstream: str | None, method: str, target: str, status: int, seconds: float,
-        bytes_in: int, bytes_out: int, error: str | None,
+        bytes_in: int, bytes_out: int, error: str | None, attempts: int = 0,
     ) -> None:
         if not self.enabled:
             return
@@ -50,7 +50,7 @@ class AccessLog:
             "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
             "request_id": request_id, "upstream": upstream, "method": method,
             "path": target.split("?", 1)[0][:1024], "status": status, "duration_ms": round(seconds * 1000, 3),
-            "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error,
+            "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error, "attempts": attempts,
         }, separators=(",", ":"))
         self._lines.append(line)
         self._size += len(line)

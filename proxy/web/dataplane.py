@@ -1,4 +1,4 @@
-"""The data-plane request handler: route, guard, forward, answer errors, record.
+"""The data-plane request handler: route, guard (breaker, retries), relay, answer errors, record.
 
 Served by aiohttp's low-level ``web.Server`` rather than an ``Application``: one handler sees
 every request, including CONNECT and absolute-form targets that a router would 404 before we
@@ -15,18 +15,20 @@ import uuid
 from aiohttp import web
 
 from proxy.config.model import Config
-from proxy.errors import InternalError, ProxyError, RequestRejected, UpstreamResponseError
-from proxy.guard import BreakerGuard, Ticket
+from proxy.errors import InternalError, ProxyError, RequestRejected
+from proxy.guard import Attempt, Guard
 from proxy.observe.access import AccessLog
 from proxy.observe.metrics import ProxyMetrics
 from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
 from proxy.state.base import BreakerStore
-from proxy.web.forward import Exchange, UpstreamClient, forward, read_small_body
+from proxy.web.forward import Exchange, UpstreamClient, attempt, check_length, open_body, read_small_body, relay
 from proxy.web.responses import error_response
 from proxy.web.routing import Router
 
 log = logging.getLogger("resilience_proxy")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+ATTEMPTS_HEADER = "X-Resilience-Attempts"
+"""How many attempts the answer took (1 when it was not retried)."""
 
 
 class DataPlane:
@@ -36,7 +38,7 @@ class DataPlane:
         self.router = Router(config.upstreams)
         self.routes = {u.name: RouteTable(u) for u in config.upstreams}
         self.clients = {u.name: UpstreamClient(u) for u in config.upstreams}
-        self.guard = BreakerGuard(breakers)
+        self.guard = Guard(breakers)
         self.metrics = metrics
         self.access_log = access_log
         self.in_flight = 0
@@ -52,24 +54,45 @@ class DataPlane:
         request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         exchange = Exchange()
         upstream_name: str | None = None
-        ticket: Ticket | None = None
-        failure: ProxyError | None = None
         self.in_flight += 1
         try:
             resolved = self.router.resolve(request.method, request.raw_path)
-            upstream_name = resolved.upstream.name
+            upstream = resolved.upstream
+            upstream_name = upstream.name
             table = self.routes[upstream_name]
+            check_length(request, upstream)
             buffered = fields = None
             if table.needs_body(request.method, resolved.path):
                 buffered = await read_small_body(request, BODY_LIMIT)
                 if buffered is not None:
                     fields = parse_body_fields(request.headers.get("Content-Type", ""), buffered)
             route, _ = table.match(request.method, resolved.path, fields)
-            ticket = await self.guard.enter(resolved.upstream, route)
-            response = await forward(self.clients[upstream_name], request, resolved.url, request_id, exchange,
-                                     buffered)
+            retry = route.retry
+            replayable = True
+            if retry.attempts and buffered is None and request.body_exists:
+                buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
+                replayable = buffered is not None
+            body = await open_body(request, upstream, exchange, buffered)
+            client = self.clients[upstream_name]
+
+            async def send(timeout: float) -> Attempt:
+                started_attempt = time.perf_counter()
+                try:
+                    answer = await attempt(client, request, resolved.url, body, timeout)
+                except ProxyError as error:
+                    return Attempt(error=error, seconds=time.perf_counter() - started_attempt)
+                return Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
+                               seconds=time.perf_counter() - started_attempt, answer=answer, discard=answer.release)
+
+            idempotency_key = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
+            final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable,
+                                                            idempotency_key, send)
+            if final.error is not None:
+                raise final.error
+            exchange.status = final.status
+            response = await relay(final.answer, request, exchange, upstream,
+                                   {"X-Request-Id": request_id, ATTEMPTS_HEADER: str(exchange.attempts)})
         except ProxyError as error:
-            failure = error
             exchange.status, exchange.error = error.status, error.proxy_status
             if isinstance(error, RequestRejected) and upstream_name is None:
                 self.metrics.reject(error.proxy_status)
@@ -85,13 +108,10 @@ class DataPlane:
             response = error_response(InternalError("internal error in the sidecar", upstream=upstream_name), request_id)
         finally:
             self.in_flight -= 1
-            if exchange.truncated:
-                failure = UpstreamResponseError(exchange.error or "response cut short", upstream=upstream_name)
-            self.guard.leave(ticket, exchange.status if failure is None else 0, failure, exchange.head_seconds)
             elapsed = time.perf_counter() - started
             if upstream_name is not None:
                 self.metrics.observe(upstream_name, request.method, exchange.status or 499, elapsed)
             self.access_log.record(request_id, upstream_name, request.method, request.raw_path,
                                    exchange.status or 499, elapsed, exchange.bytes_in, exchange.bytes_out,
-                                   exchange.error)
+                                   exchange.error, exchange.attempts)
         return response

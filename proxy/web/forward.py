@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -39,8 +38,7 @@ class Exchange:
     """The upstream failed after the response head was sent: the client got a cut-short body."""
     error: str | None = None
     """The Proxy-Status error type of a failure, for the access log."""
-    head_seconds: float = 0.0
-    """From sending the request to receiving the response head (what slow-call detection uses)."""
+    attempts: int = 0
 
 
 class BodyStream:
@@ -84,47 +82,53 @@ class UpstreamClient:
         await self.session.close()
 
 
-async def forward(
-    client: UpstreamClient, request: web.BaseRequest, url: str, request_id: str, exchange: Exchange,
-    buffered: bytes | None = None,
-) -> web.StreamResponse:
-    """Send ``request`` to ``url`` and stream the answer to the client.
-
-    ``buffered`` is the body when it was already read (to choose the route by a body field).
-    Raises a ProxyError only before anything was sent to the client; after the response head
-    is out, an upstream failure can only cut the body short (``exchange.truncated``).
-    A client that goes away mid-response raises ConnectionError.
-    """
-    upstream = client.upstream
+def check_length(request: web.BaseRequest, upstream: Upstream) -> None:
+    """Refuse an announced body over the limit before anything is read or sent (413)."""
     length = request.content_length
     if length is not None and length > upstream.max_request_body:
         raise BodyTooLarge(f"request body of {length} bytes is over the limit of {upstream.max_request_body} bytes",
                            upstream=upstream.name)
-    if buffered is None:
-        await send_continue(request)
-        body: BodyStream | bytes | None = (
-            BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None)
-    else:
-        body, exchange.bytes_in = buffered, len(buffered)
+
+
+async def open_body(request: web.BaseRequest, upstream: Upstream, exchange: Exchange,
+                    buffered: bytes | None) -> BodyStream | bytes | None:
+    """The body to send: bytes already read (replayable), a one-shot stream, or None."""
+    if buffered is not None:
+        exchange.bytes_in = len(buffered)
+        return buffered
+    await send_continue(request)
+    return BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None
+
+
+async def attempt(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
+                  timeout: float) -> aiohttp.ClientResponse:
+    """Send the request once and wait for the response head; failures raise a ProxyError."""
+    upstream = client.upstream
     headers = client.headers.to_upstream(request.headers, request.remote, request.host)
-    started = time.perf_counter()
     try:
-        async with asyncio.timeout(upstream.timeout):
-            answer = await client.session.request(
+        async with asyncio.timeout(timeout):
+            return await client.session.request(
                 request.method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
             )
-        exchange.head_seconds = time.perf_counter() - started
     except BaseException as exc:
         if isinstance(body, BodyStream) and body.too_large:
             raise BodyTooLarge(f"request body over the limit of {upstream.max_request_body} bytes",
                                upstream=upstream.name) from None
-        translated = _translate(exc, upstream, waiting_for="a response")
+        translated = _translate(exc, upstream, waiting_for="a response", timeout=timeout)
         if translated is None:
             raise
         raise translated from exc
 
+
+async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchange: Exchange, upstream: Upstream,
+                headers: dict[str, str]) -> web.StreamResponse:
+    """Stream the upstream's answer to the client, adding ``headers``; always releases ``answer``.
+
+    After the response head is out, an upstream failure can only cut the body short
+    (``exchange.truncated``). A client that goes away mid-response raises ConnectionError.
+    """
     try:
-        return await _relay(answer, request, request_id, exchange, upstream)
+        return await _relay(answer, request, exchange, upstream, headers)
     finally:
         answer.release()
 
@@ -148,10 +152,11 @@ async def read_small_body(request: web.BaseRequest, limit: int) -> bytes | None:
 
 
 async def _relay(
-    answer: aiohttp.ClientResponse, request: web.BaseRequest, request_id: str, exchange: Exchange, upstream: Upstream
+    answer: aiohttp.ClientResponse, request: web.BaseRequest, exchange: Exchange, upstream: Upstream,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=to_client(answer.headers))
-    response.headers["X-Request-Id"] = request_id
+    response.headers.update(headers)
     exchange.status = answer.status
     await response.prepare(request)
     try:
@@ -172,7 +177,8 @@ async def _relay(
     return response
 
 
-def _translate(exc: BaseException, upstream: Upstream, waiting_for: str) -> UpstreamError | None:
+def _translate(exc: BaseException, upstream: Upstream, waiting_for: str,
+               timeout: float | None = None) -> UpstreamError | None:
     """aiohttp's exception for a failed exchange as one of ours; None for anything else (a bug, a cancel)."""
     name = upstream.name
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -190,7 +196,7 @@ def _translate(exc: BaseException, upstream: Upstream, waiting_for: str) -> Upst
                                proxy_status="connection_timeout")
     if isinstance(exc, TimeoutError):
         if waiting_for == "a response":
-            return UpstreamTimeout(f"{name}: no response in {upstream.timeout:g}s", upstream=name)
+            return UpstreamTimeout(f"{name}: no response in {timeout or upstream.timeout:g}s", upstream=name)
         return UpstreamTimeout(f"{name}: body stalled for {upstream.timeout:g}s", upstream=name,
                                proxy_status="connection_read_timeout")
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -129,6 +129,15 @@ def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None
     pytest.param("{}\n", GOOD_POLICY + "    routes:\n      - {name: sms}\n      - {name: sms}\n",
                  "policies/twilio.yaml:9:10: upstreams.twilio.routes[1].name: 'sms' is already a route of this "
                  "upstream", id="duplicate-route"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {on: [connect_eror]}\n",
+                 "policies/twilio.yaml:7:18: upstreams.twilio.retry.on[0]: invalid retry condition 'connect_eror' "
+                 "(one of connect_error, reset, timeout, or a status)", id="bad-retry-condition"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry:\n      backoff: {initial: 5s, max: 1s}\n",
+                 "policies/twilio.yaml:8:30: upstreams.twilio.retry.backoff.max: must be at least initial (5s)",
+                 id="backoff-cap-below-initial"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {attempts: -1}\n",
+                 "policies/twilio.yaml:7:13: upstreams.twilio.retry.attempts: must be a whole number >= 0, not '-1'",
+                 id="negative-attempts"),
     pytest.param("{}\n", GOOD_POLICY + "    routes:\n      - {name: sms, breaker: {open_fr: 1s}}\n",
                  "policies/twilio.yaml:8:31: upstreams.twilio.routes[0].breaker.open_fr: unknown key",
                  id="route-breaker-typo"),
@@ -179,3 +188,25 @@ def test_routes_inherit_the_upstreams_breaker_and_override_what_they_name(tmp_pa
     assert fetch.breaker is None
     assert twilio.default_route.name == "default" and twilio.default_route.breaker.consecutive_failures == 3
     assert 500 in sms.failure_statuses and 429 not in sms.failure_statuses
+
+
+def test_retry_settings_inherit_and_a_route_can_turn_them_off(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + (
+        "    retry:\n"
+        "      attempts: 3\n"
+        "      backoff: {initial: 1s, multiplier: 2, max: 4s}\n"
+        "      on: [connect_error, timeout, 502, 503, 504, 429]\n"
+        "      not_processed: [429]\n"
+        "    routes:\n"
+        "      - name: twilio_sms\n"
+        "        methods: [POST]\n"
+        "        path: /2010-04-01/Accounts/{account}/Messages.json\n"
+        "        retry: {attempts: 0}\n"
+    )
+    (twilio,) = load_config(write(tmp_path, "{}\n", twilio=policy), {}).upstreams
+    (sms,) = twilio.routes
+    default = twilio.default_route.retry
+    assert (default.attempts, default.initial, default.max_backoff, default.not_processed) == (
+        3, 1.0, 4.0, frozenset({429}))
+    assert default.on == frozenset({"connect_error", "timeout", 502, 503, 504, 429})
+    assert (sms.retry.attempts, sms.retry.not_processed) == (0, frozenset({429}))

@@ -1,0 +1,156 @@
+"""When to try an attempt again, and after how long: pure decisions, time and chance passed in.
+
+A retry must never repeat a side effect. Safe methods (GET, HEAD, OPTIONS, PUT, DELETE) retry
+on the configured conditions; POST and PATCH only when the request certainly never reached the
+upstream (refused, DNS, connect timeout), when the route is declared idempotent, when the
+upstream's answer proves the request was not processed (Twilio documents its 429 so), or when
+the request carries the route's idempotency header. A 5xx or a response timeout on Twilio's
+Messages POST may already have sent the SMS: never retried by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+Random = Callable[[], float]
+
+CONNECT_ERROR = "connect_error"
+TIMEOUT = "timeout"
+RESET = "reset"
+KINDS = frozenset({CONNECT_ERROR, TIMEOUT, RESET})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    """Retries after the first try (0: never retry)."""
+    initial: float = 1.0
+    multiplier: float = 2.0
+    max_backoff: float = 4.0
+    jitter: float = 0.2
+    """Each wait varies by up to this fraction either way, so clients do not retry in lockstep."""
+    on: frozenset[str | int] = frozenset({CONNECT_ERROR, TIMEOUT, 502, 503, 504, 429})
+    deadline: float = 30.0
+    """Everything, every attempt and wait, must fit in this; a wait that would cross it is not taken."""
+    retry_after_max: float = 30.0
+    """A longer Retry-After is not waited for: the answer goes back to the client at once."""
+    idempotent: bool = False
+    not_processed: frozenset[int] = frozenset()
+    """Statuses that prove a POST/PATCH was not processed, so it may be repeated."""
+    idempotency_header: str = ""
+    budget_ratio: float = 0.2
+    budget_min_per_second: float = 3.0
+    replay_limit: int = 2**20
+    """Bodies up to this size are kept for replay; larger ones stream through and are never retried."""
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt came to, as the retry decision needs it."""
+
+    kind: str | int
+    """CONNECT_ERROR, TIMEOUT, RESET, or the status code the upstream answered."""
+    reached_upstream: bool = True
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    retry: bool
+    delay: float = 0.0
+    reason: str = ""
+
+
+def backoff(policy: RetryPolicy, retry_number: int, random: Random) -> float:
+    """Wait before retry ``retry_number`` (1-based): initial * multiplier**(n-1), capped, with jitter."""
+    base = min(policy.initial * policy.multiplier ** (retry_number - 1), policy.max_backoff)
+    return max(0.0, base * (1 + policy.jitter * (2 * random() - 1)))
+
+
+def may_repeat(policy: RetryPolicy, method: str, result: AttemptResult, has_idempotency_header: bool) -> bool:
+    """Would sending this request again risk doing its side effect twice?"""
+    if method in SAFE_METHODS or policy.idempotent or not result.reached_upstream:
+        return True
+    if isinstance(result.kind, int) and result.kind in policy.not_processed:
+        return True
+    return has_idempotency_header
+
+
+def decide(policy: RetryPolicy, method: str, result: AttemptResult, retry_number: int, elapsed: float,
+           has_idempotency_header: bool, random: Random) -> Decision:
+    """Whether to make retry ``retry_number`` after ``result``, ``elapsed`` seconds into the request.
+
+    The retry budget is asked separately, last, so that a refused retry is counted only once.
+    """
+    if result.kind not in policy.on:
+        return Decision(False, reason="not retryable")
+    if retry_number > policy.attempts:
+        return Decision(False, reason="attempts exhausted")
+    if not may_repeat(policy, method, result, has_idempotency_header):
+        return Decision(False, reason="not idempotent")
+    if result.retry_after is not None:
+        if result.retry_after > policy.retry_after_max:
+            return Decision(False, reason="retry-after too long")
+        delay = result.retry_after
+    else:
+        delay = backoff(policy, retry_number, random)
+    if elapsed + delay >= policy.deadline:
+        return Decision(False, reason="deadline")
+    return Decision(True, delay=delay)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """RFC 9110 ``Retry-After``: delay-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass
+class RetryBudget:
+    """Retries may add at most ``ratio`` of the route's requests, plus ``min_per_second``, over a window.
+
+    As Linkerd's retry budget: a failing upstream sees at most (1 + ratio) times its normal load
+    from retries, not (1 + attempts) times. Counts live in one-second buckets.
+    """
+
+    ratio: float
+    min_per_second: float
+    window: int = 10
+    _buckets: deque[list[int]] = field(default_factory=deque)
+    """[second, requests, retries], oldest first."""
+
+    def _bucket(self, now: float) -> list[int]:
+        second = int(now)
+        while self._buckets and self._buckets[0][0] <= second - self.window:
+            self._buckets.popleft()
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([second, 0, 0])
+        return self._buckets[-1]
+
+    def record_request(self, now: float) -> None:
+        self._bucket(now)[1] += 1
+
+    def try_retry(self, now: float) -> bool:
+        """Spend one retry if the budget allows it."""
+        bucket = self._bucket(now)
+        requests = sum(b[1] for b in self._buckets)
+        retries = sum(b[2] for b in self._buckets)
+        if retries + 1 > math.floor(self.ratio * requests + self.min_per_second * self.window):
+            return False
+        bucket[2] += 1
+        return True

@@ -1,0 +1,101 @@
+"""Retry rules with fixed chance and a fake clock: no event loop, no sleeping."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from datetime import datetime, timezone
+
+import pytest
+
+from proxy.policy.retry import (CONNECT_ERROR, TIMEOUT, AttemptResult, RetryBudget, RetryPolicy, backoff, decide,
+                                parse_retry_after)
+
+POLICY = RetryPolicy()
+
+
+def middle() -> float:
+    return 0.5  # no jitter: the nominal wait
+
+
+def test_default_backoff_is_one_two_four_seconds_then_capped() -> None:
+    assert [backoff(POLICY, n, middle) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("retry_number", [1, 2, 3])
+def test_jitter_stays_within_its_bounds(retry_number: int) -> None:
+    nominal = backoff(POLICY, retry_number, middle)
+    low, high = backoff(POLICY, retry_number, lambda: 0.0), backoff(POLICY, retry_number, lambda: 0.999999)
+    assert low == pytest.approx(nominal * 0.8) and high == pytest.approx(nominal * 1.2, rel=1e-5)
+
+
+def test_retry_after_in_seconds_and_as_an_http_date() -> None:
+    now = 1_800_000_000.0
+    assert parse_retry_after("7", now) == 7.0
+    date = format_datetime(datetime.fromtimestamp(now + 120, tz=timezone.utc), usegmt=True)
+    assert parse_retry_after(date, now) == pytest.approx(120.0)
+    assert parse_retry_after(format_datetime(datetime.fromtimestamp(now - 5, tz=timezone.utc), usegmt=True),
+                             now) == 0.0
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(("method", "result", "retry"), [
+    ("GET", AttemptResult(503), True),
+    ("GET", AttemptResult(TIMEOUT), True),
+    ("GET", AttemptResult(500), False),                                # not in `on`
+    ("POST", AttemptResult(503), False),                               # may have been processed
+    ("POST", AttemptResult(TIMEOUT), False),                           # may have sent the SMS
+    ("POST", AttemptResult(CONNECT_ERROR, reached_upstream=False), True),
+    ("PUT", AttemptResult(503), True),
+    ("DELETE", AttemptResult(502), True),
+])
+def test_side_effects_are_never_repeated(method: str, result: AttemptResult, retry: bool) -> None:
+    assert decide(POLICY, method, result, 1, 0.0, False, middle).retry is retry
+
+
+def test_post_may_repeat_when_declared_idempotent_proven_unprocessed_or_keyed() -> None:
+    failed = AttemptResult(429)
+    assert not decide(POLICY, "POST", failed, 1, 0.0, False, middle).retry
+    assert decide(RetryPolicy(not_processed=frozenset({429})), "POST", failed, 1, 0.0, False, middle).retry
+    assert decide(RetryPolicy(idempotent=True), "POST", AttemptResult(503), 1, 0.0, False, middle).retry
+    assert decide(POLICY, "POST", AttemptResult(503), 1, 0.0, True, middle).retry
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    honoured = decide(POLICY, "GET", AttemptResult(429, retry_after=3.0), 1, 0.0, False, middle)
+    assert (honoured.retry, honoured.delay) == (True, 3.0)
+    too_long = decide(RetryPolicy(retry_after_max=10), "GET", AttemptResult(503, retry_after=60.0), 1, 0.0, False,
+                      middle)
+    assert (too_long.retry, too_long.reason) == (False, "retry-after too long")
+
+
+def test_a_wait_past_the_deadline_fails_fast() -> None:
+    policy = RetryPolicy(deadline=5.0)
+    assert decide(policy, "GET", AttemptResult(503), 3, 0.5, False, middle).retry  # 0.5 + 4 < 5
+    late = decide(policy, "GET", AttemptResult(503), 3, 1.5, False, middle)
+    assert (late.retry, late.reason) == (False, "deadline")
+    assert decide(policy, "GET", AttemptResult(429, retry_after=6.0), 1, 0.0, False, middle).reason == "deadline"
+
+
+def test_attempts_run_out() -> None:
+    assert decide(POLICY, "GET", AttemptResult(503), 3, 0.0, False, middle).retry
+    assert decide(POLICY, "GET", AttemptResult(503), 4, 0.0, False, middle).reason == "attempts exhausted"
+    assert decide(RetryPolicy(attempts=0), "GET", AttemptResult(503), 1, 0.0, False, middle).retry is False
+
+
+def test_budget_allows_a_share_of_requests_plus_a_floor() -> None:
+    budget = RetryBudget(ratio=0.2, min_per_second=0.0)
+    for _ in range(50):
+        budget.record_request(100.0)
+    granted = sum(budget.try_retry(100.0) for _ in range(30))
+    assert granted == 10
+    floor = RetryBudget(ratio=0.2, min_per_second=1.0, window=10)
+    floor.record_request(0.0)
+    assert sum(floor.try_retry(0.0) for _ in range(20)) == 10  # 0.2 * 1 + 1/s * 10 s, rounded down
+
+
+def test_budget_forgets_requests_older_than_its_window() -> None:
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, window=10)
+    for _ in range(10):
+        budget.record_request(0.0)
+    assert budget.try_retry(5.0)
+    assert not budget.try_retry(10.5), "the requests that paid for retries left the window"
