@@ -103,7 +103,7 @@ class Guard:
         async def one() -> Attempt:
             nonlocal made
             ticket = await self.enter(upstream, route)
-            timeout = upstream.timeout
+            timeout = policy.per_try_timeout or upstream.timeout
             if policy.attempts:
                 timeout = max(0.001, min(timeout, policy.deadline - (time.monotonic() - started)))
             made += 1
@@ -118,6 +118,14 @@ class Guard:
                                                                       policy.budget_min_per_second):
             budget = self._budgets[key] = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
         budget.record_request(self._clock.now())
+        first = await one()
+        if as_result(first, 0.0).kind not in policy.on:
+            return first, 1  # the usual case: a healthy answer costs no retry machinery
+        pending = [first]
+
+        async def next_attempt() -> Attempt:
+            return pending.pop() if pending else await one()
+
         decision = Decision(False)
 
         def should_retry(state: RetryCallState) -> bool:
@@ -140,7 +148,7 @@ class Guard:
 
         retrying = AsyncRetrying(retry=should_retry, wait=lambda _: decision.delay, stop=stop_never,
                                  before_sleep=let_go, reraise=True)
-        final: Attempt = await retrying(one)
+        final: Attempt = await retrying(next_attempt)
         return final, made
 
     async def enter(self, upstream: Upstream, route: Route) -> Ticket | None:

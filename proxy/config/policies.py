@@ -100,6 +100,7 @@ def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
         "jitter": backoff.get("jitter", v.fraction, None),
         "on": frozenset(section.list_of("on", _retry_condition)) if section.has("on") else None,
         "deadline": section.get("deadline", _positive_duration, None),
+        "per_try_timeout": section.get("per_try_timeout", _positive_duration, None),
         "retry_after_max": section.get("retry_after_max", v.duration, None),
         "idempotent": section.get("idempotent", v.boolean, None),
         "not_processed": frozenset(section.list_of("not_processed", _status))

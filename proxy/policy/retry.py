@@ -37,6 +37,8 @@ class RetryPolicy:
     on: frozenset[str | int] = frozenset({CONNECT_ERROR, TIMEOUT, 502, 503, 504, 429})
     deadline: float = 30.0
     """Everything, every attempt and wait, must fit in this; a wait that would cross it is not taken."""
+    per_try_timeout: float = 0.0
+    """Each attempt's timeout (0: the upstream's ``timeout``); always cut to what is left of the deadline."""
     retry_after_max: float = 30.0
     """A longer Retry-After is not waited for: the answer goes back to the client at once."""
     idempotent: bool = False

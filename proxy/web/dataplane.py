@@ -7,6 +7,7 @@ could refuse them properly, and no per-request routing or middleware work is spe
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -14,16 +15,17 @@ import uuid
 
 from aiohttp import web
 
-from proxy.config.model import Config
+from proxy.config.model import Config, Route
 from proxy.errors import InternalError, ProxyError, RequestRejected
 from proxy.guard import Attempt, Guard
 from proxy.observe.access import AccessLog
 from proxy.observe.metrics import ProxyMetrics
 from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
 from proxy.state.base import BreakerStore
-from proxy.web.forward import Exchange, UpstreamClient, attempt, check_length, open_body, read_small_body, relay
+from proxy.web.forward import (BodyStream, Exchange, UpstreamClient, attempt, check_length, open_body,
+                               read_small_body, relay)
 from proxy.web.responses import error_response
-from proxy.web.routing import Router
+from proxy.web.routing import Resolved, Router
 
 log = logging.getLogger("resilience_proxy")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -49,6 +51,7 @@ class DataPlane:
         self.access_log.flush()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request: answered by the upstream or by the sidecar, counted and logged either way."""
         started = time.perf_counter()
         supplied = request.headers.get("X-Request-Id")
         request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
@@ -57,41 +60,8 @@ class DataPlane:
         self.in_flight += 1
         try:
             resolved = self.router.resolve(request.method, request.raw_path)
-            upstream = resolved.upstream
-            upstream_name = upstream.name
-            table = self.routes[upstream_name]
-            check_length(request, upstream)
-            buffered = fields = None
-            if table.needs_body(request.method, resolved.path):
-                buffered = await read_small_body(request, BODY_LIMIT)
-                if buffered is not None:
-                    fields = parse_body_fields(request.headers.get("Content-Type", ""), buffered)
-            route, _ = table.match(request.method, resolved.path, fields)
-            retry = route.retry
-            replayable = True
-            if retry.attempts and buffered is None and request.body_exists:
-                buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
-                replayable = buffered is not None
-            body = await open_body(request, upstream, exchange, buffered)
-            client = self.clients[upstream_name]
-
-            async def send(timeout: float) -> Attempt:
-                started_attempt = time.perf_counter()
-                try:
-                    answer = await attempt(client, request, resolved.url, body, timeout)
-                except ProxyError as error:
-                    return Attempt(error=error, seconds=time.perf_counter() - started_attempt)
-                return Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
-                               seconds=time.perf_counter() - started_attempt, answer=answer, discard=answer.release)
-
-            idempotency_key = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
-            final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable,
-                                                            idempotency_key, send)
-            if final.error is not None:
-                raise final.error
-            exchange.status = final.status
-            response = await relay(final.answer, request, exchange, upstream,
-                                   {"X-Request-Id": request_id, ATTEMPTS_HEADER: str(exchange.attempts)})
+            upstream_name = resolved.upstream.name
+            response = await self._proxy(request, resolved, exchange, request_id)
         except ProxyError as error:
             exchange.status, exchange.error = error.status, error.proxy_status
             if isinstance(error, RequestRejected) and upstream_name is None:
@@ -115,3 +85,47 @@ class DataPlane:
                                    exchange.status or 499, elapsed, exchange.bytes_in, exchange.bytes_out,
                                    exchange.error, exchange.attempts)
         return response
+
+    async def _proxy(self, request: web.BaseRequest, resolved: Resolved, exchange: Exchange,
+                     request_id: str) -> web.StreamResponse:
+        """Choose the route, make the attempts its policies allow, relay the final answer."""
+        upstream = resolved.upstream
+        check_length(request, upstream)
+        route, buffered = await self._route(request, resolved)
+        retry = route.retry
+        replayable = True
+        if retry.attempts and buffered is None and request.body_exists:
+            buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
+            replayable = buffered is not None
+        body = await open_body(request, upstream, exchange, buffered)
+        send = functools.partial(_send, self.clients[upstream.name], request, resolved.url, body)
+        keyed = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
+        final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable, keyed, send)
+        if final.error is not None:
+            raise final.error
+        exchange.status = final.status
+        return await relay(final.answer, request, exchange, upstream,
+                           {"X-Request-Id": request_id, ATTEMPTS_HEADER: str(exchange.attempts)})
+
+    async def _route(self, request: web.BaseRequest, resolved: Resolved) -> tuple[Route, bytes | None]:
+        """The request's route, and its body if it had to be read to decide (small bodies only)."""
+        table = self.routes[resolved.upstream.name]
+        buffered = fields = None
+        if table.needs_body(request.method, resolved.path):
+            buffered = await read_small_body(request, BODY_LIMIT)
+            if buffered is not None:
+                fields = parse_body_fields(request.headers.get("Content-Type", ""), buffered)
+        route, _ = table.match(request.method, resolved.path, fields)
+        return route, buffered
+
+
+async def _send(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
+                timeout: float) -> Attempt:
+    """One attempt, its failure reported as a value so that the retry rules can weigh it."""
+    started = time.perf_counter()
+    try:
+        answer = await attempt(client, request, url, body, timeout)
+    except ProxyError as error:
+        return Attempt(error=error, seconds=time.perf_counter() - started)
+    return Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
+                   seconds=time.perf_counter() - started, answer=answer, discard=answer.release)

@@ -151,3 +151,18 @@ async def _get(http: aiohttp.ClientSession, sidecar_url: str) -> int:
     async with http.get(sidecar_url + "/twilio/x") as response:
         await response.read()
         return response.status
+
+
+async def test_a_slow_get_is_retried_with_the_per_try_timeout_within_the_deadline(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted
+) -> None:  # type: ignore[no-untyped-def]
+    upstream, url = scripted
+    upstream.delay = 1.0  # every attempt is too slow
+    sidecar = await start_sidecar(twilio(url, per_try_timeout="200ms", deadline="1s"))
+    started = time.monotonic()
+    async with http.get(base_url(sidecar) + "/twilio/x") as response:
+        body = await response.json()
+    took = time.monotonic() - started
+    assert (response.status, body["code"]) == (504, "http_response_timeout")
+    assert upstream.hits >= 2, "timeouts of a GET are retried"
+    assert took < 1.5, f"the deadline bounds the whole request, took {took:.2f}s"
