@@ -23,8 +23,8 @@ from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
 from proxy.errors import CircuitOpen, ProxyError, UpstreamConnectError, UpstreamTimeout
 from proxy.policy.breaker import BreakerPolicy, State
 from proxy.policy.classify import Outcome, classify
-from proxy.policy.retry import (CONNECT_ERROR, RESET, TIMEOUT, AttemptResult, Decision, RetryBudget, decide,
-                                parse_retry_after)
+from proxy.policy.retry import (CONNECT_ERROR, RESET, TIMEOUT, AttemptResult, Decision, RetryBudget, RetryPolicy,
+                                decide, parse_retry_after)
 from proxy.state.base import BreakerStore
 
 _NOT_REACHED = frozenset({"connection_refused", "dns_error", "connection_timeout"})
@@ -96,37 +96,47 @@ class Guard:
         """Attempts until one is final; returns it and how many were made. Raises CircuitOpen when
         the breaker rejects the first attempt, or rejects a retry after the breaker opened meanwhile."""
         policy = route.retry
-        key = breaker_key(upstream, route)
-        started = time.monotonic()
-        made = 0
-
-        async def one() -> Attempt:
-            nonlocal made
-            ticket = await self.enter(upstream, route)
-            timeout = policy.per_try_timeout or upstream.timeout
-            if policy.attempts:
-                timeout = max(0.001, min(timeout, policy.deadline - (time.monotonic() - started)))
-            made += 1
-            result = await send(timeout)
-            self.leave(ticket, result.status, result.error, result.seconds)
-            return result
-
+        timeout = policy.per_try_timeout or upstream.timeout
         if not policy.attempts or not replayable:
-            return await one(), 1
+            return await self._attempt(upstream, route, send, timeout), 1
+        budget = self._budget(breaker_key(upstream, route), policy)
+        budget.record_request(self._clock.now())
+        first = await self._attempt(upstream, route, send, timeout)
+        if as_result(first, 0.0).kind not in policy.on:
+            return first, 1  # the usual case: a healthy answer costs no retry machinery
+        return await self._retry(upstream, route, method, has_idempotency_header, send, first, budget)
+
+    async def _attempt(self, upstream: Upstream, route: Route, send: Send, timeout: float) -> Attempt:
+        """One attempt through the breaker, its outcome reported to it."""
+        ticket = await self.enter(upstream, route)
+        result = await send(timeout)
+        self.leave(ticket, result.status, result.error, result.seconds)
+        return result
+
+    def _budget(self, key: str, policy: RetryPolicy) -> RetryBudget:
         budget = self._budgets.get(key)
         if budget is None or (budget.ratio, budget.min_per_second) != (policy.budget_ratio,
                                                                       policy.budget_min_per_second):
             budget = self._budgets[key] = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
-        budget.record_request(self._clock.now())
-        first = await one()
-        if as_result(first, 0.0).kind not in policy.on:
-            return first, 1  # the usual case: a healthy answer costs no retry machinery
-        pending = [first]
+        return budget
+
+    async def _retry(self, upstream: Upstream, route: Route, method: str, has_idempotency_header: bool,
+                     send: Send, first: Attempt, budget: RetryBudget) -> tuple[Attempt, int]:
+        """Tenacity's loop, resuming from a first attempt that the rules may want repeated."""
+        policy = route.retry
+        key = breaker_key(upstream, route)
+        started = time.monotonic() - first.seconds
+        pending, made = [first], 1
+        decision = Decision(False)
 
         async def next_attempt() -> Attempt:
-            return pending.pop() if pending else await one()
-
-        decision = Decision(False)
+            nonlocal made
+            if pending:
+                return pending.pop()
+            made += 1
+            left = policy.deadline - (time.monotonic() - started)
+            return await self._attempt(upstream, route, send,
+                                       max(0.001, min(policy.per_try_timeout or upstream.timeout, left)))
 
         def should_retry(state: RetryCallState) -> bool:
             nonlocal decision

@@ -7,7 +7,6 @@ could refuse them properly, and no per-request routing or middleware work is spe
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -98,7 +97,11 @@ class DataPlane:
             buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
             replayable = buffered is not None
         body = await open_body(request, upstream, exchange, buffered)
-        send = functools.partial(_send, self.clients[upstream.name], request, resolved.url, body)
+        client = self.clients[upstream.name]
+
+        async def send(timeout: float) -> Attempt:
+            return await _send(client, request, resolved.url, body, timeout)
+
         keyed = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
         final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable, keyed, send)
         if final.error is not None:
