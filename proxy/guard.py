@@ -28,6 +28,8 @@ from proxy.policy.retry import (CONNECT_ERROR, RESET, TIMEOUT, AttemptResult, De
 from proxy.state.base import BreakerStore
 
 _NOT_REACHED = frozenset({"connection_refused", "dns_error", "connection_timeout"})
+_ASK = object()
+"""The local view cannot decide: the store must be asked."""
 
 
 def breaker_key(upstream: Upstream, route: Route) -> str:
@@ -108,7 +110,9 @@ class Guard:
 
     async def _attempt(self, upstream: Upstream, route: Route, send: Send, timeout: float) -> Attempt:
         """One attempt through the breaker, its outcome reported to it."""
-        ticket = await self.enter(upstream, route)
+        ticket = self.admit_freely(upstream, route)
+        if ticket is _ASK:
+            ticket = await self.enter(upstream, route)
         result = await send(timeout)
         self.leave(ticket, result.status, result.error, result.seconds)
         return result
@@ -160,6 +164,16 @@ class Guard:
                                  before_sleep=let_go, reraise=True)
         final: Attempt = await retrying(next_attempt)
         return final, made
+
+    def admit_freely(self, upstream: Upstream, route: Route) -> Ticket | None | object:
+        """The ticket when the local view decides (no breaker, or a closed one); ``_ASK`` otherwise."""
+        policy = route.breaker
+        if policy is None:
+            return None
+        key = breaker_key(upstream, route)
+        if self.store.view(key).admits_freely:
+            return Ticket(key, policy, route.failure_statuses, probe=False)
+        return _ASK
 
     async def enter(self, upstream: Upstream, route: Route) -> Ticket | None:
         """Admit the request or raise CircuitOpen; None when the route has no breaker."""

@@ -21,8 +21,8 @@ from proxy.observe.access import AccessLog
 from proxy.observe.metrics import ProxyMetrics
 from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
 from proxy.state.base import BreakerStore
-from proxy.web.forward import (BodyStream, Exchange, UpstreamClient, attempt, check_length, open_body,
-                               read_small_body, relay)
+from proxy.web.forward import (Exchange, UpstreamClient, attempt, check_length, expects_continue, open_body,
+                               read_small_body, relay, send_continue)
 from proxy.web.responses import error_response
 from proxy.web.routing import Resolved, Router
 
@@ -96,11 +96,20 @@ class DataPlane:
         if retry.attempts and buffered is None and request.body_exists:
             buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
             replayable = buffered is not None
-        body = await open_body(request, upstream, exchange, buffered)
-        client = self.clients[upstream.name]
+        if buffered is None and expects_continue(request):
+            await send_continue(request)
+        body = open_body(request, upstream, exchange, buffered)
+        client, url = self.clients[upstream.name], resolved.url
 
         async def send(timeout: float) -> Attempt:
-            return await _send(client, request, resolved.url, body, timeout)
+            """One attempt, its failure reported as a value so that the retry rules can weigh it."""
+            started = time.perf_counter()
+            try:
+                answer = await attempt(client, request, url, body, timeout)
+            except ProxyError as error:
+                return Attempt(error=error, seconds=time.perf_counter() - started)
+            return Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
+                           seconds=time.perf_counter() - started, answer=answer, discard=answer.release)
 
         keyed = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
         final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable, keyed, send)
@@ -121,14 +130,3 @@ class DataPlane:
         route, _ = table.match(request.method, resolved.path, fields)
         return route, buffered
 
-
-async def _send(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
-                timeout: float) -> Attempt:
-    """One attempt, its failure reported as a value so that the retry rules can weigh it."""
-    started = time.perf_counter()
-    try:
-        answer = await attempt(client, request, url, body, timeout)
-    except ProxyError as error:
-        return Attempt(error=error, seconds=time.perf_counter() - started)
-    return Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
-                   seconds=time.perf_counter() - started, answer=answer, discard=answer.release)

@@ -90,13 +90,12 @@ def check_length(request: web.BaseRequest, upstream: Upstream) -> None:
                            upstream=upstream.name)
 
 
-async def open_body(request: web.BaseRequest, upstream: Upstream, exchange: Exchange,
-                    buffered: bytes | None) -> BodyStream | bytes | None:
+def open_body(request: web.BaseRequest, upstream: Upstream, exchange: Exchange,
+              buffered: bytes | None) -> BodyStream | bytes | None:
     """The body to send: bytes already read (replayable), a one-shot stream, or None."""
     if buffered is not None:
         exchange.bytes_in = len(buffered)
         return buffered
-    await send_continue(request)
     return BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None
 
 
@@ -128,15 +127,38 @@ async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchan
     (``exchange.truncated``). A client that goes away mid-response raises ConnectionError.
     """
     try:
-        return await _relay(answer, request, exchange, upstream, headers)
+        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=to_client(answer.headers))
+        response.headers.update(headers)
+        exchange.status = answer.status
+        await response.prepare(request)
+        try:
+            async for chunk in answer.content.iter_any():
+                await response.write(chunk)
+                exchange.bytes_out += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The head is out: the only honest signal left is to cut the connection, so the client
+            # sees a truncated body instead of a complete-looking one. aiohttp's own final write
+            # then finds the transport closed and gives up quietly.
+            failure = _translate(exc, upstream, waiting_for="the rest of the body")
+            exchange.truncated = True
+            exchange.error = failure.proxy_status if failure else type(exc).__name__
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
     finally:
         answer.release()
 
 
+def expects_continue(request: web.BaseRequest) -> bool:
+    """Whether the client waits for ``100 Continue`` before sending its body."""
+    return request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue"
+
+
 async def send_continue(request: web.BaseRequest) -> None:
     """Answer ``Expect: 100-continue`` (once we know the request will be forwarded)."""
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(_CONTINUE)
+    await request.writer.write(_CONTINUE)
 
 
 async def read_small_body(request: web.BaseRequest, limit: int) -> bytes | None:
@@ -144,37 +166,12 @@ async def read_small_body(request: web.BaseRequest, limit: int) -> bytes | None:
     length = request.content_length
     if length is None or length > limit or not request.body_exists:
         return None
-    await send_continue(request)
+    if expects_continue(request):
+        await send_continue(request)
     try:
         return await request.content.readexactly(length)
     except asyncio.IncompleteReadError as exc:
         raise ConnectionResetError("client closed the connection during the upload") from exc
-
-
-async def _relay(
-    answer: aiohttp.ClientResponse, request: web.BaseRequest, exchange: Exchange, upstream: Upstream,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=to_client(answer.headers))
-    response.headers.update(headers)
-    exchange.status = answer.status
-    await response.prepare(request)
-    try:
-        async for chunk in answer.content.iter_any():
-            await response.write(chunk)
-            exchange.bytes_out += len(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        # The head is out: the only honest signal left is to cut the connection, so the client
-        # sees a truncated body instead of a complete-looking one. aiohttp's own final write
-        # then finds the transport closed and gives up quietly.
-        failure = _translate(exc, upstream, waiting_for="the rest of the body")
-        exchange.truncated = True
-        exchange.error = failure.proxy_status if failure else type(exc).__name__
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
 
 
 def _translate(exc: BaseException, upstream: Upstream, waiting_for: str,
