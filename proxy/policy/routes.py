@@ -64,6 +64,7 @@ class RouteTable:
         assert upstream.default_route is not None
         self.default = upstream.default_route
         self._routes = [_CompiledRoute(route) for route in upstream.routes]
+        self.has_routes = bool(self._routes)
         self._body_routes = any(route.body for route in upstream.routes)
 
     def needs_body(self, method: str, path: str) -> bool:

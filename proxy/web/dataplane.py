@@ -96,7 +96,7 @@ class DataPlane:
         if retry.attempts and buffered is None and request.body_exists:
             buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
             replayable = buffered is not None
-        if buffered is None and expects_continue(request):
+        if buffered is None and request.body_exists and expects_continue(request):
             await send_continue(request)
         body = open_body(request, upstream, exchange, buffered)
         client, url = self.clients[upstream.name], resolved.url
@@ -122,6 +122,8 @@ class DataPlane:
     async def _route(self, request: web.BaseRequest, resolved: Resolved) -> tuple[Route, bytes | None]:
         """The request's route, and its body if it had to be read to decide (small bodies only)."""
         table = self.routes[resolved.upstream.name]
+        if not table.has_routes:
+            return table.default, None
         buffered = fields = None
         if table.needs_body(request.method, resolved.path):
             buffered = await read_small_body(request, BODY_LIMIT)
