@@ -10,7 +10,6 @@ here, once, so that secrets never need to live in YAML. ``$${`` writes a literal
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
