@@ -5,7 +5,10 @@
     ├── RequestRejected             the client's request is refused (4xx)
     │   ├── NoRoute                 404: no upstream prefix matches
     │   ├── NotAProxyTarget         400/405: absolute-form target or CONNECT
-    │   └── BodyTooLarge            413: over the upstream's body limit
+    │   ├── BodyTooLarge            413: over the upstream's body limit
+    │   ├── MissingLimitKey         400: a rate limit needs a key the request lacks
+    │   └── RateLimited             429: a rate limit rejects it; Retry-After and RateLimit-* say more
+    ├── LimitUnavailable            503: a rate limit set to deny while its backend is down
     ├── CircuitOpen                 503: the route's breaker is open; Retry-After says when to try
     └── UpstreamError               the upstream could not answer (5xx)
         ├── UpstreamConnectError    502: refused, DNS, TLS
@@ -38,6 +41,15 @@ class ProxyError(Exception):
         if proxy_status is not None:
             self.proxy_status = proxy_status
 
+    @property
+    def details(self) -> str:
+        """The ``details`` of the Proxy-Status header."""
+        return self.message
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers the answer carries besides Proxy-Status (Retry-After, RateLimit-*)."""
+        return {}
+
 
 class InternalError(ProxyError):
     status = 500
@@ -69,6 +81,46 @@ class BodyTooLarge(RequestRejected):
     proxy_status = "http_request_error"
 
 
+class MissingLimitKey(RequestRejected):
+    """``on_missing_key: reject``: the caller must say whose call this is."""
+
+
+class RateLimited(RequestRejected):
+    """A rate limit rejected the call; the upstream was not contacted and no quota was spent."""
+
+    status = 429
+
+    def __init__(self, message: str, *, upstream: str, limit: str, headers: dict[str, str]) -> None:
+        super().__init__(message, upstream=upstream)
+        self.limit = limit
+        self.headers = headers
+
+    @property
+    def details(self) -> str:
+        return f"rate limit {self.limit}"
+
+    def response_headers(self) -> dict[str, str]:
+        return self.headers
+
+
+class LimitUnavailable(ProxyError):
+    """``on_backend_error: deny`` while the shared state backend cannot be reached."""
+
+    status = 503
+    proxy_status = "http_request_denied"
+
+    def __init__(self, message: str, *, upstream: str, limit: str) -> None:
+        super().__init__(message, upstream=upstream)
+        self.limit = limit
+
+    @property
+    def details(self) -> str:
+        return f"rate limit {self.limit}: state backend unavailable"
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class CircuitOpen(ProxyError):
     """Failing fast: the upstream was not contacted."""
 
@@ -78,6 +130,9 @@ class CircuitOpen(ProxyError):
     def __init__(self, message: str, *, upstream: str, retry_after: int) -> None:
         super().__init__(message, upstream=upstream)
         self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class UpstreamError(ProxyError):

@@ -22,3 +22,30 @@ class BreakerTransition:
     at: float
     open_until: float = 0.0
     forced_by: str = ""
+
+
+@dataclass(frozen=True)
+class LimitDecision:
+    """What one rate limit did to one request.
+
+    ``outcome``: ``allowed``, ``rejected``, ``shadow_rejected`` (a shadow limit would have
+    rejected), ``allowed_backend_down`` / ``rejected_backend_down`` (decided without the shared
+    backend). A request a limit rejected counts only for the limits that rejected it.
+    """
+
+    upstream: str
+    route: str
+    limit: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class UpstreamThrottled:
+    """The upstream said "too many requests" (429, or Google's 403 ``rateLimitExceeded``)."""
+
+    upstream: str
+    route: str
+    status: int
+    reason: str
+    retry_after: float | None
+    """Seconds the upstream asked for, as honoured (capped); None when it gave none."""

@@ -23,8 +23,17 @@ from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
 from proxy.errors import CircuitOpen, ProxyError, UpstreamConnectError, UpstreamTimeout
 from proxy.policy.breaker import BreakerPolicy, State
 from proxy.policy.classify import Outcome, classify
-from proxy.policy.retry import (CONNECT_ERROR, RESET, TIMEOUT, AttemptResult, Decision, RetryBudget, RetryPolicy,
-                                decide, parse_retry_after)
+from proxy.policy.retry import (
+    CONNECT_ERROR,
+    RESET,
+    TIMEOUT,
+    AttemptResult,
+    Decision,
+    RetryBudget,
+    RetryPolicy,
+    decide,
+    parse_retry_after,
+)
 from proxy.state.base import BreakerStore
 
 _NOT_REACHED = frozenset({"connection_refused", "dns_error", "connection_timeout"})
@@ -63,6 +72,8 @@ class Attempt:
     """To the response head."""
     answer: Any = None
     """The upstream response, for the web layer to relay."""
+    body: bytes | None = None
+    """The answer's body when it was read whole to be understood (a small error body)."""
     discard: Callable[[], None] = field(default=lambda: None)
     """Lets go of ``answer`` when another attempt replaces it."""
 

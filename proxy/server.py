@@ -17,8 +17,9 @@ from proxy.config.model import Address, Config, StateSettings
 from proxy.observe.access import AccessLog
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
-from proxy.state.base import BreakerStore
+from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
+from proxy.state.memory_limits import MemoryLimitStore
 from proxy.web.admin import Health, admin_app
 from proxy.web.dataplane import DataPlane
 
@@ -32,13 +33,16 @@ class Sidecar:
     """The listeners and the data plane of one process, with an explicit start / drain / close."""
 
     def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
-                 breakers: BreakerStore | None = None) -> None:
+                 breakers: BreakerStore | None = None, limits: LimitStore | None = None) -> None:
         self.config = config
         self.health = Health(backend_required=config.state.required)
         self.breakers = breakers or make_breaker_store(config.state)
         self.breakers.add_listener(log_breaker_transition)
-        self.dataplane = DataPlane(config, proxy_metrics(), access_log or AccessLog(enabled=config.log.access),
-                                   self.breakers)
+        self.limits = limits or make_limit_store(config.state)
+        metrics = proxy_metrics()
+        self.dataplane = DataPlane(config, metrics, access_log or AccessLog(enabled=config.log.access),
+                                   self.breakers, self.limits)
+        self.dataplane.limiter.add_listener(metrics.on_limit_event)
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
             web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
@@ -54,6 +58,7 @@ class Sidecar:
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
         await self.breakers.start()
+        await self.limits.start()
         self._watch = asyncio.create_task(self._watch_backend())
         self.admin_address = await self._bind(self._admin, self.config.admin.listen)
         self.data_address = await self._bind(self._data, self.config.listen)
@@ -72,7 +77,7 @@ class Sidecar:
         """Mirror the state backend's health into readiness, a gauge and a log line per change."""
         metrics = proxy_metrics()
         while True:
-            up = self.breakers.backend_up
+            up = self.breakers.backend_up and self.limits.backend_up
             if up != self.health.backend_up:
                 (log.info if up else log.error)("state backend %s", "up" if up else "down",
                                                 extra={"backend": self.config.state.backend})
@@ -93,6 +98,7 @@ class Sidecar:
         await self._data.cleanup()
         await self.dataplane.close()
         await self.breakers.close()
+        await self.limits.close()
         await self._admin.cleanup()
 
 
@@ -103,6 +109,15 @@ def make_breaker_store(state: StateSettings) -> BreakerStore:
 
         return RedisBreakerStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
     return MemoryBreakerStore()
+
+
+def make_limit_store(state: StateSettings) -> LimitStore:
+    """Rate-limit buckets in the configured backend: this process, or Redis for the whole fleet."""
+    if state.backend == "redis":
+        from proxy.state.redis_limits import RedisLimitStore
+
+        return RedisLimitStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
+    return MemoryLimitStore()
 
 
 async def serve(config: Config, *, reuse_port: bool = False) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.config import values as v
-from proxy.config.policies import read_routes
 from proxy.config.model import AdminSettings, Config, LogSettings, StateSettings, Upstream
+from proxy.config.policies import read_routes
 from proxy.config.reader import Section
 from proxy.config.yamltree import Mark, YNode, parse_yaml
 from proxy.errors import ConfigError, Problem
@@ -64,6 +64,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     )
     log.finish()
     org_header = top.get("org_header", v.header_name, "X-Org-Id")
+    client_ip_header = top.get("client_ip_header", v.header_name, "X-Forwarded-For")
     shutdown_grace = top.get("shutdown_grace", v.duration, 20.0)
     policy_files = _policy_files(top, config_file.parent, problems)
     top.finish()
@@ -85,6 +86,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         admin=admin_settings,
         state=state_settings,
         org_header=org_header,
+        client_ip_header=client_ip_header,
         policy_files=tuple(shown_path(p) for p in policy_files),
         upstreams=tuple(upstreams),
         shutdown_grace=shutdown_grace,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.policy.breaker import BreakerPolicy
+from proxy.policy.ratelimit import LimitPolicy
 from proxy.policy.retry import RetryPolicy
 
 
@@ -41,6 +42,8 @@ class Route:
     failure_statuses: frozenset[int]
     """Upstream statuses that count as failures (429 never does: it is a rate signal)."""
     retry: RetryPolicy = RetryPolicy(attempts=0)
+    rate_limits: tuple[LimitPolicy, ...] = ()
+    """Every limit a request through this route must pass: the upstream's, then the route's own."""
 
 
 DEFAULT_ROUTE = "default"
@@ -106,6 +109,8 @@ class Config:
     admin: AdminSettings
     state: StateSettings
     org_header: str
+    client_ip_header: str | None
+    """Where the app says which end user a call is for (first address); the peer address otherwise."""
     policy_files: tuple[str, ...]
     upstreams: tuple[Upstream, ...]
     shutdown_grace: float

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from proxy.config import values as v
+from proxy.config.limits import path_captures, read_limits
 from proxy.config.model import DEFAULT_ROUTE, Route
 from proxy.config.reader import Section
 from proxy.policy.breaker import BreakerPolicy
@@ -143,6 +144,7 @@ def read_routes(upstream: Section) -> tuple[tuple[Route, ...], Route]:
     default = Route(DEFAULT_ROUTE, None, None, (), breaker, failures, retry)
     routes: list[Route] = []
     names: set[str] = set()
+    limit_names: set[str] = set()
     for section in upstream.sections_of("routes"):
         name = section.get("name", v.text)
         if name in names or name == DEFAULT_ROUTE:
@@ -154,14 +156,20 @@ def read_routes(upstream: Section) -> tuple[tuple[Route, ...], Route]:
         body = section.section("body")
         body_match = tuple((field, body.get(field, v.text)) for field in sorted(body.explicit()))
         body.finish()
+        path = section.get("path", v.path_pattern, None)
         routes.append(Route(
             name=name,
             methods=frozenset(methods) if methods else None,
-            path=section.get("path", v.path_pattern, None),
+            path=path,
             body=body_match,
             breaker=read_breaker(section, breaker),
             failure_statuses=read_failure_statuses(section, failures),
             retry=read_retry(section, retry),
+            rate_limits=read_limits(section, path_captures(path), "this route's path", limit_names),
         ))
         section.finish()
-    return tuple(routes), default
+    shared = read_limits(upstream, frozenset().union(*(path_captures(r.path) for r in routes)),
+                         "the path of any route of this upstream", limit_names)
+    routes = [dataclasses.replace(r, rate_limits=shared + r.rate_limits) for r in routes]
+    return tuple(routes), dataclasses.replace(default, rate_limits=shared)
+

@@ -21,6 +21,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from proxy.events import LimitDecision, UpstreamThrottled
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -50,7 +52,19 @@ class ProxyMetrics:
             "1 while the shared state backend (Redis) answers, 0 while local state stands in for it.",
             multiprocess_mode="livemin",
         )
+        self.limit_decisions = Counter(
+            "resilience_proxy_rate_limit_decisions",
+            "Rate-limit decisions by upstream, route, limit and outcome (allowed, rejected, shadow_rejected, "
+            "allowed_backend_down, rejected_backend_down).",
+            ["upstream", "route", "limit", "outcome"],
+        )
+        self.throttled = Counter(
+            "resilience_proxy_upstream_throttled",
+            "Answers in which the upstream throttled us (429, or Google's 403 rateLimitExceeded), by reason.",
+            ["upstream", "route", "reason"],
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._limit_children: dict[LimitDecision, Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
 
     def observe(self, upstream: str, method: str, status: int, seconds: float) -> None:
@@ -67,6 +81,17 @@ class ProxyMetrics:
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
+
+    def on_limit_event(self, event: LimitDecision | UpstreamThrottled) -> None:
+        """The rate limiter's listener."""
+        if isinstance(event, UpstreamThrottled):
+            self.throttled.labels(event.upstream, event.route, event.reason).inc()
+            return
+        child = self._limit_children.get(event)
+        if child is None:
+            child = self._limit_children[event] = self.limit_decisions.labels(
+                event.upstream, event.route, event.limit, event.outcome)
+        child.inc()
 
 
 @lru_cache(maxsize=1)

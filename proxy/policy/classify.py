@@ -7,6 +7,7 @@ alive: a success. Requests the sidecar refused itself say nothing about the upst
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 
 from proxy.errors import ProxyError, UpstreamError
@@ -32,3 +33,28 @@ def classify(status: int, error: ProxyError | None, failure_statuses: frozenset[
     if slow_call and seconds > slow_call:
         return Outcome.FAILURE
     return Outcome.SUCCESS
+
+
+THROTTLE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+"""Google's 403 reasons that mean "slow down" (``quotaExceeded`` is a daily quota: not a rate signal)."""
+PEEKED_STATUS = 403
+"""The one status whose meaning depends on its (small, JSON) body."""
+
+
+def throttle_reason(status: int, error_body: bytes | None) -> str | None:
+    """Why the upstream's answer is a throttling signal, or None: ``429``, or Google's 403 reason."""
+    if status == RATE_LIMITED:
+        return "429"
+    if status != PEEKED_STATUS or not error_body:
+        return None
+    try:
+        parsed = json.loads(error_body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    details = error.get("errors") if isinstance(error, dict) else None
+    for item in details if isinstance(details, list) else ():
+        reason = item.get("reason") if isinstance(item, dict) else None
+        if reason in THROTTLE_REASONS:
+            return str(reason)
+    return None

@@ -9,12 +9,13 @@ to the listeners; transitions made elsewhere in the fleet only update the views.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.events import BreakerTransition
 from proxy.policy.breaker import Action, Admission, BreakerPolicy, State
+from proxy.policy.ratelimit import Check, Verdict
 
 TransitionListener = Callable[[BreakerTransition], None]
 
@@ -69,6 +70,30 @@ class BreakerStore(Protocol):
         ...
 
     def add_listener(self, listener: TransitionListener) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class BackendUnavailable(Exception):
+    """The shared backend could not decide in time; the caller applies each limit's ``on_backend_error``."""
+
+
+class LimitStore(Protocol):
+    """Where rate-limit buckets live: one process (memory) or the whole fleet (Redis)."""
+
+    @property
+    def backend_up(self) -> bool: ...
+
+    async def acquire(self, checks: Sequence[Check]) -> list[Verdict]:
+        """Decide every check at once, atomically, as :func:`proxy.policy.ratelimit.decide` does: the
+        buckets are charged only when the request passes. Raises BackendUnavailable within the timeout."""
+        ...
+
+    async def hold(self, checks: Sequence[Check], seconds: float) -> None:
+        """Let no call through these buckets for ``seconds`` (the upstream said so). Raises BackendUnavailable."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -14,15 +14,30 @@ import uuid
 
 from aiohttp import web
 
-from proxy.config.model import Config, Route
+from proxy.config.model import Config, Route, Upstream
 from proxy.errors import InternalError, ProxyError, RequestRejected
 from proxy.guard import Attempt, Guard
+from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
 from proxy.observe.metrics import ProxyMetrics
+from proxy.policy.classify import PEEKED_STATUS, throttle_reason
+from proxy.policy.limitkeys import RequestFacts
+from proxy.policy.ratelimit import Check
+from proxy.policy.retry import parse_retry_after
 from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
-from proxy.state.base import BreakerStore
-from proxy.web.forward import (Exchange, UpstreamClient, attempt, check_length, expects_continue, open_body,
-                               read_small_body, relay, send_continue)
+from proxy.state.base import BreakerStore, LimitStore
+from proxy.web.forward import (
+    Exchange,
+    UpstreamClient,
+    attempt,
+    check_length,
+    expects_continue,
+    open_body,
+    read_error_body,
+    read_small_body,
+    relay,
+    send_continue,
+)
 from proxy.web.responses import error_response
 from proxy.web.routing import Resolved, Router
 
@@ -35,16 +50,21 @@ ATTEMPTS_HEADER = "X-Resilience-Attempts"
 class DataPlane:
     """Everything one request needs, built once per config."""
 
-    def __init__(self, config: Config, metrics: ProxyMetrics, access_log: AccessLog, breakers: BreakerStore) -> None:
+    def __init__(self, config: Config, metrics: ProxyMetrics, access_log: AccessLog, breakers: BreakerStore,
+                 limits: LimitStore) -> None:
         self.router = Router(config.upstreams)
         self.routes = {u.name: RouteTable(u) for u in config.upstreams}
         self.clients = {u.name: UpstreamClient(u) for u in config.upstreams}
         self.guard = Guard(breakers)
+        self.limiter = Limiter(limits)
+        self._org_header = config.org_header
+        self._client_ip_header = config.client_ip_header
         self.metrics = metrics
         self.access_log = access_log
         self.in_flight = 0
 
     async def close(self) -> None:
+        await self.limiter.close()
         for client in self.clients.values():
             await client.close()
         self.access_log.flush()
@@ -90,7 +110,14 @@ class DataPlane:
         """Choose the route, make the attempts its policies allow, relay the final answer."""
         upstream = resolved.upstream
         check_length(request, upstream)
-        route, buffered = await self._route(request, resolved)
+        route, captures, buffered = await self._route(request, resolved)
+        checks: list[Check] = []
+        added = {"X-Request-Id": request_id}
+        if route.rate_limits:
+            facts = RequestFacts(request.headers, request.remote, captures, self._org_header, self._client_ip_header)
+            checks = self.limiter.checks(upstream, route, facts)
+            if checks:
+                added.update(await self.limiter.admit(upstream, route, checks))
         retry = route.retry
         replayable = True
         if retry.attempts and buffered is None and request.body_exists:
@@ -108,27 +135,41 @@ class DataPlane:
                 answer = await attempt(client, request, url, body, timeout)
             except ProxyError as error:
                 return Attempt(error=error, seconds=time.perf_counter() - started)
-            return Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
-                           seconds=time.perf_counter() - started, answer=answer, discard=answer.release)
+            result = Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
+                             seconds=time.perf_counter() - started, answer=answer, discard=answer.release)
+            if answer.status == 429 or answer.status == PEEKED_STATUS:
+                await self._throttle_signal(upstream, route, checks, result)
+            return result
 
         keyed = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
         final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable, keyed, send)
         if final.error is not None:
             raise final.error
         exchange.status = final.status
-        return await relay(final.answer, request, exchange, upstream,
-                           {"X-Request-Id": request_id, ATTEMPTS_HEADER: str(exchange.attempts)})
+        added[ATTEMPTS_HEADER] = str(exchange.attempts)
+        return await relay(final.answer, request, exchange, upstream, added, final.body)
 
-    async def _route(self, request: web.BaseRequest, resolved: Resolved) -> tuple[Route, bytes | None]:
-        """The request's route, and its body if it had to be read to decide (small bodies only)."""
+    async def _throttle_signal(self, upstream: Upstream, route: Route, checks: list[Check], result: Attempt) -> None:
+        """A 429 (or Google's 403 rateLimitExceeded) is a rate signal: counted, and its Retry-After
+        holds this request's buckets for the fleet."""
+        read = await read_error_body(result.answer) if result.status == PEEKED_STATUS else None
+        if read is not None:
+            result.body = read[0]
+        reason = throttle_reason(result.status, read[1] if read else None)
+        if reason is not None:
+            wait = parse_retry_after(result.retry_after, time.time())
+            self.limiter.throttled(upstream, route, checks, result.status, reason, wait)
+
+    async def _route(self, request: web.BaseRequest, resolved: Resolved) -> tuple[Route, dict[str, str], bytes | None]:
+        """The request's route, its path captures, and its body if it had to be read to decide (small bodies only)."""
         table = self.routes[resolved.upstream.name]
         if not table.has_routes:
-            return table.default, None
+            return table.default, {}, None
         buffered = fields = None
         if table.needs_body(request.method, resolved.path):
             buffered = await read_small_body(request, BODY_LIMIT)
             if buffered is not None:
                 fields = parse_body_fields(request.headers.get("Content-Type", ""), buffered)
-        route, _ = table.match(request.method, resolved.path, fields)
-        return route, buffered
+        route, captures = table.match(request.method, resolved.path, fields)
+        return route, captures, buffered
 

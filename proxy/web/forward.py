@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from proxy.errors import BodyTooLarge, UpstreamConnectError, UpstreamError, Upst
 from proxy.web.headers import HeaderPolicy, to_client
 
 _CHUNK = 64 * 1024
+ERROR_BODY_LIMIT = 16 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -119,9 +121,34 @@ async def attempt(client: UpstreamClient, request: web.BaseRequest, url: str, bo
         raise translated from exc
 
 
+async def read_error_body(answer: aiohttp.ClientResponse,
+                          limit: int = ERROR_BODY_LIMIT) -> tuple[bytes, bytes | None] | None:
+    """A small JSON answer's body, decoded (gzip/deflate) for inspection only; None for anything else.
+
+    Read only when its length is announced and small, so a streamed success body is never held.
+    The raw bytes are returned as well, for :func:`relay` to send as they came: ``(raw, decoded)``.
+    """
+    length = answer.content_length
+    if length is None or length > limit or "json" not in answer.headers.get("Content-Type", ""):
+        return None
+    try:
+        raw = await answer.read()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    encoding = answer.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "deflate"):
+        try:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+            return raw, inflater.decompress(raw, 4 * limit)
+        except zlib.error:
+            return raw, None
+    return raw, (raw if not encoding or encoding == "identity" else None)
+
+
 async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchange: Exchange, upstream: Upstream,
-                headers: dict[str, str]) -> web.StreamResponse:
+                headers: dict[str, str], body: bytes | None = None) -> web.StreamResponse:
     """Stream the upstream's answer to the client, adding ``headers``; always releases ``answer``.
+    ``body``: the answer's body when it was already read whole (:func:`read_error_body`).
 
     After the response head is out, an upstream failure can only cut the body short
     (``exchange.truncated``). A client that goes away mid-response raises ConnectionError.
@@ -131,6 +158,11 @@ async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchan
         response.headers.update(headers)
         exchange.status = answer.status
         await response.prepare(request)
+        if body is not None:
+            await response.write(body)
+            exchange.bytes_out += len(body)
+            await response.write_eof()
+            return response
         try:
             async for chunk in answer.content.iter_any():
                 await response.write(chunk)

@@ -10,7 +10,7 @@ import json
 
 from aiohttp import web
 
-from proxy.errors import CircuitOpen, ProxyError
+from proxy.errors import ProxyError
 
 PROXY_NAME = "resilience-proxy"
 
@@ -30,8 +30,7 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
         "upstream": error.upstream,
         "request_id": request_id,
     }
-    headers = {"Proxy-Status": proxy_status(error.proxy_status, error.message), "X-Request-Id": request_id}
-    if isinstance(error, CircuitOpen):
-        headers["Retry-After"] = str(error.retry_after)
+    headers = {"Proxy-Status": proxy_status(error.proxy_status, error.details), "X-Request-Id": request_id,
+               **error.response_headers()}
     return web.Response(status=error.status, body=json.dumps(body).encode(), content_type="application/json",
                         headers=headers)

@@ -1,0 +1,257 @@
+"""Per-request rate limiting: which buckets a request spends, asking the store, and what to
+do when the shared store is down.
+
+The maths is :mod:`proxy.policy.ratelimit`; the buckets live in a :class:`LimitStore`. This
+module adds what sits between them:
+
+- a local cache of rejections: GCRA says exactly when a rejected bucket may pass again, and
+  other replicas can only push that time later, so until then a request for that bucket is
+  rejected here without a round trip (a client hammering a spent key costs Redis nothing);
+- each limit's ``on_backend_error`` when the store cannot decide in time: ``allow`` (optionally
+  enforcing a ``local_share`` of the rate in this process) or ``deny``;
+- holding buckets when the upstream itself says it is throttling us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from proxy.clock import Clock, SystemClock
+from proxy.config.model import Route, Upstream
+from proxy.errors import LimitUnavailable, MissingLimitKey, RateLimited
+from proxy.events import LimitDecision, UpstreamThrottled
+from proxy.policy import ratelimit
+from proxy.policy.limitkeys import RequestFacts, key_value
+from proxy.policy.ratelimit import ANONYMOUS, BackendError, Check, KeyKind, LimitPolicy, MissingKey, Verdict
+from proxy.state.base import BackendUnavailable, LimitStore
+from proxy.state.memory_limits import MemoryLimitStore
+
+log = logging.getLogger("resilience_proxy.limits")
+
+HOLD_MAX = 600.0
+"""The longest upstream Retry-After honoured for a bucket; a longer one is treated as this long."""
+_CACHE_MAX = 50_000
+_SHADOW_LOG_EVERY = 10.0
+
+LimitListener = Callable[[LimitDecision | UpstreamThrottled], None]
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A bucket known to reject until ``allow_at``."""
+
+    allow_at: float
+    reset_at: float
+
+
+class Limiter:
+    def __init__(self, store: LimitStore, *, clock: Clock | None = None) -> None:
+        self.store = store
+        self._clock = clock or SystemClock()
+        self._local = MemoryLimitStore(self._clock)
+        """Local shares of the rates while the store is down."""
+        self._blocked: dict[tuple[str, str], Blocked] = {}
+        self._listeners: list[LimitListener] = []
+        self._shadow_seen: dict[str, tuple[float, int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add_listener(self, listener: LimitListener) -> None:
+        self._listeners.append(listener)
+
+    def checks(self, upstream: Upstream, route: Route, facts: RequestFacts) -> list[Check]:
+        """The buckets this request spends; raises MissingLimitKey for ``on_missing_key: reject``."""
+        checks = []
+        for limit in route.rate_limits:
+            value = key_value(limit, facts)
+            if value is None:
+                if limit.on_missing_key == MissingKey.REJECT:
+                    raise MissingLimitKey(f"rate limit {limit.name} needs {_describe_key(limit, facts)}",
+                                          upstream=upstream.name)
+                if limit.on_missing_key == MissingKey.SKIP:
+                    continue
+                value = ANONYMOUS
+            checks.append(Check(limit, upstream.name, f"{limit.name}:{value}", limit.rate_for(value)))
+        return checks
+
+    async def admit(self, upstream: Upstream, route: Route, checks: Sequence[Check]) -> dict[str, str]:
+        """Let the request pass and return its RateLimit header fields, or raise RateLimited
+        (or LimitUnavailable for a ``deny`` limit while the store is down)."""
+        now = self._clock.now()
+        verdicts = self._cached(checks, now)
+        degraded = False
+        if verdicts is None:
+            try:
+                verdicts = list(await self.store.acquire(checks))
+            except BackendUnavailable:
+                degraded = True
+                verdicts = self._without_backend(checks)
+            else:
+                self._remember(checks, verdicts, now)
+        self._tell(upstream, route, checks, verdicts, degraded)
+        refused = ratelimit.blocking(checks, verdicts)
+        if refused is not None:
+            check = checks[refused]
+            if degraded and check.limit.on_backend_error == BackendError.DENY:
+                raise LimitUnavailable(f"rate limit {check.limit.name} cannot be checked: the state backend is "
+                                       "unavailable", upstream=upstream.name, limit=check.limit.name)
+            raise self._rejection(upstream, check, verdicts[refused])
+        shown = ratelimit.most_restrictive(checks, verdicts)
+        return rate_limit_headers(checks[shown].rate, verdicts[shown]) if shown is not None else {}
+
+    def throttled(self, upstream: Upstream, route: Route, checks: Sequence[Check], status: int, reason: str,
+                  retry_after: float | None) -> None:
+        """The upstream says we call it too often: tell the listeners and, when it said how long to
+        wait, hold this request's buckets that long for the fleet (capped at :data:`HOLD_MAX`)."""
+        seconds = min(retry_after, HOLD_MAX) if retry_after is not None else None
+        event = UpstreamThrottled(upstream.name, route.name, status, reason, seconds)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("rate-limit listener failed")
+        if seconds:
+            self.hold(checks, seconds)
+
+    def hold(self, checks: Sequence[Check], seconds: float) -> None:
+        """No call through these buckets for ``seconds``, for the whole fleet (limits that honour
+        upstream Retry-After only). Runs in the background; a dead store is ignored."""
+        held = [c for c in checks if c.enforcing and c.limit.honor_upstream_retry_after]
+        if not held or seconds <= 0:
+            return
+        now = self._clock.now()
+        for check in held:
+            self._blocked[(check.group, check.bucket)] = Blocked(now + seconds, now + seconds + check.rate.tolerance / 1e6)
+        task = asyncio.get_running_loop().create_task(self._hold(held, seconds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+
+    async def _hold(self, checks: list[Check], seconds: float) -> None:
+        try:
+            await self.store.hold(checks, seconds)
+        except BackendUnavailable:
+            pass
+        except Exception:
+            log.exception("holding rate-limit buckets failed")
+
+    def _cached(self, checks: Sequence[Check], now: float) -> list[Verdict] | None:
+        """Verdicts without the store when an enforcing bucket is known to reject; None otherwise."""
+        found = None
+        for index, check in enumerate(checks):
+            if not check.enforcing:
+                continue
+            blocked = self._blocked.get((check.group, check.bucket))
+            if blocked is None:
+                continue
+            if blocked.allow_at <= now:
+                del self._blocked[(check.group, check.bucket)]
+                continue
+            if found is None:
+                found = [Verdict(True, 0, 0.0)] * len(checks)
+            found[index] = Verdict(False, 0, blocked.reset_at - now, blocked.allow_at - now)
+        return found
+
+    def _remember(self, checks: Sequence[Check], verdicts: Sequence[Verdict], now: float) -> None:
+        for check, verdict in zip(checks, verdicts):
+            if check.enforcing and not verdict.allowed and verdict.retry_after > 0:
+                if len(self._blocked) >= _CACHE_MAX:
+                    self._blocked = {k: b for k, b in self._blocked.items() if b.allow_at > now}
+                    if len(self._blocked) >= _CACHE_MAX:
+                        self._blocked.clear()
+                self._blocked[(check.group, check.bucket)] = Blocked(now + verdict.retry_after, now + verdict.reset)
+
+    def _without_backend(self, checks: Sequence[Check]) -> list[Verdict]:
+        """Each limit's ``on_backend_error``: deny, allow, or allow within a local share of the rate."""
+        verdicts = [Verdict(True, 0, 0.0)] * len(checks)
+        shared = [i for i, c in enumerate(checks)
+                  if c.limit.on_backend_error == BackendError.ALLOW and c.limit.local_share]
+        if shared:
+            local = self._local.acquire_now(
+                [replace(checks[i], rate=checks[i].rate.share(checks[i].limit.local_share)) for i in shared])
+            for i, verdict in zip(shared, local):
+                verdicts[i] = verdict
+        for i, check in enumerate(checks):
+            if check.limit.on_backend_error == BackendError.DENY:
+                verdicts[i] = Verdict(False, 0, 0.0, 1.0)
+        return verdicts
+
+    def _rejection(self, upstream: Upstream, check: Check, verdict: Verdict) -> RateLimited:
+        rate = check.rate
+        wait = max(1, math.ceil(verdict.retry_after))
+        headers = {"Retry-After": str(wait), **rate_limit_headers(rate, verdict)}
+        return RateLimited(f"rate limit {check.limit.name} exceeded ({rate.limit} per {_duration(rate.per)}); "
+                           f"retry in {wait}s", upstream=upstream.name, limit=check.limit.name, headers=headers)
+
+    def _tell(self, upstream: Upstream, route: Route, checks: Sequence[Check], verdicts: Sequence[Verdict],
+              degraded: bool) -> None:
+        passed = ratelimit.passed(checks, verdicts)
+        for check, verdict in zip(checks, verdicts):
+            if verdict.allowed:
+                if not passed:
+                    continue
+                outcome = "allowed_backend_down" if degraded else "allowed"
+            elif check.enforcing:
+                outcome = "rejected_backend_down" if degraded else "rejected"
+            elif passed:
+                outcome = "shadow_rejected"
+                self._log_shadow(upstream, check)
+            else:
+                continue
+            event = LimitDecision(upstream.name, route.name, check.limit.name, outcome)
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("rate-limit decision listener failed")
+
+    def _log_shadow(self, upstream: Upstream, check: Check) -> None:
+        """At most one line per limit every few seconds, with how many calls it would have rejected."""
+        now = time.monotonic()
+        name = f"{upstream.name}/{check.limit.name}"
+        since, count = self._shadow_seen.get(name, (now, 0))
+        count += 1
+        if count == 1 or now - since >= _SHADOW_LOG_EVERY:
+            log.warning("shadow rate limit would have rejected calls",
+                        extra={"upstream": upstream.name, "limit": check.limit.name, "count": count})
+            self._shadow_seen[name] = (now, 0)
+        else:
+            self._shadow_seen[name] = (since, count)
+
+
+def rate_limit_headers(rate: ratelimit.Rate, verdict: Verdict) -> dict[str, str]:
+    """The IETF RateLimit header fields (limit, remaining, reset) and the policy they come from."""
+    return {
+        "RateLimit-Limit": str(rate.limit),
+        "RateLimit-Remaining": str(verdict.remaining),
+        "RateLimit-Reset": str(max(0, math.ceil(verdict.reset - 1e-9))),
+        "RateLimit-Policy": f"{rate.limit};w={max(1, math.ceil(rate.per))}",
+    }
+
+
+def _describe_key(limit: LimitPolicy, facts: RequestFacts) -> str:
+    if limit.kind == KeyKind.ORG:
+        return f"header {facts.org_header}"
+    if limit.kind == KeyKind.HEADER:
+        return f"header {limit.key_name}"
+    if limit.kind == KeyKind.PATH:
+        return f"{{{limit.key_name}}} in the path"
+    if limit.kind == KeyKind.BASIC_AUTH_USER:
+        return "an Authorization: Basic header"
+    return "a client address"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"

@@ -1,0 +1,198 @@
+"""Rate limits as pure values and maths: GCRA over every limit that applies to a request.
+
+GCRA (the generic cell rate algorithm, as in redis-cell and nginx's ``limit_req``) keeps one
+number per bucket, the *theoretical arrival time* (TAT) of the next call at the steady pace.
+A limit of ``limit`` calls per ``per`` with a ``burst`` spaces calls ``per / limit`` apart and
+tolerates ``burst`` of them arriving early, so:
+
+- a fresh bucket lets ``burst + 1`` calls through at once, then one every ``per / limit``;
+- over any window of length ``per``, at most ``limit + burst`` calls pass, however the calls
+  are spread over replicas, because they all move the same TAT;
+- a rejected bucket can say exactly when the next call may pass, and that time only moves
+  later as other callers spend the bucket, which makes a local cache of rejections exact.
+
+A request passes only when every enforcing limit that applies passes; then each of them is
+charged one call. A rejected request charges nothing. Shadow limits are charged like the
+others but never reject: they report what they would have done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+MICROS = 1_000_000
+"""Time is counted in whole microseconds: adding a float interval to an epoch time a thousand times
+drifts by a tenth of a millisecond, integers do not, so a count at a boundary is exact. Integers up
+to 2**53 are exact in Lua's doubles too (epoch microseconds are about 2**51)."""
+
+
+def micros(seconds: float) -> int:
+    return round(seconds * MICROS)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``limit`` calls per ``per`` seconds, ``burst`` of which may arrive ahead of the pace."""
+
+    limit: int
+    per: float
+    burst: int
+
+    @property
+    def interval(self) -> int:
+        """Microseconds between calls at the steady pace, rounded up so that the rate is never exceeded."""
+        return -(-micros(self.per) // self.limit)
+
+    @property
+    def tolerance(self) -> int:
+        """Microseconds a bucket may run ahead of the pace."""
+        return self.burst * self.interval
+
+    def share(self, fraction: float) -> Rate:
+        """This rate scaled to ``fraction`` of it (a replica's part while the shared backend is down)."""
+        return Rate(max(1, math.floor(self.limit * fraction)), self.per, math.floor(self.burst * fraction))
+
+
+class KeyKind(str, Enum):
+    """What identifies a bucket; ``header``, ``path`` carry a name (``header:X-Tenant``, ``path:calendarId``)."""
+
+    ORG = "org"
+    IP = "ip"
+    GLOBAL = "global"
+    BASIC_AUTH_USER = "basic_auth_user"
+    HEADER = "header"
+    PATH = "path"
+
+
+class MissingKey(str, Enum):
+    """What a limit does with a request that lacks its key."""
+
+    REJECT = "reject"
+    """400: the caller must say who it is."""
+    ANONYMOUS = "anonymous"
+    """Every such request shares one bucket."""
+    SKIP = "skip"
+    """The limit does not apply."""
+
+
+class BackendError(str, Enum):
+    """What a limit does while the shared backend cannot be reached."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    """One ``rate_limits`` entry, resolved."""
+
+    name: str
+    kind: KeyKind
+    rate: Rate
+    key_name: str = ""
+    """The header or path capture, for ``header:`` and ``path:`` keys."""
+    shadow: bool = False
+    on_backend_error: BackendError = BackendError.ALLOW
+    local_share: float = 0.0
+    """With ``allow``: the fraction of the rate enforced per process while the backend is down (0: none)."""
+    on_missing_key: MissingKey = MissingKey.ANONYMOUS
+    overrides: tuple[tuple[str, Rate], ...] = ()
+    """Per key value, e.g. organisation ``acme`` gets 5000/h."""
+    honor_upstream_retry_after: bool = True
+    """A 429 from the upstream holds this limit's bucket for the upstream's Retry-After."""
+    _by_value: Mapping[str, Rate] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_value", dict(self.overrides))
+
+    @property
+    def key(self) -> str:
+        """The key as written in YAML."""
+        return f"{self.kind.value}:{self.key_name}" if self.key_name else self.kind.value
+
+    def rate_for(self, value: str) -> Rate:
+        return self._by_value.get(value, self.rate)
+
+
+ANONYMOUS = "-"
+"""The key value of the shared bucket for requests without a key."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One limit applied to one request: which bucket it spends and at what rate."""
+
+    limit: LimitPolicy
+    group: str
+    """The upstream: every bucket of a request shares it (one Redis Cluster slot, one script)."""
+    bucket: str
+    """Unique within the group: the limit's name and the key value."""
+    rate: Rate
+
+    @property
+    def enforcing(self) -> bool:
+        return not self.limit.shadow
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One limit's answer for one request, with what the RateLimit header fields report."""
+
+    allowed: bool
+    remaining: int
+    """Calls that could still pass at once after this one."""
+    reset: float
+    """Seconds until the bucket is full again."""
+    retry_after: float = 0.0
+    """Seconds until a call could pass (0 when this one did)."""
+
+
+def spend(tat: int | None, now: int, rate: Rate) -> tuple[Verdict, int]:
+    """What one call at ``now`` gets from a bucket (times in microseconds), and the bucket's TAT
+    if the call is charged."""
+    tat = now if tat is None or tat < now else tat
+    allow_at = tat - rate.tolerance
+    if now < allow_at:
+        return Verdict(False, 0, (tat - now) / MICROS, (allow_at - now) / MICROS), tat
+    charged = tat + rate.interval
+    remaining = (now + rate.tolerance - charged) // rate.interval + 1
+    return Verdict(True, max(0, remaining), (charged - now) / MICROS), charged
+
+
+def decide(checks: Sequence[Check], tats: Sequence[int | None], now: int) -> tuple[list[Verdict], list[int | None]]:
+    """Every check's verdict, and the TATs to store: the charged ones when the request passes
+    (None where a bucket is left alone), nothing at all when an enforcing limit rejects it."""
+    verdicts: list[Verdict] = []
+    charged: list[int | None] = []
+    for check, tat in zip(checks, tats):
+        verdict, new_tat = spend(tat, now, check.rate)
+        verdicts.append(verdict)
+        charged.append(new_tat if verdict.allowed else None)
+    if any(check.enforcing and not verdict.allowed for check, verdict in zip(checks, verdicts)):
+        return verdicts, [None] * len(checks)
+    return verdicts, charged
+
+
+def hold(tat: int | None, now: int, rate: Rate, seconds: float) -> int:
+    """The TAT that lets no call through for ``seconds`` (the upstream asked us to wait)."""
+    held = now + micros(seconds) + rate.tolerance
+    return held if tat is None or tat < held else tat
+
+
+def passed(checks: Sequence[Check], verdicts: Sequence[Verdict]) -> bool:
+    return all(verdict.allowed or not check.enforcing for check, verdict in zip(checks, verdicts))
+
+
+def blocking(checks: Sequence[Check], verdicts: Sequence[Verdict]) -> int | None:
+    """The index of the enforcing limit that rejects for longest (None when the request passes)."""
+    rejected = [i for i, (c, v) in enumerate(zip(checks, verdicts)) if c.enforcing and not v.allowed]
+    return max(rejected, key=lambda i: verdicts[i].retry_after) if rejected else None
+
+
+def most_restrictive(checks: Sequence[Check], verdicts: Sequence[Verdict]) -> int | None:
+    """The index of the enforcing limit with the fewest calls left (the longest reset breaks ties)."""
+    enforcing = [i for i, c in enumerate(checks) if c.enforcing]
+    return min(enforcing, key=lambda i: (verdicts[i].remaining, -verdicts[i].reset)) if enforcing else None

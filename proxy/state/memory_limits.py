@@ -1,0 +1,54 @@
+"""The embedded rate-limit store: GCRA buckets in this process, applying the pure rules directly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from proxy.clock import Clock, SystemClock
+from proxy.policy import ratelimit
+from proxy.policy.ratelimit import Check, Verdict, micros
+
+_SWEEP_EVERY = 10_000
+"""Buckets stored before the full ones (TAT in the past: no state worth keeping) are dropped."""
+
+
+class MemoryLimitStore:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._tats: dict[tuple[str, str], int] = {}
+        self._next_sweep = _SWEEP_EVERY
+
+    @property
+    def backend_up(self) -> bool:
+        return True
+
+    async def acquire(self, checks: Sequence[Check]) -> list[Verdict]:
+        return self.acquire_now(checks)
+
+    def acquire_now(self, checks: Sequence[Check]) -> list[Verdict]:
+        """:meth:`acquire` without a coroutine, for callers that are already deciding locally."""
+        now = micros(self._clock.now())
+        keys = [(check.group, check.bucket) for check in checks]
+        verdicts, charged = ratelimit.decide(checks, [self._tats.get(key) for key in keys], now)
+        for key, tat in zip(keys, charged):
+            if tat is not None:
+                self._tats[key] = tat
+        if len(self._tats) >= self._next_sweep:
+            self._sweep(now)
+        return verdicts
+
+    async def hold(self, checks: Sequence[Check], seconds: float) -> None:
+        now = micros(self._clock.now())
+        for check in checks:
+            key = (check.group, check.bucket)
+            self._tats[key] = ratelimit.hold(self._tats.get(key), now, check.rate, seconds)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _sweep(self, now: int) -> None:
+        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        self._next_sweep = max(_SWEEP_EVERY, 2 * len(self._tats))
