@@ -26,14 +26,10 @@ import asyncio
 import contextlib
 import logging
 import random as _random
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from proxy.clock import Clock, SystemClock
 from proxy.events import BreakerTransition
@@ -41,15 +37,9 @@ from proxy.policy.breaker import Action, Admission, BreakerPolicy, BreakerRecord
 from proxy.state import redis_scripts as lua
 from proxy.state.base import BreakerView, TransitionListener
 from proxy.state.memory import MemoryBreakerStore
+from proxy.state.redis_client import ERRORS, BackendListener, cancel_tasks, connect, describe, without_password
 
 log = logging.getLogger("resilience_proxy.state")
-
-BackendListener = Callable[[bool], None]
-"""Told False when the store falls back to local state, True when Redis serves again."""
-
-_ERRORS = (RedisError, OSError, TimeoutError, ValueError)
-"""What makes the store fall back to local state; ValueError: a hash or reply it cannot read."""
-
 
 class RedisBreakerStore:
     """Breakers in Redis hashes ``<prefix>{<breaker>}:breaker``, views published on ``<prefix>breakers``."""
@@ -58,7 +48,7 @@ class RedisBreakerStore:
                  random: Random = _random.random, timeout: float = 0.05, flush_interval: float = 0.05,
                  refresh_interval: float = 1.0, retry_interval: float = 1.0) -> None:
         self._url = redis_url
-        self._shown_url = _without_password(redis_url)
+        self._shown_url = without_password(redis_url)
         self._prefix = prefix
         self._channel = f"{prefix}breakers"
         self._clock = clock or SystemClock()
@@ -114,7 +104,7 @@ class RedisBreakerStore:
         try:
             async with asyncio.timeout(self._timeout):
                 (reply,) = await self._run([("admit", key, policy, ())])
-        except _ERRORS as error:
+        except ERRORS as error:
             self._down(error)
             return await self._fallback.admit(key, policy)
         transitions = self._apply(key, reply)
@@ -140,7 +130,7 @@ class RedisBreakerStore:
                 try:
                     async with asyncio.timeout(self._timeout):
                         (reply,) = await self._run([("force", key, policy, (action.value, actor))])
-                except _ERRORS as error:
+                except ERRORS as error:
                     self._down(error)
                 else:
                     return self._apply(key, reply)[0]
@@ -150,7 +140,7 @@ class RedisBreakerStore:
         if self._up:
             try:
                 return await self._refresh(keys)
-            except _ERRORS as error:
+            except ERRORS as error:
                 self._down(error)
         return await self._fallback.views(keys)
 
@@ -163,17 +153,15 @@ class RedisBreakerStore:
 
     async def start(self) -> None:
         """Connect and subscribe; if Redis does not answer, start on local state and keep trying."""
-        self._client = aioredis.Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0), decode_responses=True)
+        self._client = connect(self._url, self._timeout)
         self._flusher = self._spawn(self._flush_loop())
         self._spawn(self._refresh_loop())
         try:
             await self._connect()
-        except _ERRORS as error:
+        except ERRORS as error:
             self._errors += 1
             log.warning("Redis at %s unreachable (%s): breakers run on local state until it answers",
-                        self._shown_url, _describe(error))
+                        self._shown_url, describe(error))
             self._spawn(self._recover())
             self._tell_backend(False)
 
@@ -182,12 +170,13 @@ class RedisBreakerStore:
         self._closing = True
         async with self._send_lock:  # a batch on its way arrives first
             if self._flusher is not None:
-                await _cancel([self._flusher])
+                await cancel_tasks([self._flusher])
             await self._send_queued()
-        await _cancel(list(self._tasks))
+        await cancel_tasks(list(self._tasks))
         await self._drop_subscription()
         if self._client is not None:
-            await self._client.aclose()
+            with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
+                await self._client.aclose()
 
     # -- health, for readiness and metrics --------------------------------------------------------
 
@@ -236,7 +225,7 @@ class RedisBreakerStore:
             return
         try:
             replies = await self._run(calls)
-        except _ERRORS as error:
+        except ERRORS as error:
             self._down(error, unsent=calls)
             return
         for (_, key, _, _), reply in zip(calls, replies):
@@ -303,7 +292,7 @@ class RedisBreakerStore:
             if self._up and self._views:
                 try:
                     await self._refresh(list(self._views))
-                except _ERRORS as error:
+                except ERRORS as error:
                     self._down(error)
 
     async def _subscribe_loop(self, pubsub: Any) -> None:
@@ -312,7 +301,7 @@ class RedisBreakerStore:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._refresh_interval)
                 if message is not None and message["type"] == "message":
                     self._on_message(message["data"])
-        except _ERRORS as error:
+        except ERRORS as error:
             self._down(error)
 
     # -- losing and regaining Redis ---------------------------------------------------------------
@@ -344,7 +333,7 @@ class RedisBreakerStore:
             await asyncio.sleep(self._retry_interval)
             try:
                 await self._connect()
-            except _ERRORS:
+            except ERRORS:
                 self._errors += 1
                 continue
             log.warning("Redis at %s answers again: breakers are shared with the fleet", self._shown_url)
@@ -359,7 +348,7 @@ class RedisBreakerStore:
             return
         self._up = False
         log.warning("Redis at %s failed (%s): breakers run on local state until it answers",
-                    self._shown_url, _describe(error))
+                    self._shown_url, describe(error))
         for key, view in self._views.items():
             self._fallback.restore(key, BreakerRecord(
                 state=view.state, failures=view.failures, open_until=view.open_until, reason=view.reason,
@@ -390,31 +379,9 @@ class RedisBreakerStore:
 
     async def _drop_subscription(self) -> None:
         if self._subscriber is not None:
-            await _cancel([self._subscriber])
+            await cancel_tasks([self._subscriber])
             self._subscriber = None
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
-            with contextlib.suppress(*_ERRORS):
+            with contextlib.suppress(*ERRORS):
                 await pubsub.aclose()
-
-
-def _describe(error: BaseException) -> str:
-    return str(error) or type(error).__name__
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    current = asyncio.current_task()
-    tasks = [task for task in tasks if task is not current]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _without_password(url: str) -> str:
-    """The URL for log lines: a password in ``redis://user:secret@host`` never reaches a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username + ':' if parts.username else ':'}***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -301,8 +301,8 @@ async def test_starting_without_redis_runs_locally_until_it_appears(make_store: 
 
 
 def test_a_redis_password_never_reaches_a_log_line() -> None:
-    from proxy.state.redis import _without_password
+    from proxy.state.redis_client import without_password
 
-    assert _without_password("redis://:s3cret@redis.internal:6380/0") == "redis://:***@redis.internal:6380/0"
-    assert _without_password("rediss://app:s3cret@redis/1") == "rediss://app:***@redis/1"
-    assert _without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert without_password("redis://:s3cret@redis.internal:6380/0") == "redis://:***@redis.internal:6380/0"
+    assert without_password("rediss://app:s3cret@redis/1") == "rediss://app:***@redis/1"
+    assert without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

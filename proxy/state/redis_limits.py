@@ -1,0 +1,193 @@
+"""The Redis rate-limit store: GCRA buckets shared by every replica, each request decided by one script.
+
+One :meth:`RedisLimitStore.acquire` is one round trip: an EVALSHA of ``lua/ratelimit.lua`` that reads
+every bucket of the request, decides them as :func:`proxy.policy.ratelimit.decide` does and charges
+them only when the request passes. Running it in one script makes "all limits or none" atomic across
+the fleet. The caller passes its clock's ``now`` (as the breaker scripts do) and every time travels
+in whole microseconds, as the pure rules count, so the Lua gives the memory store's verdicts to the
+last bit and tests can drive it with a FakeClock.
+
+A bucket is the string key ``<prefix>{rl:<upstream>}:<bucket>`` holding its TAT, set with a PX that
+ends when the bucket is full again, so idle buckets cost Redis no memory. (PX runs on Redis's clock;
+being a duration, it does not care how far the replicas' clocks are from Redis's.) Redis Cluster lets a script
+touch only keys of one slot; the hash tag ``{rl:<upstream>}`` puts every bucket of an upstream in one
+slot, and every check of a request names the same upstream, so one script may spend them all. (The
+price is that one upstream's buckets share one shard; the ``rl:`` keeps them off the breakers' slots.)
+
+A request never waits on Redis longer than ``timeout``. When a call fails or times out the store marks
+Redis down, raises :class:`BackendUnavailable` (the limiter applies each limit's ``on_backend_error``)
+and from then on raises at once without calling Redis, while a PING every ``retry_interval`` in the
+background waits for it to answer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from proxy.clock import Clock, SystemClock
+from proxy.policy.ratelimit import MICROS, Check, Verdict, micros
+from proxy.state.base import BackendUnavailable
+from proxy.state.redis_client import ERRORS, BackendListener, cancel_tasks, connect, describe, without_password
+
+log = logging.getLogger("resilience_proxy.state")
+
+_LUA = Path(__file__).parent / "lua"
+SCRIPTS = {name: (_LUA / f"{name}.lua").read_text() for name in ("ratelimit", "ratelimit_hold")}
+SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
+
+
+def bucket_key(prefix: str, check: Check) -> str:
+    """``rp:{rl:twilio}:per_org:acme``: the hash tag keeps an upstream's buckets in one Cluster slot."""
+    return f"{prefix}{{rl:{check.group}}}:{check.bucket}"
+
+
+class RedisLimitStore:
+    """Rate-limit buckets in Redis, shared by every replica that uses the same ``prefix``."""
+
+    def __init__(self, redis_url: str, *, prefix: str = "rp:", clock: Clock | None = None,
+                 timeout: float = 0.05, retry_interval: float = 1.0) -> None:
+        self._url = redis_url
+        self._shown_url = without_password(redis_url)
+        self._prefix = prefix
+        self._clock = clock or SystemClock()
+        self._timeout = timeout
+        self._retry_interval = retry_interval
+        self._client: aioredis.Redis | None = None
+        self._up = False
+        self._closing = False
+        self._errors = 0
+        self._backend_listeners: list[BackendListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the LimitStore protocol ------------------------------------------------------------------
+
+    async def acquire(self, checks: Sequence[Check]) -> list[Verdict]:
+        if not checks:
+            return []
+        args: list[int] = [micros(self._clock.now())]
+        for check in checks:
+            args += (check.rate.interval, check.rate.tolerance, 1 if check.enforcing else 0)
+        rows = await self._call("ratelimit", checks, args)
+        try:
+            return [Verdict(allowed == "1", int(remaining), int(reset) / MICROS, int(retry_after) / MICROS)
+                    for allowed, remaining, reset, retry_after in rows]
+        except (TypeError, IndexError, ValueError) as error:  # not our script's reply
+            raise self._failed(error) from error
+
+    async def hold(self, checks: Sequence[Check], seconds: float) -> None:
+        if checks:
+            await self._call("ratelimit_hold", checks,
+                             [micros(self._clock.now()), micros(seconds), *(check.rate.tolerance for check in checks)])
+
+    async def start(self) -> None:
+        """Connect and load the scripts; if Redis does not answer, start down and keep trying. Never raises."""
+        self._client = connect(self._url, self._timeout)
+        try:
+            await self._connect()
+        except ERRORS as error:
+            self._errors += 1
+            log.warning("Redis at %s unreachable (%s): rate limits fall back to on_backend_error until it answers",
+                        self._shown_url, describe(error))
+            self._spawn(self._recover())
+            self._tell_backend(False)
+
+    async def close(self) -> None:
+        """Stop the recovery and close the connections; never raises."""
+        self._closing = True
+        self._up = False
+        await cancel_tasks(list(self._tasks))
+        if self._client is not None:
+            with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
+                await self._client.aclose()
+
+    # -- health, for readiness and metrics --------------------------------------------------------
+
+    @property
+    def backend_up(self) -> bool:
+        """True while Redis decides; False while every call raises BackendUnavailable at once."""
+        return self._up
+
+    @property
+    def errors(self) -> int:
+        """Failed Redis calls so far, the background PINGs while it is down included."""
+        return self._errors
+
+    def add_backend_listener(self, listener: BackendListener) -> None:
+        """``listener(False)`` when Redis goes down, ``listener(True)`` when it answers again."""
+        self._backend_listeners.append(listener)
+
+    # -- talking to Redis -------------------------------------------------------------------------
+
+    async def _call(self, script: str, checks: Sequence[Check], args: Sequence[int]) -> Any:
+        """One EVALSHA within the timeout (a second one only after Redis lost the scripts)."""
+        if not self._up or self._client is None:
+            raise BackendUnavailable(f"Redis at {self._shown_url} is down")
+        keys = [bucket_key(self._prefix, check) for check in checks]
+        try:
+            async with asyncio.timeout(self._timeout):
+                try:
+                    return await self._client.evalsha(SHAS[script], len(keys), *keys, *args)
+                except NoScriptError:  # a restart or SCRIPT FLUSH
+                    await _load(self._client)
+                    return await self._client.evalsha(SHAS[script], len(keys), *keys, *args)
+        except ERRORS as error:
+            raise self._failed(error) from error
+
+    def _failed(self, error: BaseException) -> BackendUnavailable:
+        """Count the failure, mark Redis down (once) and start waiting for it; the error to raise."""
+        self._errors += 1
+        if self._up and not self._closing:
+            self._up = False
+            log.warning("Redis at %s failed (%s): rate limits fall back to on_backend_error until it answers",
+                        self._shown_url, describe(error))
+            self._spawn(self._recover())
+            self._tell_backend(False)
+        return BackendUnavailable(f"Redis at {self._shown_url} failed: {describe(error)}")
+
+    async def _connect(self) -> None:
+        assert self._client is not None
+        await self._client.connection_pool.disconnect()  # connections from before a restart are dead
+        await self._client.ping()
+        await _load(self._client)
+        self._up = True
+
+    async def _recover(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_interval)
+            try:
+                await self._connect()
+            except ERRORS:
+                self._errors += 1
+                continue
+            log.warning("Redis at %s answers again: rate limits are shared with the fleet", self._shown_url)
+            self._tell_backend(True)
+            return
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tell_backend(self, up: bool) -> None:
+        for listener in self._backend_listeners:
+            try:
+                listener(up)
+            except Exception:
+                log.exception("Redis status listener failed")
+
+
+async def _load(client: aioredis.Redis) -> None:
+    """SCRIPT LOAD both scripts, in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for text in SCRIPTS.values():
+            pipe.script_load(text)
+        await pipe.execute()
