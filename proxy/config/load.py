@@ -74,7 +74,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
 
     declared: list[_Declared] = []
     for policy_file in policy_files:
-        declared.extend(_read_policy_file(policy_file, environ, problems, org_header))
+        declared.extend(_read_policy_file(policy_file, environ, problems,
+                                          tuple(h for h in (org_header, client_ip_header) if h)))
     _check_unique(declared, problems, shown_path(config_file))
     upstreams = [d.upstream for d in declared]
 
@@ -131,7 +132,7 @@ class _Declared:
 
 
 def _read_policy_file(
-    file: Path, environ: Mapping[str, str], problems: list[Problem], org_header: str
+    file: Path, environ: Mapping[str, str], problems: list[Problem], sidecar_headers: tuple[str, ...]
 ) -> list[_Declared]:
     before = len(problems)
     root = _read(file, environ, problems)
@@ -141,14 +142,15 @@ def _read_policy_file(
         return []
     top = Section(root, "", problems)
     declared = [
-        _Declared(_read_upstream(name, section, file, org_header), section.at, section.mark_of("prefix"))
+        _Declared(_read_upstream(name, section, file, sidecar_headers), section.at, section.mark_of("prefix"))
         for name, section in top.items("upstreams")
     ]
     top.finish()
     return declared
 
 
-def _read_upstream(name: str, s: Section, file: Path, org_header: str) -> Upstream:
+def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str, ...]) -> Upstream:
+    """``sidecar_headers`` (the org and client IP headers) are the sidecar's: never sent upstream."""
     ca_bundle = s.get("ca_bundle", v.text, None)
     if ca_bundle is not None:
         resolved = file.parent / ca_bundle
@@ -166,7 +168,7 @@ def _read_upstream(name: str, s: Section, file: Path, org_header: str) -> Upstre
         ca_bundle=ca_bundle,
         forwarded_headers=s.get("forwarded_headers", v.boolean, False),
         strip_headers=tuple(
-            h.lower() for h in (org_header, *s.list_of("strip_headers", v.header_name))
+            h.lower() for h in (*sidecar_headers, *s.list_of("strip_headers", v.header_name))
         ),
         source=shown_path(file),
     )

@@ -45,7 +45,7 @@ def test_defaults_apply_and_secure_addresses_are_loopback(tmp_path: Path) -> Non
     (twilio,) = config.upstreams
     assert (twilio.name, twilio.url, twilio.prefix, twilio.timeout, twilio.connect_timeout) == (
         "twilio", "https://api.twilio.com", "/twilio", 10.0, 2.0)
-    assert twilio.strip_headers == ("x-org-id",)
+    assert twilio.strip_headers == ("x-org-id", "x-forwarded-for")
     assert config.policy_files == ("policies/twilio.yaml",)
 
 
