@@ -52,7 +52,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     state_settings = StateSettings(
         backend=state.get("backend", v.one_of("memory", "redis"), "memory"),
         redis_url=state.get("redis_url", v.text, "redis://127.0.0.1:6379/0"),
-        redis_timeout=state.get("redis_timeout", v.duration, 0.05),
+        redis_timeout=state.get("redis_timeout", _redis_timeout, 0.05),
         key_prefix=state.get("key_prefix", v.text, "rp:"),
         required=state.get("required", v.boolean, False),
     )
@@ -175,6 +175,15 @@ def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str
     routes, default_route = read_routes(s)
     s.finish()
     return dataclasses.replace(upstream, routes=routes, default_route=default_route)
+
+
+def _redis_timeout(value: object) -> float:
+    """Milliseconds, never seconds: a request waits this long, once, when Redis hangs."""
+    seconds = v.duration(value)
+    if not 0 < seconds <= 1:
+        raise ValueError(f"must be more than 0 and at most 1s (every request may wait this long once when "
+                         f"Redis hangs), not '{value}'")
+    return seconds
 
 
 def _positive(parse):  # type: ignore[no-untyped-def]

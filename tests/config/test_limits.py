@@ -119,3 +119,14 @@ def test_a_path_key_on_a_route_must_name_one_of_its_captures(tmp_path: Path) -> 
              "          - {name: b, key: 'path:calendar', limit: 1, per: 1s}\n")
     assert errors(tmp_path, policy("{name: a, key: org, limit: 5, per: 1s}", route)) == [
         "policies/p.yaml:10:23: upstreams.g.routes[0].rate_limits[0].key: no {calendar} capture in this route's path"]
+
+
+def test_the_redis_timeout_is_milliseconds_never_seconds(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "p.yaml").write_text(policy("{name: a, key: org, limit: 5, per: 1s}"))
+    (tmp_path / "config.yaml").write_text(CONFIG + "state: {backend: redis, redis_timeout: 2s}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "config.yaml", {})
+    assert [str(p) for p in caught.value.problems] == [
+        "config.yaml:2:25: state.redis_timeout: must be more than 0 and at most 1s (every request may wait this "
+        "long once when Redis hangs), not '2s'"]
