@@ -21,10 +21,17 @@ _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _TOTAL = re.compile(r"(\d+) requests in")
 
+# Sent by both generators to every target alike, so the rate-limit variant's org and ip keys are real
+# keys (not the shared bucket of requests without one). nginx ignores them, the reference proxy passes
+# them on, and the sidecar never sends either upstream (they are its org and client IP headers).
+# 203.0.113.7 is a documentation address (TEST-NET-3).
+HEADERS = (("X-Org-Id", "bench-org"), ("X-Forwarded-For", "203.0.113.7"))
+
 
 def wrk(url: str, seconds: float, connections: int, cpu: int) -> dict[str, float]:
     """Closed-loop throughput: one wrk thread keeping `connections` requests in flight."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "2s", url]
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "2s"]
+    cmd += [arg for name, value in HEADERS for arg in ("-H", f"{name}: {value}")] + [url]
     out = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     rps = _RPS.search(out)
     if rps is None:
@@ -46,6 +53,7 @@ def openloop(
     """Fixed-rate latency run (see openloop.py); returns its JSON result."""
     cmd = [python, str(BENCH_DIR / "openloop.py"), url, "--rate", str(rate), "--duration", str(seconds)]
     cmd += ["--warmup", str(warmup), "--json"]
+    cmd += [arg for name, value in HEADERS for arg in ("--header", f"{name}: {value}")]
     proc = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, timeout=warmup + seconds + 30, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"openloop failed ({proc.returncode}):\n{proc.stderr[-2000:]}")

@@ -35,6 +35,7 @@ DEFAULT_URL = "http://127.0.0.1:18081/bench/2010-04-01/Accounts/AC123/Messages.j
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d+)")
 _CHUNKED = re.compile(rb"\ntransfer-encoding:[^\n]*chunked")
 _CLOSE = re.compile(rb"\nconnection:[^\n]*close")
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*")
 
 
 class ResponseParser:
@@ -258,14 +259,22 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-async def run(url: str, rate: float, duration: float, warmup: float, conns: int, timeout: float) -> dict[str, object]:
-    """Drive `url` at `rate` req/s for warmup + duration seconds; return stats for the measured part."""
+async def run(
+    url: str, rate: float, duration: float, warmup: float, conns: int, timeout: float, headers: tuple[str, ...] = ()
+) -> dict[str, object]:
+    """Drive `url` at `rate` req/s for warmup + duration seconds; return stats for the measured part.
+
+    ``headers`` are extra ``Name: value`` lines sent with every request.
+    """
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("openloop: only http:// loopback targets are allowed")
     port = parts.port or 80
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: openloop\r\nAccept: */*\r\n\r\n".encode()
+    extra = "".join(f"{h}\r\n" for h in headers)
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: openloop\r\nAccept: */*\r\n{extra}\r\n"
+    ).encode()
 
     total = int(rate * (warmup + duration))  # hard cap on the number of requests
     loop = asyncio.get_running_loop()
@@ -358,10 +367,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections in the pool")
     parser.add_argument("--timeout", type=float, default=2.0, help="per-request timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a human line")
+    parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' header (repeatable)")
     args = parser.parse_args()
     if not (0 < args.rate <= 50_000 and 0 < args.duration <= 600 and 0 <= args.warmup <= 60):
         parser.error("rate must be in (0, 50000], duration in (0, 600], warmup in [0, 60]")
-    result = uvloop.run(run(args.url, args.rate, args.duration, args.warmup, args.connections, args.timeout))
+    if any(not _HEADER.fullmatch(h) for h in args.header):
+        parser.error("--header takes 'Name: value' (a token, a colon, no CR or LF)")
+    result = uvloop.run(
+        run(args.url, args.rate, args.duration, args.warmup, args.connections, args.timeout, tuple(args.header))
+    )
     print(json.dumps(result) if args.json else human(result))
 
 

@@ -9,6 +9,7 @@ own ports, all on --proxy-cpu; only the one being measured is busy.
     /work/venv/bin/python bench/run.py            # full run, a few minutes
     /work/venv/bin/python bench/run.py --quick    # smoke run, under a minute
     /work/venv/bin/python bench/run.py --sidecars plain,breakers,breakers-redis   # breaker cost
+    /work/venv/bin/python bench/run.py --sidecars plain,limits-redis              # rate-limit cost
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import string
@@ -37,6 +39,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 PATH = "/2010-04-01/Accounts/AC123/Messages.json?PageSize=20"
 BACKEND_GAUGE = "resilience_proxy_state_backend_up"
+# Sample lines of the sidecar's /metrics that a Redis variant's wrk run is checked against.
+_SAMPLE = re.compile(r"^(resilience_proxy_\w+?)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
+_OUTCOME = re.compile(r'outcome="([^"]*)"')
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reference-port", type=int, default=18081)
     p.add_argument("--sidecar-port", type=int, default=18080)
     p.add_argument("--admin-port", type=int, default=19901)
-    p.add_argument("--redis-port", type=int, default=16379, help="the bench's own redis-server (breakers-redis)")
+    p.add_argument("--redis-port", type=int, default=16379, help="the bench's own redis-server (Redis variants)")
     p.add_argument("--redis-server", default="/usr/bin/redis-server")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs of the children")
     args = p.parse_args()
@@ -244,17 +249,32 @@ def start_sidecar(
 
 def backend_up(admin_port: int) -> float | None:
     """The sidecar's state-backend gauge from its /metrics (1 up, 0 down), None when absent."""
-    for line in procs.http_text(admin_port, "/metrics").splitlines():
-        if line.startswith(BACKEND_GAUGE):
-            return float(line.split()[-1])
-    return None
+    return parse_metrics(procs.http_text(admin_port, "/metrics"))["backend_up"]
+
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    """From the sidecar's /metrics: its backend gauge, the requests it answered (all labels), and its
+    rate-limit decisions by outcome (all limits). Requests that wrk gave up on when it stopped were still
+    answered, so the answered count is the exact number of requests the sidecar served."""
+    out: dict[str, Any] = {"backend_up": None, "requests": 0, "limit_decisions": {}}
+    for name, labels, value in _SAMPLE.findall(text):
+        if name == BACKEND_GAUGE:
+            out["backend_up"] = float(value)
+        elif name == "resilience_proxy_requests_total":
+            out["requests"] += round(float(value))
+        elif name == "resilience_proxy_rate_limit_decisions_total":
+            outcome = _OUTCOME.search(labels or "")
+            key = outcome.group(1) if outcome else "?"
+            out["limit_decisions"][key] = out["limit_decisions"].get(key, 0) + round(float(value))
+    return out
 
 
 def check_redis_in_use(sidecar: procs.Service, redis_port: int, admin_port: int, deadline: float = 5.0) -> None:
     """Make sure the Redis variant really runs on Redis, not on its local fallback.
 
-    It must have sent Redis some command (the background refresh does, at least every second) and
-    report its backend up; otherwise the numbers would be those of the memory store.
+    It must have sent Redis some command (the breakers' background refresh does, at least every second;
+    the rate limits' EVALSHA, for the readiness request through /bench) and report its backend up;
+    otherwise the numbers would be those of the memory store.
     """
     end = time.monotonic() + deadline
     while True:
@@ -272,14 +292,27 @@ def check_redis_in_use(sidecar: procs.Service, redis_port: int, admin_port: int,
 
 
 def wrk_with_redis(url: str, args: argparse.Namespace, admin_port: int | None) -> dict[str, Any]:
-    """One wrk run; for a Redis variant also the Redis commands it caused and the backend gauge after."""
+    """One wrk run; for a Redis variant also the Redis commands it caused, the backend gauge after, and
+    from the sidecar's own counters the requests it answered and its rate-limit decisions by outcome."""
     if admin_port is None:
         return loads.wrk(url, args.wrk_seconds, args.wrk_connections, args.load_cpu)
+    seen = parse_metrics(procs.http_text(admin_port, "/metrics"))
     before = redisstats.commandstats(args.redis_port)
     result: dict[str, Any] = loads.wrk(url, args.wrk_seconds, args.wrk_connections, args.load_cpu)
     time.sleep(0.1)  # the last batch of outcomes (flushed every ~50 ms) belongs to this run
     after = redisstats.commandstats(args.redis_port)
-    result["redis"] = {"commands": redisstats.delta(before, after), "backend_up": backend_up(admin_port)}
+    now = parse_metrics(procs.http_text(admin_port, "/metrics"))
+    decisions = {
+        outcome: n - seen["limit_decisions"].get(outcome, 0)
+        for outcome, n in sorted(now["limit_decisions"].items())
+        if n - seen["limit_decisions"].get(outcome, 0) > 0
+    }
+    result["redis"] = {
+        "commands": redisstats.delta(before, after),
+        "backend_up": now["backend_up"],
+        "sidecar_requests": now["requests"] - seen["requests"],
+        "limit_decisions": decisions,
+    }
     return result
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import loads
 import openloop
 import pytest
 import redisstats
 import refproxy
+import run
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openloop import ResponseParser
@@ -24,6 +26,8 @@ from yarl import URL
 
 from proxy.config.load import load_config
 from proxy.policy.breaker import BreakerPolicy
+from proxy.policy.limitkeys import RequestFacts, key_value
+from proxy.policy.ratelimit import KeyKind, MissingKey, Rate
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -110,6 +114,40 @@ async def test_openloop_against_inline_server() -> None:
     assert bad["ok"] == 0 and bad["non_2xx"] == 100
 
 
+async def test_openloop_sends_extra_headers() -> None:
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("X-Org-Id"), request.headers.get("X-Forwarded-For")))
+        return web.Response(body=b"{}")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    headers = tuple(f"{name}: {value}" for name, value in loads.HEADERS)
+    async with TestServer(app) as server:
+        result = await openloop.run(str(server.make_url("/x")), rate=100, duration=0.2, warmup=0.0, conns=2,
+                                    timeout=1.0, headers=headers)
+    assert result["ok"] == 20
+    assert set(seen) == {("bench-org", "203.0.113.7")}
+
+
+def test_both_generators_send_the_bench_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every target gets the same headers from wrk and openloop, so the limits' org and ip keys are real."""
+    cmds: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: Any) -> Any:
+        cmds.append(cmd)
+        out = "1000 requests in 1.00s, 1KB read\nRequests/sec:   1000.00\n" if "wrk" in cmd else '{"ok": 1}\n'
+        return type("Done", (), {"stdout": out, "returncode": 0, "stderr": ""})()
+
+    monkeypatch.setattr(loads.subprocess, "run", fake_run)
+    assert loads.wrk("http://127.0.0.1:1/x", 1, 32, 1)["requests"] == 1000
+    loads.openloop("http://127.0.0.1:1/x", 2000, 1, 1, 1)
+    wrk_cmd, openloop_cmd = cmds
+    assert wrk_cmd[-5:] == ["-H", "X-Org-Id: bench-org", "-H", "X-Forwarded-For: 203.0.113.7", "http://127.0.0.1:1/x"]
+    assert openloop_cmd[-4:] == ["--header", "X-Org-Id: bench-org", "--header", "X-Forwarded-For: 203.0.113.7"]
+
+
 def _rounds(rps: float, p50: float, p99: float) -> dict[str, Any]:
     """Three rounds whose medians are (rps, p50, p99); the middle round is disturbed."""
 
@@ -148,7 +186,8 @@ def test_parse_variants() -> None:
         "sidecar+breakers-redis",
     ]
     for bad, message in (
-        ("plain,nope", "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries"),
+        ("plain,nope",
+         "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries, limits-redis"),
         ("plain,plain", "sidecar variant listed twice in 'plain,plain'"),
         (",", "no sidecar variant given"),
     ):
@@ -158,17 +197,24 @@ def test_parse_variants() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "breaker", "backend", "redis_url", "retries"),
+    ("variant", "breaker", "backend", "redis_url", "retries", "limits"),
     [
-        ("plain", None, "memory", None, 0),
-        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0),
+        ("plain", None, "memory", None, 0, 0),
+        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0, 0),
         ("breakers-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0",
-         0),
-        ("retries", None, "memory", None, 3),
+         0, 0),
+        ("retries", None, "memory", None, 3, 0),
+        ("limits-redis", None, "redis", "redis://127.0.0.1:16379/0", 0, 3),
     ],
 )
 def test_variant_config_loads_as_intended(
-    tmp_path: Path, variant: str, breaker: BreakerPolicy | None, backend: str, redis_url: str | None, retries: int
+    tmp_path: Path,
+    variant: str,
+    breaker: BreakerPolicy | None,
+    backend: str,
+    redis_url: str | None,
+    retries: int,
+    limits: int,
 ) -> None:
     """Read back by the sidecar's own loader: the bench measures what it claims to."""
     conf = write_config(
@@ -180,10 +226,34 @@ def test_variant_config_loads_as_intended(
     assert (upstream.url, upstream.prefix, upstream.routes) == ("http://127.0.0.1:18000", "/bench", ())
     assert upstream.default_route.breaker == breaker
     assert upstream.default_route.retry.attempts == retries
+    assert len(upstream.default_route.rate_limits) == limits
     assert (str(config.listen), str(config.admin.listen)) == ("127.0.0.1:18090", "127.0.0.1:19911")
     assert config.state.backend == backend and config.log.access is False
     if redis_url:
         assert config.state.redis_url == redis_url
+
+
+def test_limits_variant_checks_three_real_keys_and_never_rejects(tmp_path: Path) -> None:
+    """The three limits as the sidecar reads them, and the keys the bench's headers give them."""
+    conf = write_config(
+        tmp_path, VARIANTS["limits-redis"], port=18090, admin_port=19911, upstream_port=18000, access_log=False,
+        redis_port=16379,
+    )
+    config = load_config(conf, environ={})
+    (upstream,) = config.upstreams
+    limits = upstream.default_route.rate_limits
+    assert [(lim.name, lim.kind) for lim in limits] == [
+        ("per-org", KeyKind.ORG),
+        ("per-ip", KeyKind.IP),
+        ("account", KeyKind.GLOBAL),
+    ]
+    for lim in limits:
+        # 1e9 per second, burst 1e9 - 1: 1 us apart, ~1000 s of tolerance; no bench run comes near it.
+        assert lim.rate == Rate(1_000_000_000, 1.0, 999_999_999)
+        assert (lim.rate.interval, lim.shadow, lim.on_missing_key) == (1, False, MissingKey.ANONYMOUS)
+    facts = RequestFacts(dict(loads.HEADERS), "127.0.0.1", {}, config.org_header, config.client_ip_header)
+    assert [key_value(lim, facts) for lim in limits] == ["bench-org", "203.0.113.7", "global"]
+    assert VARIANTS["limits-redis"].uses_redis
 
 
 def test_redis_variant_needs_a_port(tmp_path: Path) -> None:
@@ -229,6 +299,12 @@ def test_report_breaker_variants_against_plain_sidecar() -> None:
         "total": 100,
         "requests": 30000,
         "per_request": 0.003333,
+        "evalsha": 85,
+        "evalsha_per_request": 0.002833,
+        "sidecar_requests": None,  # runs recorded without the sidecar's own count
+        "evalsha_per_answered": None,
+        "limit_decisions": {},
+        "local_decisions": 0,
         "backend_down_runs": 1,
         "runs": 3,
     }
@@ -245,6 +321,8 @@ def test_report_breaker_variants_against_plain_sidecar() -> None:
     assert (redis_v["throughput_loss"], redis_v["throughput_met"]) == (0.167, False)
     assert (redis_v["added_p50_ms"], redis_v["latency_met"]) == (0.25, False)
     assert redis_v["redis_commands_per_request"] == 0.003333
+    assert redis_v["redis_evalsha_per_request"] == 0.002833
+    assert "evalsha_met" not in redis_v  # breakers have no EVALSHA target
 
     settings = {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10, "warmup_seconds": 2}
     text = table(results, {**settings, "rates": [2000]})
@@ -253,7 +331,7 @@ def test_report_breaker_variants_against_plain_sidecar() -> None:
     assert "Target: sidecar+breakers throughput loss vs sidecar <= 10%: MET (+10.0% loss)" in text
     assert "Target: sidecar+breakers-redis added p50 vs sidecar at 2000/s < 0.2 ms: NOT MET (+0.250 ms)" in text
     assert (
-        "sidecar+breakers-redis: 0.0033 Redis commands per proxied request "
+        "sidecar+breakers-redis: 0.0028 EVALSHA and 0.0033 Redis commands per proxied request "
         "(100 over 30,000 wrk requests: evalsha 85, get 15); BACKEND DOWN after 1/3 runs"
     ) in text
     md = markdown(results, {**settings, "rates": [2000]})
@@ -274,3 +352,94 @@ def test_report_breaker_variant_without_plain_sidecar_is_not_measured() -> None:
                            "warmup_seconds": 2, "rates": [2000]})
     assert "sidecar+breakers-redis FAILED: sidecar+breakers-redis exited with code 1:" in text
     assert "Target: sidecar+breakers throughput loss vs sidecar <= 10%: not measured" in text
+
+
+def test_report_limits_redis_one_evalsha_per_request() -> None:
+    """Issue 5: one EVALSHA per request for all the limits, and < 0.5 ms added p50 over the plain sidecar."""
+    settings = {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10, "warmup_seconds": 2,
+                "rates": [2000]}
+    # 3 limits: per request 1 EVALSHA, and 3 GET + 3 SET inside the script. wrk completed 10,000 requests a
+    # run; the sidecar answered 32 more in two runs (in flight when wrk stopped).
+    per_run = [{"evalsha": 10032, "get": 30096, "set": 30096}, {"evalsha": 10000, "get": 30000, "set": 30000},
+               {"evalsha": 10032, "get": 30096, "set": 30096}]
+    raw = {
+        "direct": _rounds(200000, 0.1, 0.3),
+        "reference": _rounds(7000, 0.4, 0.9),
+        "sidecar": _rounds(6000, 0.45, 1.0),
+        "sidecar+limits-redis": _with_redis(_rounds(5000, 0.9, 1.6), per_run, 10000),
+    }
+    for w, answered in zip(raw["sidecar+limits-redis"]["wrk"], (10032, 10000, 10032)):
+        w["redis"]["sidecar_requests"] = answered
+        w["redis"]["limit_decisions"] = {"allowed": 3 * answered}
+    results = aggregate(raw)
+    redis = results["sidecar+limits-redis"]["redis"]
+    assert (redis["evalsha"], redis["requests"], redis["evalsha_per_request"]) == (30064, 30000, 1.002133)
+    assert (redis["sidecar_requests"], redis["evalsha_per_answered"]) == (30064, 1.0)
+    assert (redis["total"], redis["per_request"]) == (210448, 7.014933)
+    assert (redis["limit_decisions"], redis["local_decisions"]) == ({"allowed": 90192}, 0)
+    v = verdict(results)["breakers"]["sidecar+limits-redis"]
+    assert v["throughput_met"] is None and v["throughput_loss"] == 0.167  # shown, but no throughput target
+    assert (v["added_p50_ms"], v["latency_met"]) == (0.45, True)
+    assert (v["redis_evalsha_per_request"], v["redis_evalsha_per_answered"], v["evalsha_met"]) == (1.002133, 1.0, True)
+
+    text = table(results, settings)
+    assert "Target: sidecar+limits-redis added p50 vs sidecar at 2000/s < 0.5 ms: MET (+0.450 ms)" in text
+    assert "Target: sidecar+limits-redis EVALSHA per request = 1.00 (one Redis round trip for all its limits): " \
+           "MET (1.0000)" in text
+    assert "throughput loss vs sidecar" not in text
+    line = ("sidecar+limits-redis: 1.0021 EVALSHA and 7.0149 Redis commands per proxied request "
+            "(210,448 over 30,000 wrk requests: get 90,192, set 90,192, evalsha 30,064); "
+            "1.0000 EVALSHA per request the sidecar answered (30,064: +64 that wrk stopped waiting for); "
+            "limit decisions: allowed 90,192")
+    assert f"  {line}" in text
+    md = markdown(results, settings)
+    assert "| sidecar+limits-redis | 5,000 | 4,500-5,100 | 71.4% | 83.3% |" in md
+    assert md.endswith(line)
+
+    # Redis timed out mid-run and was back by its end (gauge 1): half the requests were decided locally.
+    flaky = {**raw["sidecar+limits-redis"], "wrk": [dict(w) for w in raw["sidecar+limits-redis"]["wrk"]]}
+    flaky["wrk"][0]["redis"] = {"commands": {"evalsha": 5016, "hello": 16}, "backend_up": 1.0,
+                                "sidecar_requests": 10032, "limit_decisions": {"allowed": 15048,
+                                                                                "allowed_backend_down": 15048}}
+    shaky = aggregate({**raw, "sidecar+limits-redis": flaky})
+    assert shaky["sidecar+limits-redis"]["redis"]["backend_down_runs"] == 0
+    assert verdict(shaky)["breakers"]["sidecar+limits-redis"]["evalsha_met"] is False
+    assert ("limit decisions: allowed 75,144, allowed_backend_down 15,048; "
+            "REDIS DOWN DURING A RUN: 15,048 limit decisions made locally") in table(shaky, settings)
+
+    # A file without the sidecar's count: judged per completed request, which the in-flight ones push up.
+    for w in raw["sidecar+limits-redis"]["wrk"]:
+        del w["redis"]["sidecar_requests"]
+    v = verdict(aggregate(raw))["breakers"]["sidecar+limits-redis"]
+    assert (v["redis_evalsha_per_answered"], v["evalsha_met"]) == (None, True)
+    # One script call per limit (3 round trips), or a local answer without Redis: both fail the target.
+    for evalsha in (30000, 9000):  # per run of 10,000 requests
+        for w in raw["sidecar+limits-redis"]["wrk"]:
+            w["redis"].update(commands={"evalsha": evalsha}, sidecar_requests=10000)
+        v = verdict(aggregate(raw))["breakers"]["sidecar+limits-redis"]
+        assert v["evalsha_met"] is False
+    # Over 0.5 ms added p50: not met. Without a Redis count (e.g. the variant failed): not measured.
+    slow = aggregate({**raw, "sidecar+limits-redis": _rounds(5000, 0.96, 1.6)})
+    v = verdict(slow)["breakers"]["sidecar+limits-redis"]
+    assert (v["latency_met"], v["evalsha_met"]) == (False, None)
+    assert "EVALSHA per request = 1.00 (one Redis round trip for all its limits): not measured" in table(slow, settings)
+
+
+def test_parse_sidecar_metrics() -> None:
+    """What the runner reads from a Redis variant's /metrics around each wrk run."""
+    text = (
+        "# HELP resilience_proxy_requests_total Requests answered\n"
+        'resilience_proxy_requests_total{method="GET",status_class="2xx",upstream="bench"} 1234.0\n'
+        'resilience_proxy_requests_created{method="GET",status_class="2xx",upstream="bench"} 1.7e+09\n'
+        'resilience_proxy_requests_total{method="GET",status_class="5xx",upstream="bench"} 6.0\n'
+        'resilience_proxy_rate_limit_decisions_total{limit="per-org",outcome="allowed",route="-",upstream="bench"} 1240.0\n'
+        'resilience_proxy_rate_limit_decisions_total{limit="per-ip",outcome="allowed",route="-",upstream="bench"} 1240.0\n'
+        'resilience_proxy_rate_limit_decisions_total{limit="per-ip",outcome="rejected",route="-",upstream="bench"} 2.0\n'
+        "resilience_proxy_state_backend_up 1.0\n"
+    )
+    assert run.parse_metrics(text) == {
+        "backend_up": 1.0,
+        "requests": 1240,
+        "limit_decisions": {"allowed": 2480, "rejected": 2},
+    }
+    assert run.parse_metrics("") == {"backend_up": None, "requests": 0, "limit_decisions": {}}

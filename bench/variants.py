@@ -9,6 +9,9 @@ backend, so the gap between two variants is what those cost:
 - ``breakers-redis``: the same breakers, state shared in Redis (the runner's own redis-server).
 - ``retries``: retries on (3 attempts, 1 s / 2 s / 4 s; replay buffering for bodies), no breaker. On a
   healthy upstream nothing is retried, so this measures what being ready to retry costs.
+- ``limits-redis``: three rate limits on the upstream (``org``, ``ip`` and ``global`` keys), buckets in
+  Redis, no breaker, no retries. The amounts are so large that nothing is ever rejected: this measures
+  what checking costs (one EVALSHA per request for all three), not what rejecting does.
 
 Pure text generation, so the tests can load the result with the sidecar's own config loader.
 """
@@ -28,6 +31,7 @@ class Variant:
     breakers: bool
     backend: str  # "memory" or "redis"
     retries: bool = False
+    limits: bool = False
 
     @property
     def uses_redis(self) -> bool:
@@ -41,11 +45,22 @@ VARIANTS = {
         Variant("breakers", "sidecar+breakers", breakers=True, backend="memory"),
         Variant("breakers-redis", "sidecar+breakers-redis", breakers=True, backend="redis"),
         Variant("retries", "sidecar+retries", breakers=False, backend="memory", retries=True),
+        Variant("limits-redis", "sidecar+limits-redis", breakers=False, backend="redis", limits=True),
     )
 }
 # Written out even where it equals the sidecar's default, so a change of default can't change the bench.
 BREAKER_YAML = "    breaker:\n      consecutive_failures: 3\n      open_for: 30s\n"
 RETRY_YAML = "    retry:\n      attempts: 3\n      backoff: {initial: 1s, multiplier: 2, max: 4s}\n"
+# One limit per key kind the bench's requests carry (loads.HEADERS: X-Org-Id, X-Forwarded-For), at 1e9 calls
+# per second: at most ~7,000 req/s reach the sidecar, so no bucket ever comes near rejecting.
+LIMIT_AMOUNT = 1_000_000_000
+LIMITS_YAML = (
+    "    rate_limits:\n"
+    + "".join(
+        f"      - {{name: {name}, key: {key}, limit: {LIMIT_AMOUNT}, per: 1s}}\n"
+        for name, key in (("per-org", "org"), ("per-ip", "ip"), ("account", "global"))
+    )
+)
 # Variant i listens on the base ports plus PORT_STEP * i.
 PORT_STEP = 10
 
@@ -69,10 +84,14 @@ def ports_of(index: int, sidecar_port: int, admin_port: int) -> tuple[int, int]:
 
 
 def policy_yaml(variant: Variant, upstream_port: int) -> str:
-    """The one policy file: /bench to nginx, with the variant's breaker and retries (or ``false``)."""
+    """The one policy file: /bench to nginx, with the variant's breaker and retries (or ``false``) and limits."""
     breaker = BREAKER_YAML if variant.breakers else "    breaker: false\n"
     retry = RETRY_YAML if variant.retries else "    retry: false\n"
-    return f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n" + breaker + retry
+    limits = LIMITS_YAML if variant.limits else ""
+    return (
+        f"upstreams:\n  bench:\n    url: http://127.0.0.1:{upstream_port}\n    prefix: /bench\n"
+        + breaker + retry + limits
+    )
 
 
 def main_yaml(variant: Variant, port: int, admin_port: int, access_log: bool, redis_port: int | None) -> str:
