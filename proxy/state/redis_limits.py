@@ -37,6 +37,7 @@ from proxy.clock import Clock, SystemClock
 from proxy.policy.ratelimit import MICROS, Check, Verdict, micros
 from proxy.state.base import BackendUnavailable
 from proxy.state.redis_client import ERRORS, BackendListener, cancel_tasks, connect, describe, without_password
+from proxy.state.redis_lane import Lane
 
 log = logging.getLogger("resilience_proxy.state")
 
@@ -62,6 +63,8 @@ class RedisLimitStore:
         self._timeout = timeout
         self._retry_interval = retry_interval
         self._client: aioredis.Redis | None = None
+        self._lane: Lane | None = None
+        """The hot path's own connection: each request's EVALSHA goes out with whatever else has queued."""
         self._up = False
         self._closing = False
         self._errors = 0
@@ -105,6 +108,9 @@ class RedisLimitStore:
         self._closing = True
         self._up = False
         await cancel_tasks(list(self._tasks))
+        if self._lane is not None:
+            with contextlib.suppress(*ERRORS):
+                await self._lane.close()
         if self._client is not None:
             with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
                 await self._client.aclose()
@@ -132,13 +138,14 @@ class RedisLimitStore:
         if not self._up or self._client is None:
             raise BackendUnavailable(f"Redis at {self._shown_url} is down")
         keys = [bucket_key(self._prefix, check) for check in checks]
+        assert self._lane is not None
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    return await self._client.evalsha(SHAS[script], len(keys), *keys, *args)
+                    return await self._lane.execute("EVALSHA", SHAS[script], len(keys), *keys, *args)
                 except NoScriptError:  # a restart or SCRIPT FLUSH
                     await _load(self._client)
-                    return await self._client.evalsha(SHAS[script], len(keys), *keys, *args)
+                    return await self._lane.execute("EVALSHA", SHAS[script], len(keys), *keys, *args)
         except ERRORS as error:
             raise self._failed(error) from error
 
@@ -156,6 +163,10 @@ class RedisLimitStore:
     async def _connect(self) -> None:
         assert self._client is not None
         await self._client.connection_pool.disconnect()  # connections from before a restart are dead
+        if self._lane is not None:
+            await self._lane.close()
+        self._lane = Lane(self._client.connection_pool)
+        await self._lane.connect()
         await self._client.ping()
         await _load(self._client)
         self._up = True
