@@ -1,9 +1,17 @@
-"""Things that happened, as frozen values. Policy code emits them; metrics, Slack and Sentry
-(later) consume them. Nothing here does I/O."""
+"""Things that happened, as frozen values, and the bus that hands them to whoever listens.
+
+Policy and data-plane code emit them; metrics, logs, Slack and Sentry consume them
+(:mod:`proxy.observe`). Listeners run inline on the request path, so they must be quick and
+never block: a listener that talks to the network queues the event and returns.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger("resilience_proxy.events")
 
 
 @dataclass(frozen=True)
@@ -49,3 +57,105 @@ class UpstreamThrottled:
     reason: str
     retry_after: float | None
     """Seconds the upstream asked for, as honoured (capped); None when it gave none."""
+
+
+@dataclass(frozen=True)
+class AttemptEnded:
+    """One attempt at the upstream: its status (0 when it got no answer) or the sidecar's error type."""
+
+    upstream: str
+    route: str
+    number: int
+    """1 for the first try."""
+    status: int
+    error: str | None
+    """The Proxy-Status error type when the attempt failed without an answer."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RetryDecided:
+    """After an attempt the retry rules could repeat: whether they did, and why.
+
+    ``reason`` is what was retried (``503``, ``timeout``, ``connect_error``) when ``retried``, and
+    why not otherwise: ``attempts exhausted``, ``not idempotent``, ``retry-after too long``,
+    ``deadline``, ``breaker open``, ``retry budget exhausted``.
+    """
+
+    upstream: str
+    route: str
+    retried: bool
+    reason: str
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class CircuitRejected:
+    """A request failed fast: the route's breaker was open."""
+
+    upstream: str
+    route: str
+
+
+@dataclass(frozen=True)
+class RequestEnded:
+    """A request's answer went out (or the client went away)."""
+
+    request_id: str
+    upstream: str | None
+    """None when no upstream prefix matched."""
+    route: str | None
+    method: str
+    status: int
+    seconds: float
+    attempts: int
+    error: str | None = None
+    """The Proxy-Status error type when the sidecar answered itself."""
+    message: str = ""
+    """The sidecar's error message (never a header, body or query string)."""
+
+
+@dataclass(frozen=True)
+class BackendChanged:
+    """The shared state backend stopped or started answering."""
+
+    backend: str
+    up: bool
+    at: float
+
+
+Listener = Callable[[object], None]
+
+
+class EventBus:
+    """Hands every event to every listener, in order; a failing listener is logged and skipped."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, event: object) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed", extra={"event": type(event).__name__})
+
+
+@dataclass(frozen=True)
+class AlertSent:
+    """An alert left (or failed to leave) for a channel: ``result`` is ``sent``, ``dropped`` or ``failed``."""
+
+    channel: str
+    kind: str
+    result: str
+
+
+@dataclass(frozen=True)
+class ConfigReloaded:
+    """A new config was applied (``ok``) or refused whole (``error``)."""
+
+    result: str
+    message: str = ""

@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, stop_never
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
 from proxy.errors import CircuitOpen, ProxyError, UpstreamConnectError, UpstreamTimeout
+from proxy.events import AttemptEnded, CircuitRejected, RetryDecided
 from proxy.policy.breaker import BreakerPolicy, State
 from proxy.policy.classify import Outcome, classify
 from proxy.policy.retry import (
@@ -98,8 +99,9 @@ def as_result(attempt: Attempt, now: float) -> AttemptResult:
 
 class Guard:
     def __init__(self, store: BreakerStore, *, clock: Clock | None = None,
-                 random: Callable[[], float] = _random.random) -> None:
+                 random: Callable[[], float] = _random.random, emit: Callable[[object], None] = lambda _: None) -> None:
         self.store = store
+        self._emit = emit
         self._clock = clock or SystemClock()
         self._random = random
         self._budgets: dict[str, RetryBudget] = {}
@@ -119,13 +121,15 @@ class Guard:
             return first, 1  # the usual case: a healthy answer costs no retry machinery
         return await self._retry(upstream, route, method, has_idempotency_header, send, first, budget)
 
-    async def _attempt(self, upstream: Upstream, route: Route, send: Send, timeout: float) -> Attempt:
+    async def _attempt(self, upstream: Upstream, route: Route, send: Send, timeout: float, number: int = 1) -> Attempt:
         """One attempt through the breaker, its outcome reported to it."""
         ticket = self.admit_freely(upstream, route)
         if ticket is _ASK:
             ticket = await self.enter(upstream, route)
         result = await send(timeout)
         self.leave(ticket, result.status, result.error, result.seconds)
+        self._emit(AttemptEnded(upstream.name, route.name, number, result.status,
+                                result.error.proxy_status if result.error else None, result.seconds))
         return result
 
     def _budget(self, key: str, policy: RetryPolicy) -> RetryBudget:
@@ -151,7 +155,7 @@ class Guard:
             made += 1
             left = policy.deadline - (time.monotonic() - started)
             return await self._attempt(upstream, route, send,
-                                       max(0.001, min(policy.per_try_timeout or upstream.timeout, left)))
+                                       max(0.001, min(policy.per_try_timeout or upstream.timeout, left)), made)
 
         def should_retry(state: RetryCallState) -> bool:
             nonlocal decision
@@ -165,6 +169,9 @@ class Guard:
                 decision = Decision(False, reason="breaker open")
             if decision.retry and not budget.try_retry(self._clock.now()):
                 decision = Decision(False, reason="retry budget exhausted")
+            if decision.reason != "not retryable":
+                self._emit(RetryDecided(upstream.name, route.name, decision.retry,
+                                        str(result.kind) if decision.retry else decision.reason, decision.delay))
             return decision.retry
 
         def let_go(state: RetryCallState) -> None:
@@ -199,6 +206,7 @@ class Guard:
         if admission.allowed:
             return Ticket(key, policy, route.failure_statuses, probe=admission.probe)
         name = breaker_name(upstream, route)
+        self._emit(CircuitRejected(upstream.name, route.name))
         forced = self.store.view(key)
         how = f"forced open by {forced.forced_by}" if forced.state == State.FORCED_OPEN else "open"
         raise CircuitOpen(f"circuit {name} {how}", upstream=upstream.name,

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 from aiohttp import web
 
 from proxy.config.model import Address, Config, StateSettings
+from proxy.events import BackendChanged, EventBus
 from proxy.observe.access import AccessLog
+from proxy.observe.alerts import SlackAlerts
+from proxy.observe.errors import SentryReporter
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
 from proxy.state.base import BreakerStore, LimitStore
@@ -39,10 +43,16 @@ class Sidecar:
         self.breakers = breakers or make_breaker_store(config.state)
         self.breakers.add_listener(log_breaker_transition)
         self.limits = limits or make_limit_store(config.state)
-        metrics = proxy_metrics()
-        self.dataplane = DataPlane(config, metrics, access_log or AccessLog(enabled=config.log.access),
+        self.events = EventBus()
+        self.events.subscribe(proxy_metrics().on_event)
+        self.breakers.add_listener(self.events.emit)
+        self.alerts = SlackAlerts(config.slack, self.events.emit) if config.slack else None
+        self.errors = SentryReporter(config.sentry) if config.sentry else None
+        for reporter in (self.alerts, self.errors):
+            if reporter is not None:
+                self.events.subscribe(reporter.on_event)
+        self.dataplane = DataPlane(config, self.events, access_log or AccessLog(enabled=config.log.access),
                                    self.breakers, self.limits)
-        self.dataplane.limiter.add_listener(metrics.on_limit_event)
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
             web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
@@ -57,6 +67,9 @@ class Sidecar:
 
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
+        for reporter in (self.errors, self.alerts):
+            if reporter is not None:
+                await reporter.start()
         await self.breakers.start()
         await self.limits.start()
         self._watch = asyncio.create_task(self._watch_backend())
@@ -81,6 +94,7 @@ class Sidecar:
             if up != self.health.backend_up:
                 (log.info if up else log.error)("state backend %s", "up" if up else "down",
                                                 extra={"backend": self.config.state.backend})
+                self.events.emit(BackendChanged(self.config.state.backend, up, time.time()))
             self.health.backend_up = up
             metrics.backend_up.set(1 if up else 0)
             await asyncio.sleep(interval)
@@ -100,6 +114,9 @@ class Sidecar:
         await self.breakers.close()
         await self.limits.close()
         await self._admin.cleanup()
+        for reporter in (self.alerts, self.errors):
+            if reporter is not None:
+                await reporter.close()
 
 
 def make_breaker_store(state: StateSettings) -> BreakerStore:

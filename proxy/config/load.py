@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.config import values as v
-from proxy.config.model import AdminSettings, Config, LogSettings, StateSettings, Upstream
+from proxy.config.model import (
+    AdminSettings,
+    Config,
+    LogSettings,
+    SentrySettings,
+    SlackSettings,
+    StateSettings,
+    Upstream,
+)
 from proxy.config.policies import read_routes
 from proxy.config.reader import Section
 from proxy.config.yamltree import Mark, YNode, parse_yaml
@@ -63,6 +71,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         access=log.get("access", v.boolean, True),
     )
     log.finish()
+    slack = _read_slack(top.section("alerts"))
+    sentry = _read_sentry(top.section("errors"))
     org_header = top.get("org_header", v.header_name, "X-Org-Id")
     client_ip_header = top.get("client_ip_header", v.header_name, "X-Forwarded-For")
     shutdown_grace = top.get("shutdown_grace", v.duration, 20.0)
@@ -92,6 +102,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         upstreams=tuple(upstreams),
         shutdown_grace=shutdown_grace,
         log=log_settings,
+        slack=slack,
+        sentry=sentry,
     )
 
 
@@ -175,6 +187,43 @@ def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str
     routes, default_route = read_routes(s)
     s.finish()
     return dataclasses.replace(upstream, routes=routes, default_route=default_route)
+
+
+def _read_slack(alerts: Section) -> SlackSettings | None:
+    """``alerts.slack``; absent, or with an empty token (``${SLACK_BOT_TOKEN:-}``), means no Slack."""
+    slack = alerts.section("slack")
+    alerts.finish()
+    token = slack.get("token", str, "")
+    settings = SlackSettings(
+        token=token,
+        channel=slack.get("channel", v.text, "") if token else slack.get("channel", str, ""),
+        base_url=slack.get("base_url", v.upstream_url, "https://slack.com/api").rstrip("/") + "/",
+        flap_interval=slack.get("flap_interval", v.duration, 600.0),
+        error_rate=slack.get("error_rate", v.fraction, 0.0),
+        error_window=slack.get("error_window", _positive(v.duration), 300.0),
+        error_min_requests=slack.get("error_min_requests", v.positive_int, 20),
+        queue_size=slack.get("queue_size", v.positive_int, 100),
+    )
+    if token and not settings.channel:
+        slack.error(slack.at, f"{slack.path}.channel", "is required")
+    slack.finish()
+    return settings if token else None
+
+
+def _read_sentry(errors: Section) -> SentrySettings | None:
+    """``errors.sentry``; an empty ``dsn`` (``${SENTRY_DSN:-}``) turns reporting off."""
+    sentry = errors.section("sentry")
+    errors.finish()
+    dsn = sentry.get("dsn", str, "")
+    if dsn:
+        try:
+            v.sentry_dsn(dsn)
+        except ValueError as exc:
+            sentry.error(sentry.mark_of("dsn"), f"{sentry.path}.dsn", str(exc))
+    settings = SentrySettings(dsn=dsn, environment=sentry.get("environment", v.text, "production"),
+                              release=sentry.get("release", v.text, None))
+    sentry.finish()
+    return settings if dsn else None
 
 
 def _redis_timeout(value: object) -> float:

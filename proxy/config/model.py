@@ -95,6 +95,32 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    """``alerts.slack``: where breaker and backend alerts go (slack-sdk's AsyncWebClient)."""
+
+    token: str
+    channel: str
+    base_url: str = "https://slack.com/api/"
+    flap_interval: float = 600.0
+    """At most one message per breaker per this long; more transitions are summarised after it."""
+    error_rate: float = 0.0
+    """Alert when an upstream's share of failed requests over ``error_window`` crosses this (0: off)."""
+    error_window: float = 300.0
+    error_min_requests: int = 20
+    queue_size: int = 100
+    """Messages waiting for Slack; past it new ones are dropped (and counted), never the request path."""
+
+
+@dataclass(frozen=True)
+class SentrySettings:
+    """``errors.sentry``: error reports, scrubbed of PII before they leave the process."""
+
+    dsn: str
+    environment: str = "production"
+    release: str | None = None
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str
     access: bool
@@ -116,3 +142,6 @@ class Config:
     shutdown_grace: float
     """Longest wait for in-flight requests after SIGTERM/SIGINT before they are cut."""
     log: LogSettings
+    slack: SlackSettings | None = None
+    sentry: SentrySettings | None = None
+    """None when no DSN is configured: nothing is reported."""

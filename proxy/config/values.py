@@ -171,3 +171,13 @@ def one_of(*choices: str):  # type: ignore[no-untyped-def]
         return value
 
     return parse
+
+
+def sentry_dsn(value: Any) -> str:
+    """``https://<key>@<host>[:port]/<project>``: the DSN shape sentry-sdk accepts."""
+    text = value.strip() if isinstance(value, str) else ""
+    parts = urlsplit(text)
+    project = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if parts.scheme not in ("http", "https") or not parts.username or not parts.hostname or not project.isdigit():
+        raise ValueError("invalid Sentry DSN (write https://<key>@<host>/<project id>)")
+    return text

@@ -21,7 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from proxy.events import LimitDecision, UpstreamThrottled
+from proxy.events import LimitDecision, RequestEnded, UpstreamThrottled
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -81,6 +81,16 @@ class ProxyMetrics:
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
+
+    def on_event(self, event: object) -> None:
+        """The event bus's listener: every family is fed from events, none from the request code."""
+        if isinstance(event, RequestEnded):
+            if event.upstream is None:
+                self.reject(event.error or "unknown")
+            else:
+                self.observe(event.upstream, event.method, event.status, event.seconds)
+        elif isinstance(event, (LimitDecision, UpstreamThrottled)):
+            self.on_limit_event(event)
 
     def on_limit_event(self, event: LimitDecision | UpstreamThrottled) -> None:
         """The rate limiter's listener."""

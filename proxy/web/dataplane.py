@@ -15,11 +15,11 @@ import uuid
 from aiohttp import web
 
 from proxy.config.model import Config, Route, Upstream
-from proxy.errors import InternalError, ProxyError, RequestRejected
+from proxy.errors import InternalError, ProxyError
+from proxy.events import EventBus, RequestEnded
 from proxy.guard import Attempt, Guard
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
-from proxy.observe.metrics import ProxyMetrics
 from proxy.policy.classify import PEEKED_STATUS, throttle_reason
 from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
@@ -50,16 +50,17 @@ ATTEMPTS_HEADER = "X-Resilience-Attempts"
 class DataPlane:
     """Everything one request needs, built once per config."""
 
-    def __init__(self, config: Config, metrics: ProxyMetrics, access_log: AccessLog, breakers: BreakerStore,
+    def __init__(self, config: Config, events: EventBus, access_log: AccessLog, breakers: BreakerStore,
                  limits: LimitStore) -> None:
         self.router = Router(config.upstreams)
         self.routes = {u.name: RouteTable(u) for u in config.upstreams}
         self.clients = {u.name: UpstreamClient(u) for u in config.upstreams}
-        self.guard = Guard(breakers)
+        self.events = events
+        self.guard = Guard(breakers, emit=events.emit)
         self.limiter = Limiter(limits)
+        self.limiter.add_listener(events.emit)
         self._org_header = config.org_header
         self._client_ip_header = config.client_ip_header
-        self.metrics = metrics
         self.access_log = access_log
         self.in_flight = 0
 
@@ -76,15 +77,14 @@ class DataPlane:
         request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         exchange = Exchange()
         upstream_name: str | None = None
+        message = ""
         self.in_flight += 1
         try:
             resolved = self.router.resolve(request.method, request.raw_path)
             upstream_name = resolved.upstream.name
             response = await self._proxy(request, resolved, exchange, request_id)
         except ProxyError as error:
-            exchange.status, exchange.error = error.status, error.proxy_status
-            if isinstance(error, RequestRejected) and upstream_name is None:
-                self.metrics.reject(error.proxy_status)
+            exchange.status, exchange.error, message = error.status, error.proxy_status, error.message
             response = error_response(error, request_id)
         except ConnectionError:
             # The client went away; nothing can reach it, and it is not the sidecar's error.
@@ -93,13 +93,13 @@ class DataPlane:
             response = web.Response(status=499, reason="Client Closed Request")
         except Exception:
             log.exception("unexpected error while proxying", extra={"request_id": request_id})
-            exchange.status, exchange.error = 500, "proxy_internal_error"
+            exchange.status, exchange.error, message = 500, "proxy_internal_error", "internal error in the sidecar"
             response = error_response(InternalError("internal error in the sidecar", upstream=upstream_name), request_id)
         finally:
             self.in_flight -= 1
             elapsed = time.perf_counter() - started
-            if upstream_name is not None:
-                self.metrics.observe(upstream_name, request.method, exchange.status or 499, elapsed)
+            self.events.emit(RequestEnded(request_id, upstream_name, exchange.route, request.method,
+                                          exchange.status or 499, elapsed, exchange.attempts, exchange.error, message))
             self.access_log.record(request_id, upstream_name, request.method, request.raw_path,
                                    exchange.status or 499, elapsed, exchange.bytes_in, exchange.bytes_out,
                                    exchange.error, exchange.attempts)
@@ -111,6 +111,7 @@ class DataPlane:
         upstream = resolved.upstream
         check_length(request, upstream)
         route, captures, buffered = await self._route(request, resolved)
+        exchange.route = route.name
         checks: list[Check] = []
         added = {"X-Request-Id": request_id}
         if route.rate_limits:

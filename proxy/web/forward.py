@@ -41,6 +41,7 @@ class Exchange:
     error: str | None = None
     """The Proxy-Status error type of a failure, for the access log."""
     attempts: int = 0
+    route: str | None = None
 
 
 class BodyStream:
