@@ -97,18 +97,22 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path, slo
                              "--workers", "2", log={"level": "info", "access": True})
     try:
         await sidecar.wait_ready()
-        requests = 60
-        for _ in range(requests):  # a new connection each time, so the kernel spreads them over both workers
-            async with aiohttp.ClientSession() as http:
-                async with http.get(sidecar.url + "/api/fast") as response:
-                    assert response.status == 200
 
         def access_lines() -> list[dict]:
             return [json.loads(line) for line in sidecar.log.splitlines() if '"msg":"request"' in line]
 
-        await poll_until(lambda: asyncio.sleep(0, len(access_lines())), requests)  # lines are batched
-        access = access_lines()
-        assert len({line["pid"] for line in access}) == 2, "both workers must serve"
+        # A new connection each time, so the kernel spreads them over both workers; /readyz answered
+        # by one worker does not mean the other has bound yet, so send until both have served.
+        requests, deadline = 0, time.monotonic() + 15
+        while requests < 60 or len({line["pid"] for line in access_lines()}) < 2:
+            assert time.monotonic() < deadline and requests < 1000, "both workers must serve"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(sidecar.url + "/api/fast") as response:
+                    assert response.status == 200
+            requests += 1
+            if requests >= 60:
+                await asyncio.sleep(0.06)  # access lines are written in 50 ms batches
+        await poll_until(lambda: asyncio.sleep(0, len(access_lines())), requests)
 
         for _ in range(4):  # whichever worker answers the scrape reports the total of both
             async with aiohttp.ClientSession() as http:

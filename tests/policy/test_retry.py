@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 
 import pytest
 
-from proxy.policy.retry import (CONNECT_ERROR, TIMEOUT, AttemptResult, RetryBudget, RetryPolicy, backoff, decide,
-                                parse_retry_after)
+from proxy.policy.retry import (
+    CONNECT_ERROR,
+    TIMEOUT,
+    AttemptResult,
+    RetryBudget,
+    RetryPolicy,
+    backoff,
+    decide,
+    parse_retry_after,
+)
 
 POLICY = RetryPolicy()
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aiohttp
+
 from tests.conftest import StartSidecar, admin_url, base_url
 
 MESSAGES = "/2010-04-01/Accounts/AC123/Messages.json"
