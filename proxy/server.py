@@ -19,6 +19,7 @@ from proxy.events import BackendChanged, EventBus
 from proxy.observe.access import AccessLog
 from proxy.observe.alerts import SlackAlerts
 from proxy.observe.errors import SentryReporter
+from proxy.observe.gauges import Sampler
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
 from proxy.state.base import BreakerStore, LimitStore
@@ -53,14 +54,15 @@ class Sidecar:
                 self.events.subscribe(reporter.on_event)
         self.dataplane = DataPlane(config, self.events, access_log or AccessLog(enabled=config.log.access),
                                    self.breakers, self.limits)
+        self.sampler = Sampler(config, self.breakers, self.limits, lambda: self.dataplane.in_flight)
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
             web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
             handle_signals=False,
             shutdown_timeout=config.shutdown_grace,
         )
-        self._admin = web.AppRunner(admin_app(self.health, config, self.breakers), access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0)
+        self._admin = web.AppRunner(admin_app(self.health, config, self.breakers, self.sampler.sample),
+                                    access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self._watch: asyncio.Task[None] | None = None
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
@@ -87,8 +89,8 @@ class Sidecar:
         return Address(host, port)
 
     async def _watch_backend(self, interval: float = 0.5) -> None:
-        """Mirror the state backend's health into readiness, a gauge and a log line per change."""
-        metrics = proxy_metrics()
+        """Mirror the state backend's health into readiness and a log line per change; sample the gauges
+        (breaker views that other replicas move, backend health, Redis errors, in-flight requests)."""
         while True:
             up = self.breakers.backend_up and self.limits.backend_up
             if up != self.health.backend_up:
@@ -96,7 +98,7 @@ class Sidecar:
                                                 extra={"backend": self.config.state.backend})
                 self.events.emit(BackendChanged(self.config.state.backend, up, time.time()))
             self.health.backend_up = up
-            metrics.backend_up.set(1 if up else 0)
+            self.sampler.sample()
             await asyncio.sleep(interval)
 
     async def drain(self) -> None:

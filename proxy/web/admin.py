@@ -6,12 +6,13 @@ port) sends can read metrics or change breaker state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from proxy.config.model import Config
-from proxy.observe.metrics import exposition
+from proxy.observe.exposition import exposition
 from proxy.state.base import BreakerStore
 from proxy.web.breakers_admin import add_breaker_routes
 
@@ -38,7 +39,10 @@ class Health:
         return "ready" if self.ready else "state backend unreachable"
 
 
-def admin_app(health: Health, config: Config, breakers: BreakerStore) -> web.Application:
+def admin_app(health: Health, config: Config, breakers: BreakerStore,
+              before_scrape: Callable[[], None] = lambda: None) -> web.Application:
+    """``before_scrape`` brings sampled gauges up to date, so the answering process reports its state of now."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -46,6 +50,7 @@ def admin_app(health: Health, config: Config, breakers: BreakerStore) -> web.App
         return web.json_response({"status": health.reason}, status=200 if health.ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
+        before_scrape()
         body, content_type = exposition()
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type

@@ -59,7 +59,9 @@ async def test_metrics_count_requests_and_latency_per_upstream(
     def delta(name: str, **labels: str) -> float:
         return sample_value(after, name, **labels) - sample_value(before, name, **labels)
 
-    assert delta("resilience_proxy_requests_total", upstream="metered", method="GET", status_class="2xx") == 7
-    assert delta("resilience_proxy_requests_total", upstream="metered", method="POST", status_class="4xx") == 1
-    assert delta("resilience_proxy_request_duration_seconds_count", upstream="metered") == 8
+    assert delta("resilience_proxy_requests_total", upstream="metered", route="default", method="GET",
+                 status_class="2xx") == 7
+    assert delta("resilience_proxy_requests_total", upstream="metered", route="default", method="POST",
+                 status_class="4xx") == 1
+    assert delta("resilience_proxy_request_duration_seconds_count", upstream="metered", route="default") == 8
     assert delta("resilience_proxy_rejected_requests_total", reason="destination_not_found") == 1
