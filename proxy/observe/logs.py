@@ -1,5 +1,9 @@
 """JSON log lines on stderr, one object per line (the access log has its own writer:
-:mod:`proxy.observe.access`)."""
+:mod:`proxy.observe.access`).
+
+Lines are scrubbed (:mod:`proxy.observe.scrub`) like Sentry reports: log collectors keep what they
+get for months, so a phone number or token in a message or an ``extra`` field is masked here.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,27 @@ import time
 from typing import Any
 
 from proxy.events import BreakerTransition
+from proxy.observe.scrub import scrub_text, scrub_value
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", ...extra}`` on one line."""
+    """``{"ts", "level", "logger", "msg", ...extra}`` on one line, scrubbed."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub_text(record.getMessage()),
             "pid": record.process,
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+                line[key] = scrub_value(value, key)
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = scrub_text(self.formatException(record.exc_info))
         return json.dumps(line, default=str, separators=(",", ":"))
 
 
