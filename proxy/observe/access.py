@@ -5,8 +5,9 @@ a lock and a write syscall per line), a quarter of the sidecar's throughput. Lin
 instead formatted directly and written at most every ``interval`` seconds, one write for
 all lines since the last: at most that much of the log is lost if the process is killed.
 
-The line records the path without its query string (Google API keys travel in ``?key=``)
-and never a header value.
+The line records the path without its query string (Google API keys travel in ``?key=``),
+with e-mails and phone numbers masked (Google calendar ids are often addresses), and never a
+header value.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import sys
 import time
 from typing import TextIO
+
+from proxy.observe.scrub import scrub_text
 
 _FLUSH_BYTES = 64 * 1024
 
@@ -49,7 +52,7 @@ class AccessLog:
             "ts": f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z", "level": "info",
             "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
             "request_id": request_id, "upstream": upstream, "method": method,
-            "path": target.split("?", 1)[0][:1024], "status": status, "duration_ms": round(seconds * 1000, 3),
+            "path": scrub_text(target.split("?", 1)[0][:1024]), "status": status, "duration_ms": round(seconds * 1000, 3),
             "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error, "attempts": attempts,
         }, separators=(",", ":"))
         self._lines.append(line)

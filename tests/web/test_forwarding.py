@@ -232,6 +232,23 @@ async def test_access_log_has_no_query_string_or_credentials(
         assert secret not in stream.getvalue()
 
 
+async def test_access_log_masks_emails_and_phone_numbers_in_paths(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, echo_url: str
+) -> None:
+    import io
+
+    from proxy.observe.access import AccessLog
+
+    stream = io.StringIO()
+    sidecar = await start_sidecar({"google": {"url": echo_url, "prefix": "/google"}}, access_log=AccessLog(stream))
+    for path in ("/google/calendars/alice%40example.com/events", "/google/users/+15551234567/calendars"):
+        async with http.get(base_url(sidecar) + path) as response:
+            assert response.status == 200
+    sidecar.dataplane.access_log.flush()
+    paths = [json.loads(text)["path"] for text in stream.getvalue().splitlines()]
+    assert paths == ["/google/calendars/[email]/events", "/google/users/[phone]/calendars"]
+
+
 async def test_access_lines_are_batched_and_flushed_soon(
     http: aiohttp.ClientSession, start_sidecar: StartSidecar, echo_url: str
 ) -> None:
