@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random as _random
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -37,18 +37,20 @@ from proxy.policy.breaker import Action, Admission, BreakerPolicy, BreakerRecord
 from proxy.state import redis_scripts as lua
 from proxy.state.base import BreakerView, TransitionListener
 from proxy.state.memory import MemoryBreakerStore
-from proxy.state.redis_client import ERRORS, BackendListener, cancel_tasks, connect, describe, without_password
+from proxy.state.redis_client import ERRORS, RedisHealth, cancel_tasks, connect, describe
 
 log = logging.getLogger("resilience_proxy.state")
 
-class RedisBreakerStore:
+class RedisBreakerStore(RedisHealth):
     """Breakers in Redis hashes ``<prefix>{<breaker>}:breaker``, views published on ``<prefix>breakers``."""
+
+    _what = "breakers"
 
     def __init__(self, redis_url: str, *, prefix: str = "rp:", clock: Clock | None = None,
                  random: Random = _random.random, timeout: float = 0.05, flush_interval: float = 0.05,
                  refresh_interval: float = 1.0, retry_interval: float = 1.0) -> None:
+        super().__init__(redis_url, retry_interval)
         self._url = redis_url
-        self._shown_url = without_password(redis_url)
         self._prefix = prefix
         self._channel = f"{prefix}breakers"
         self._clock = clock or SystemClock()
@@ -56,12 +58,8 @@ class RedisBreakerStore:
         self._timeout = timeout
         self._flush_interval = flush_interval
         self._refresh_interval = refresh_interval
-        self._retry_interval = retry_interval
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
-        self._up = False
-        self._closing = False
-        self._errors = 0
         self._views: dict[str, BreakerView] = {}
         self._changed_at: dict[str, int] = {}
         """Breaker -> ``_seq`` when its view last changed, so that an older read does not overwrite it."""
@@ -73,8 +71,6 @@ class RedisBreakerStore:
         self._urgent = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._listeners: list[TransitionListener] = []
-        self._backend_listeners: list[BackendListener] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
         self._fallback = self._new_fallback()
@@ -162,8 +158,7 @@ class RedisBreakerStore:
             self._errors += 1
             log.warning("Redis at %s unreachable (%s): breakers run on local state until it answers",
                         self._shown_url, describe(error))
-            self._spawn(self._recover())
-            self._tell_backend(False)
+            self._recovering()
 
     async def close(self) -> None:
         """Send the queued outcomes, stop the background tasks, close the connections."""
@@ -177,21 +172,6 @@ class RedisBreakerStore:
         if self._client is not None:
             with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
                 await self._client.aclose()
-
-    # -- health, for readiness and metrics --------------------------------------------------------
-
-    @property
-    def backend_up(self) -> bool:
-        """True while Redis serves; False while this process runs on local state."""
-        return self._up
-
-    @property
-    def errors(self) -> int:
-        """Failed Redis calls so far, the background checks while it is down included."""
-        return self._errors
-
-    def add_backend_listener(self, listener: BackendListener) -> None:
-        self._backend_listeners.append(listener)
 
     # -- talking to Redis -------------------------------------------------------------------------
 
@@ -268,12 +248,6 @@ class RedisBreakerStore:
 
     # -- background tasks -------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def _flush_loop(self) -> None:
         while True:
             await self._queued.wait()
@@ -328,18 +302,6 @@ class RedisBreakerStore:
         self._up = True
         self._subscriber = self._spawn(self._subscribe_loop(pubsub))
 
-    async def _recover(self) -> None:
-        while True:
-            await asyncio.sleep(self._retry_interval)
-            try:
-                await self._connect()
-            except ERRORS:
-                self._errors += 1
-                continue
-            log.warning("Redis at %s answers again: breakers are shared with the fleet", self._shown_url)
-            self._tell_backend(True)
-            return
-
     def _down(self, error: BaseException, unsent: Sequence[lua.Call] = ()) -> None:
         """Stop calling Redis: serve from local state, starting from the views known so far."""
         self._errors += 1
@@ -356,8 +318,7 @@ class RedisBreakerStore:
         self._replay([*unsent, *self._batches.take()])
         if self._subscriber is not None and self._subscriber is not asyncio.current_task():
             self._subscriber.cancel()
-        self._spawn(self._recover())
-        self._tell_backend(False)
+        self._recovering()
 
     def _replay(self, calls: Iterable[lua.Call]) -> None:
         """Hand outcomes that did not reach Redis to the local fallback."""
@@ -369,13 +330,6 @@ class RedisBreakerStore:
         fallback = MemoryBreakerStore(clock=self._clock, random=self._random)
         fallback.add_listener(self._emit)
         return fallback
-
-    def _tell_backend(self, up: bool) -> None:
-        for listener in self._backend_listeners:
-            try:
-                listener(up)
-            except Exception:
-                log.exception("Redis status listener failed")
 
     async def _drop_subscription(self) -> None:
         if self._subscriber is not None:

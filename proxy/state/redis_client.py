@@ -11,13 +11,17 @@ same timeout as the command.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+log = logging.getLogger("resilience_proxy.state")
 
 MAX_CONNECTIONS = 16
 
@@ -58,3 +62,72 @@ def without_password(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username + ':' if parts.username else ':'}***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisHealth:
+    """What both Redis stores keep about Redis itself: up or not, failures so far, who wants to
+    know, the background tasks, and the loop that waits for Redis to answer again.
+
+    A store calls :meth:`_recovering` when it stops calling Redis; the loop calls the store's
+    ``_connect`` every ``retry_interval`` until it succeeds (``_connect`` sets ``_up``).
+    """
+
+    _what = "state"
+    """What the log lines say is shared again, e.g. ``breakers``."""
+
+    def __init__(self, redis_url: str, retry_interval: float) -> None:
+        self._shown_url = without_password(redis_url)
+        self._retry_interval = retry_interval
+        self._up = False
+        self._closing = False
+        self._errors = 0
+        self._backend_listeners: list[BackendListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def backend_up(self) -> bool:
+        """True while Redis serves; False while this process decides locally."""
+        return self._up
+
+    @property
+    def errors(self) -> int:
+        """Failed Redis calls so far, the background checks while it is down included."""
+        return self._errors
+
+    def add_backend_listener(self, listener: BackendListener) -> None:
+        """``listener(False)`` when the store stops calling Redis, ``listener(True)`` when it serves again."""
+        self._backend_listeners.append(listener)
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _recovering(self) -> None:
+        """Start waiting for Redis in the background and tell the listeners it is down."""
+        self._spawn(self._recover())
+        self._tell_backend(False)
+
+    async def _recover(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_interval)
+            try:
+                await self._connect()
+            except ERRORS:
+                self._errors += 1
+                continue
+            log.warning("Redis at %s answers again: %s are shared with the fleet", self._shown_url, self._what)
+            self._tell_backend(True)
+            return
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _tell_backend(self, up: bool) -> None:
+        for listener in self._backend_listeners:
+            try:
+                listener(up)
+            except Exception:
+                log.exception("Redis status listener failed")
+

@@ -10,8 +10,9 @@ Under load batches grow and the cost per request falls further; a lone request g
 
 Parsing and the socket stay redis-py's (:class:`redis.asyncio.Connection`, with hiredis);
 commands are packed by hiredis too, because redis-py's asyncio packer is pure Python and was the
-largest cost left (about 100 us for an EVALSHA of three limits). Only the batching is ours. A reply that is a Redis error fails its own caller only; a broken connection
-fails every caller waiting on it, and the next command reconnects.
+largest cost left (about 100 us for an EVALSHA of three limits). Only the batching is ours.
+A reply that is a Redis error fails its own caller only; a broken connection fails every caller
+waiting on it, and the next command reconnects.
 """
 
 from __future__ import annotations

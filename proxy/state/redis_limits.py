@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from redis.exceptions import NoScriptError
 from proxy.clock import Clock, SystemClock
 from proxy.policy.ratelimit import MICROS, Check, Verdict, micros
 from proxy.state.base import BackendUnavailable
-from proxy.state.redis_client import ERRORS, BackendListener, cancel_tasks, connect, describe, without_password
+from proxy.state.redis_client import ERRORS, RedisHealth, cancel_tasks, connect, describe
 from proxy.state.redis_lane import Lane
 
 log = logging.getLogger("resilience_proxy.state")
@@ -51,25 +51,21 @@ def bucket_key(prefix: str, check: Check) -> str:
     return f"{prefix}{{rl:{check.group}}}:{check.bucket}"
 
 
-class RedisLimitStore:
+class RedisLimitStore(RedisHealth):
     """Rate-limit buckets in Redis, shared by every replica that uses the same ``prefix``."""
+
+    _what = "rate limits"
 
     def __init__(self, redis_url: str, *, prefix: str = "rp:", clock: Clock | None = None,
                  timeout: float = 0.05, retry_interval: float = 1.0) -> None:
+        super().__init__(redis_url, retry_interval)
         self._url = redis_url
-        self._shown_url = without_password(redis_url)
         self._prefix = prefix
         self._clock = clock or SystemClock()
         self._timeout = timeout
-        self._retry_interval = retry_interval
         self._client: aioredis.Redis | None = None
         self._lane: Lane | None = None
         """The hot path's own connection: each request's EVALSHA goes out with whatever else has queued."""
-        self._up = False
-        self._closing = False
-        self._errors = 0
-        self._backend_listeners: list[BackendListener] = []
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the LimitStore protocol ------------------------------------------------------------------
 
@@ -100,8 +96,7 @@ class RedisLimitStore:
             self._errors += 1
             log.warning("Redis at %s unreachable (%s): rate limits fall back to on_backend_error until it answers",
                         self._shown_url, describe(error))
-            self._spawn(self._recover())
-            self._tell_backend(False)
+            self._recovering()
 
     async def close(self) -> None:
         """Stop the recovery and close the connections; never raises."""
@@ -114,22 +109,6 @@ class RedisLimitStore:
         if self._client is not None:
             with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
                 await self._client.aclose()
-
-    # -- health, for readiness and metrics --------------------------------------------------------
-
-    @property
-    def backend_up(self) -> bool:
-        """True while Redis decides; False while every call raises BackendUnavailable at once."""
-        return self._up
-
-    @property
-    def errors(self) -> int:
-        """Failed Redis calls so far, the background PINGs while it is down included."""
-        return self._errors
-
-    def add_backend_listener(self, listener: BackendListener) -> None:
-        """``listener(False)`` when Redis goes down, ``listener(True)`` when it answers again."""
-        self._backend_listeners.append(listener)
 
     # -- talking to Redis -------------------------------------------------------------------------
 
@@ -156,8 +135,7 @@ class RedisLimitStore:
             self._up = False
             log.warning("Redis at %s failed (%s): rate limits fall back to on_backend_error until it answers",
                         self._shown_url, describe(error))
-            self._spawn(self._recover())
-            self._tell_backend(False)
+            self._recovering()
         return BackendUnavailable(f"Redis at {self._shown_url} failed: {describe(error)}")
 
     async def _connect(self) -> None:
@@ -170,30 +148,6 @@ class RedisLimitStore:
         await self._client.ping()
         await _load(self._client)
         self._up = True
-
-    async def _recover(self) -> None:
-        while True:
-            await asyncio.sleep(self._retry_interval)
-            try:
-                await self._connect()
-            except ERRORS:
-                self._errors += 1
-                continue
-            log.warning("Redis at %s answers again: rate limits are shared with the fleet", self._shown_url)
-            self._tell_backend(True)
-            return
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _tell_backend(self, up: bool) -> None:
-        for listener in self._backend_listeners:
-            try:
-                listener(up)
-            except Exception:
-                log.exception("Redis status listener failed")
 
 
 async def _load(client: aioredis.Redis) -> None:
