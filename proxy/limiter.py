@@ -28,7 +28,7 @@ from proxy.errors import LimitUnavailable, MissingLimitKey, RateLimited
 from proxy.events import LimitDecision, UpstreamThrottled
 from proxy.policy import ratelimit
 from proxy.policy.limitkeys import RequestFacts, key_value
-from proxy.policy.ratelimit import ANONYMOUS, BackendError, Check, KeyKind, LimitPolicy, MissingKey, Verdict
+from proxy.policy.ratelimit import ANONYMOUS, MICROS, BackendError, Check, KeyKind, LimitPolicy, MissingKey, Verdict
 from proxy.state.base import BackendUnavailable, LimitStore
 from proxy.state.memory_limits import MemoryLimitStore
 
@@ -126,7 +126,8 @@ class Limiter:
             return
         now = self._clock.now()
         for check in held:
-            self._blocked[(check.group, check.bucket)] = Blocked(now + seconds, now + seconds + check.rate.tolerance / 1e6)
+            until = now + seconds
+            self._blocked[(check.group, check.bucket)] = Blocked(until, until + check.rate.tolerance / MICROS)
         task = asyncio.get_running_loop().create_task(self._hold(held, seconds))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -52,7 +52,8 @@ class AccessLog:
             "ts": f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z", "level": "info",
             "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
             "request_id": request_id, "upstream": upstream, "method": method,
-            "path": scrub_text(target.split("?", 1)[0][:1024]), "status": status, "duration_ms": round(seconds * 1000, 3),
+            "path": scrub_text(target.split("?", 1)[0][:1024]), "status": status,
+            "duration_ms": round(seconds * 1000, 3),
             "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error, "attempts": attempts,
         }, separators=(",", ":"))
         self._lines.append(line)
