@@ -78,15 +78,16 @@ class DataPlane:
         request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         exchange = Exchange()
         upstream_name: str | None = None
+        error_format = "generic"  # until the upstream is known: a 404 belongs to no vendor
         message = ""
         self.in_flight += 1
         try:
             resolved = self.router.resolve(request.method, request.raw_path)
-            upstream_name = resolved.upstream.name
+            upstream_name, error_format = resolved.upstream.name, resolved.upstream.error_format
             response = await self._proxy(request, resolved, exchange, request_id)
         except ProxyError as error:
             exchange.status, exchange.error, message = error.status, error.proxy_status, error.message
-            response = error_response(error, request_id)
+            response = error_response(error, request_id, error_format)
         except ConnectionError:
             # The client went away; nothing can reach it, and it is not the sidecar's error.
             # aiohttp finds the transport closed and drops this placeholder quietly.
@@ -95,7 +96,8 @@ class DataPlane:
         except Exception:
             log.exception("unexpected error while proxying", extra={"request_id": request_id})
             exchange.status, exchange.error, message = 500, "proxy_internal_error", "internal error in the sidecar"
-            response = error_response(InternalError("internal error in the sidecar", upstream=upstream_name), request_id)
+            response = error_response(InternalError("internal error in the sidecar", upstream=upstream_name),
+                                      request_id, error_format)
         finally:
             self.in_flight -= 1
             elapsed = time.perf_counter() - started

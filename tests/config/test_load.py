@@ -132,6 +132,9 @@ def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None
     pytest.param("{}\n", GOOD_POLICY + "    retry: {on: [connect_eror]}\n",
                  "policies/twilio.yaml:7:18: upstreams.twilio.retry.on[0]: invalid retry condition 'connect_eror' "
                  "(one of connect_error, rate_limited, reset, timeout, or a status)", id="bad-retry-condition"),
+    pytest.param("{}\n", GOOD_POLICY + "    error_format: slack\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.error_format: must be one of generic, twilio, google, "
+                 "not 'slack'", id="bad-error-format"),
     pytest.param("{}\n", GOOD_POLICY + "    retry: {on_duplicate: fetch}\n",
                  "policies/twilio.yaml:7:13: upstreams.twilio.retry.on_duplicate: fetch needs idempotent_when_body_has "
                  "(the body field naming the resource)", id="fetch-without-body-key"),
