@@ -20,7 +20,7 @@ from proxy.events import EventBus, RequestEnded
 from proxy.guard import Attempt, Guard
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
-from proxy.policy.classify import PEEKED_STATUS, throttle_reason
+from proxy.policy.classify import PEEKED_STATUS, names_other_conflict, throttle_reason
 from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
 from proxy.policy.retry import body_key, fetch_duplicate, parse_retry_after
@@ -155,7 +155,8 @@ class DataPlane:
         added[ATTEMPTS_HEADER] = str(exchange.attempts)
         if key is not None and fetch_duplicate(retry, final.status, exchange.attempts, key):
             kept = await read_error_body(final.answer)  # the 409, relayed if the lookup finds nothing
-            created = await fetch_created(client, request, url, key, upstream.timeout)
+            other = names_other_conflict(kept[1] if kept else None)
+            created = None if other else await fetch_created(client, request, url, key, upstream.timeout)
             if created is not None:
                 final.answer.release()
                 added[DUPLICATE_HEADER] = "fetched"

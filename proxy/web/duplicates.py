@@ -6,7 +6,9 @@ gets 409 ``duplicate``. Relaying that 409 would tell the app its insert failed w
 succeeded. So, on a retry only, the sidecar GETs ``<request path>/<id>`` (query kept, the
 client's credentials kept, no body) through the same upstream and relays that answer when it
 is a 2xx: what the first attempt would have answered. Anything else (the GET fails, times out
-or is not 2xx) relays the original 409 unchanged: the sidecar never invents a success.
+or is not 2xx) relays the original 409 unchanged: the sidecar never invents a success. A 409
+whose body names another reason than ``duplicate`` is relayed without a lookup. The lookup is
+not an attempt: it feeds neither the breaker nor the retry budget.
 """
 
 from __future__ import annotations

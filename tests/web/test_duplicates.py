@@ -19,14 +19,15 @@ def test_resource_url_appends_the_quoted_key_before_the_query() -> None:
     assert resource_url("http://h/events/", "abc") == "http://h/events/abc"
 
 
-async def sidecar_for(aiohttp_server: Any, start_sidecar: StartSidecar, get_status: int) -> tuple[str, list[Any]]:
+async def sidecar_for(aiohttp_server: Any, start_sidecar: StartSidecar, get_status: int,
+                      conflict: dict[str, Any] = CONFLICT) -> tuple[str, list[Any]]:
     seen: list[Any] = []
 
     async def insert(request: web.Request) -> web.Response:
         seen.append(("POST", await request.json()))
         if len(seen) == 1:
             return web.json_response({"error": {"code": 503, "message": "Backend Error"}}, status=503)
-        return web.json_response(CONFLICT, status=409)
+        return web.json_response(conflict, status=409)
 
     async def get(request: web.Request) -> web.Response:
         seen.append(("GET", request.path_qs, request.headers.get("Authorization"), request.headers.get("Content-Length"),
@@ -59,3 +60,12 @@ async def test_when_the_lookup_fails_the_409_goes_back_unchanged(
     async with http.post(f"{url}/g/events", json={"id": "abc"}) as r:
         assert r.status == 409 and await r.json() == CONFLICT and "X-Resilience-Duplicate" not in r.headers
     assert [s[0] for s in seen] == ["POST", "POST", "GET"]
+
+
+async def test_a_409_for_another_reason_is_relayed_without_a_lookup(
+        aiohttp_server: Any, start_sidecar: StartSidecar, http: aiohttp.ClientSession) -> None:
+    other = {"error": {"code": 409, "message": "Conflict", "errors": [{"domain": "global", "reason": "conflict"}]}}
+    url, seen = await sidecar_for(aiohttp_server, start_sidecar, 200, other)
+    async with http.post(f"{url}/g/events", json={"id": "abc"}) as r:
+        assert r.status == 409 and await r.json() == other
+    assert [s[0] for s in seen] == ["POST", "POST"]
