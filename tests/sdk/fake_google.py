@@ -1,18 +1,22 @@
 """A loopback Google Calendar: freeBusy and events insert/get in Google's JSON and error shapes.
 
 ``script`` holds what the next calls answer, per operation (``freebusy``/``insert``): ``"ok"``,
-``"store-then-503"`` (the event is stored, then the answer fails, as after a lost response), or
+``"store-then-503"`` (the event is stored, then the answer fails, as after a lost response),
+``"store-then-hang"`` (stored, answered after ``HANG`` seconds), or
 a reason (``rateLimitExceeded``, ``quotaExceeded``, ``backendError``) answered as Google does.
 A repeated insert of an event id answers 409 ``duplicate``, as Google does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
+HANG = 0.6
+"""How long ``"store-then-hang"`` takes to answer: longer than the tests' upstream timeout."""
 _STATUS = {"rateLimitExceeded": (403, "Rate Limit Exceeded", "usageLimits"),
            "userRateLimitExceeded": (403, "User Rate Limit Exceeded", "usageLimits"),
            "quotaExceeded": (403, "Calendar usage limits exceeded.", "usageLimits"),
@@ -55,7 +59,7 @@ class FakeCalendar:
 
     async def insert(self, request: web.Request) -> web.Response:
         step = self._step("insert")
-        if step not in ("ok", "store-then-503"):
+        if step not in ("ok", "store-then-503", "store-then-hang"):
             return google_error(step)
         event = json.loads(await request.read())
         event_id = event.setdefault("id", f"generated{len(self.events)}")
@@ -65,6 +69,8 @@ class FakeCalendar:
         self.events[event_id] = event
         if step == "store-then-503":
             return google_error("backendError")
+        if step == "store-then-hang":
+            await asyncio.sleep(HANG)
         return web.json_response(event)
 
     async def get(self, request: web.Request) -> web.Response:

@@ -1,18 +1,22 @@
 """A loopback Twilio: Messages create, fetch and list in Twilio's JSON, errors in Twilio's shape.
 
 ``script`` holds what the next Messages POSTs answer, per channel (``sms``/``whatsapp``):
-``"ok"``, or an HTTP status whose Twilio error body is sent instead (429 as error 20429).
+``"ok"``, ``"hang"`` (accepted, answered after ``HANG`` seconds), or an HTTP status whose Twilio
+error body is sent instead (429 as error 20429).
 A 500 is answered after the message was accepted, as a real one might be.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 from aiohttp import web
 
 ACCOUNT = "AC" + "0" * 32
+HANG = 0.6
+"""How long a ``"hang"`` answer takes: longer than the tests' upstream timeout."""
 _ERRORS = {429: (20429, "Too Many Requests"), 500: (20500, "Internal Server Error"),
            503: (20503, "Service Unavailable"), 404: (20404, "The requested resource was not found")}
 
@@ -58,6 +62,8 @@ class FakeTwilio:
         self.messages[sid] = message
         if step == 500:
             return twilio_error(500)  # accepted, then failed to answer: a retry would send it twice
+        if step == "hang":
+            await asyncio.sleep(HANG)  # accepted, answered too late
         return web.json_response(message, status=201)
 
     async def fetch(self, request: web.Request) -> web.Response:

@@ -28,7 +28,8 @@ EVENT_ID = "a1b2c3d4e5v0"  # base32hex, chosen by the client
 async def calendar(aiohttp_server: Any, start_sidecar: StartSidecar) -> tuple[FakeCalendar, Any]:
     fake = FakeCalendar()
     server = await aiohttp_server(fake.app())
-    sidecar = await start_sidecar(preset("google-calendar.yaml", "google", f"http://127.0.0.1:{server.port}"))
+    sidecar = await start_sidecar(preset("google-calendar.yaml", "google", f"http://127.0.0.1:{server.port}",
+                                         timeout="200ms"))
     service = build("calendar", "v3", http=httplib2.Http(timeout=10), static_discovery=True,
                     client_options={"api_endpoint": f"{base_url(sidecar)}/google/calendar/v3/"})
     return fake, service
@@ -70,6 +71,15 @@ async def test_an_insert_with_an_id_is_retried_and_answers_the_event_it_created(
     event = await insert(service, id=EVENT_ID)
     assert (event["id"], event["summary"], event["status"]) == (EVENT_ID, "Standup", "confirmed")
     assert fake.hits == {"freebusy": 0, "insert": 2, "get": 1}  # retry got 409 duplicate: the event was fetched
+    assert list(fake.events) == [EVENT_ID]
+
+
+async def test_an_insert_with_an_id_that_timed_out_is_retried_and_answers_the_event(
+        calendar: tuple[FakeCalendar, Any]) -> None:
+    fake, service = calendar
+    fake.script["insert"] = ["store-then-hang"]
+    event = await insert(service, id=EVENT_ID)
+    assert event["id"] == EVENT_ID and fake.hits == {"freebusy": 0, "insert": 2, "get": 1}
     assert list(fake.events) == [EVENT_ID]
 
 

@@ -21,6 +21,8 @@ from tests.conftest import StartSidecar, base_url
 from tests.sdk.fake_twilio import ACCOUNT, FakeTwilio
 from tests.sdk.presets import preset
 
+TIMEOUT = "200ms"
+"""The upstream timeout in these tests, below the fake's ``HANG``."""
 _TWILIO_HOST = re.compile(r"^https://api(\.[\w-]+)*\.twilio\.com")
 
 
@@ -39,7 +41,8 @@ class SidecarHttpClient(TwilioHttpClient):
 async def twilio(aiohttp_server: Any, start_sidecar: StartSidecar) -> tuple[FakeTwilio, Client]:
     fake = FakeTwilio()
     server = await aiohttp_server(fake.app())
-    sidecar = await start_sidecar(preset("twilio.yaml", "twilio", f"http://127.0.0.1:{server.port}"))
+    sidecar = await start_sidecar(preset("twilio.yaml", "twilio", f"http://127.0.0.1:{server.port}",
+                                         timeout=TIMEOUT))
     return fake, Client(ACCOUNT, "auth-token", http_client=SidecarHttpClient(f"{base_url(sidecar)}/twilio"))
 
 
@@ -106,3 +109,13 @@ async def test_a_failing_fetch_is_retried(twilio: tuple[FakeTwilio, Client]) -> 
     fake.read_script = [503, 500]
     fetched = await asyncio.to_thread(client.messages(sent.sid).fetch)
     assert fetched.sid == sent.sid and fake.gets == 3
+
+
+async def test_a_timed_out_messages_post_is_not_repeated(twilio: tuple[FakeTwilio, Client]) -> None:
+    fake, client = twilio
+    fake.script["sms"] = ["hang"]
+    with pytest.raises(TwilioRestException) as timed_out:
+        await send(client, "+15551230006")
+    assert (timed_out.value.status, timed_out.value.code) == (504, 20504)
+    assert timed_out.value.msg == "Unable to create record: resilience-proxy: twilio: no response in 0.2s"
+    assert fake.posts["sms"] == 1 and len(fake.messages) == 1  # Twilio sent it; the sidecar did not send it again
