@@ -34,6 +34,7 @@ from proxy.policy.retry import (
     RetryPolicy,
     decide,
     parse_retry_after,
+    retryable,
 )
 from proxy.state.base import BreakerStore
 
@@ -75,6 +76,8 @@ class Attempt:
     """The upstream response, for the web layer to relay."""
     body: bytes | None = None
     """The answer's body when it was read whole to be understood (a small error body)."""
+    throttled: bool = False
+    """The upstream said "slow down" (429, or a 403 whose body gives a throttling reason)."""
     discard: Callable[[], None] = field(default=lambda: None)
     """Lets go of ``answer`` when another attempt replaces it."""
 
@@ -87,7 +90,8 @@ def as_result(attempt: Attempt, now: float) -> AttemptResult:
     """The facts the retry rules need about an attempt."""
     error = attempt.error
     if error is None:
-        return AttemptResult(attempt.status, retry_after=parse_retry_after(attempt.retry_after, now))
+        return AttemptResult(attempt.status, retry_after=parse_retry_after(attempt.retry_after, now),
+                             throttled=attempt.throttled)
     if error.proxy_status in _NOT_REACHED:
         return AttemptResult(CONNECT_ERROR, reached_upstream=False)
     if isinstance(error, UpstreamTimeout):
@@ -117,7 +121,7 @@ class Guard:
         budget = self._budget(breaker_key(upstream, route), policy)
         budget.record_request(self._clock.now())
         first = await self._attempt(upstream, route, send, timeout)
-        if as_result(first, 0.0).kind not in policy.on:
+        if not retryable(policy, as_result(first, 0.0)):
             return first, 1  # the usual case: a healthy answer costs no retry machinery
         return await self._retry(upstream, route, method, has_idempotency_header, send, first, budget)
 

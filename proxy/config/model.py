@@ -74,6 +74,8 @@ class Upstream:
     """Tried in order; the first that matches wins."""
     default_route: Route | None = None
     """For requests no route matches; named ``default``."""
+    error_format: str = "generic"
+    """Shape of the sidecar's own error bodies for this upstream: ``generic``, ``twilio`` or ``google``."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from proxy.config.limits import path_captures, read_limits
 from proxy.config.model import DEFAULT_ROUTE, Route
 from proxy.config.reader import Section
 from proxy.policy.breaker import BreakerPolicy
-from proxy.policy.retry import KINDS, RetryPolicy
+from proxy.policy.retry import CONDITIONS, RetryPolicy
 
 DEFAULT_FAILURE_STATUSES = frozenset(range(500, 600))
 RATE_LIMITED = 429
@@ -75,12 +75,12 @@ def _status(value: Any) -> int:
 
 
 def _retry_condition(value: Any) -> str | int:
-    if isinstance(value, str) and value in KINDS:
+    if isinstance(value, str) and value in CONDITIONS:
         return value
     try:
         return _status(value)
     except ValueError:
-        raise ValueError(f"invalid retry condition '{value}' (one of {', '.join(sorted(KINDS))}, or a status)") from None
+        raise ValueError(f"invalid retry condition '{value}' (one of {', '.join(sorted(CONDITIONS))}, or a status)") from None
 
 
 def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
@@ -107,6 +107,8 @@ def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
         "not_processed": frozenset(section.list_of("not_processed", _status))
         if section.has("not_processed") else None,
         "idempotency_header": section.get("idempotency_header", v.header_name, None),
+        "idempotent_when_body_has": section.get("idempotent_when_body_has", v.text, None),
+        "on_duplicate": section.get("on_duplicate", v.one_of("relay", "fetch"), None),
         "budget_ratio": budget.get("ratio", v.fraction, None),
         "budget_min_per_second": budget.get("min_per_second", _non_negative_number, None),
         "replay_limit": section.get("replay_limit", v.size, None),
@@ -114,6 +116,9 @@ def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
     for nested in (backoff, budget, section):
         nested.finish()
     policy = dataclasses.replace(base, **{k: val for k, val in fields.items() if val is not None})
+    if policy.on_duplicate == "fetch" and not policy.idempotent_when_body_has:
+        section.error(section.mark_of("on_duplicate"), f"{section.path}.on_duplicate",
+                      "fetch needs idempotent_when_body_has (the body field naming the resource)")
     if policy.max_backoff < policy.initial:
         backoff.error(backoff.mark_of("max"), f"{backoff.path}.max", f"must be at least initial ({policy.initial:g}s)")
     return policy

@@ -41,11 +41,9 @@ PEEKED_STATUS = 403
 """The one status whose meaning depends on its (small, JSON) body."""
 
 
-def throttle_reason(status: int, error_body: bytes | None) -> str | None:
-    """Why the upstream's answer is a throttling signal, or None: ``429``, or Google's 403 reason."""
-    if status == RATE_LIMITED:
-        return "429"
-    if status != PEEKED_STATUS or not error_body:
+def google_reasons(error_body: bytes | None) -> list[str] | None:
+    """The ``errors[].reason`` values of a Google-shaped JSON error body; None when it is not one."""
+    if not error_body:
         return None
     try:
         parsed = json.loads(error_body)
@@ -53,8 +51,28 @@ def throttle_reason(status: int, error_body: bytes | None) -> str | None:
         return None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     details = error.get("errors") if isinstance(error, dict) else None
-    for item in details if isinstance(details, list) else ():
-        reason = item.get("reason") if isinstance(item, dict) else None
+    if not isinstance(details, list):
+        return None
+    return [str(item["reason"]) for item in details if isinstance(item, dict) and "reason" in item]
+
+
+def throttle_reason(status: int, error_body: bytes | None) -> str | None:
+    """Why the upstream's answer is a throttling signal, or None: ``429``, or Google's 403 reason."""
+    if status == RATE_LIMITED:
+        return "429"
+    if status != PEEKED_STATUS:
+        return None
+    for reason in google_reasons(error_body) or ():
         if reason in THROTTLE_REASONS:
-            return str(reason)
+            return reason
     return None
+
+
+DUPLICATE_REASON = "duplicate"
+
+
+def names_other_conflict(error_body: bytes | None) -> bool:
+    """A 409 whose body gives reasons, none of them Google's ``duplicate``: some other conflict,
+    which a lookup of the resource would misreport. A body without reasons is not evidence either way."""
+    reasons = google_reasons(error_body)
+    return bool(reasons) and DUPLICATE_REASON not in (reasons or ())

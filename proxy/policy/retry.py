@@ -4,17 +4,23 @@ A retry must never repeat a side effect. Safe methods (GET, HEAD, OPTIONS, PUT, 
 on the configured conditions; POST and PATCH only when the request certainly never reached the
 upstream (refused, DNS, connect timeout), when the route is declared idempotent, when the
 upstream's answer proves the request was not processed (Twilio documents its 429 so), or when
-the request carries the route's idempotency header. A 5xx or a response timeout on Twilio's
-Messages POST may already have sent the SMS: never retried by default.
+the request carries the route's idempotency key (a header, or a field of its JSON body such as a
+Google Calendar event ``id``). A 5xx or a response timeout on Twilio's Messages POST may already
+have sent the SMS: never retried by default.
+
+``rate_limited`` in ``on`` means "the upstream told us to slow down": a 429, or a 403 whose small
+JSON body gives a throttling reason (Google's ``rateLimitExceeded``); the web layer reads that
+body and reports it as ``AttemptResult.throttled``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 Random = Callable[[], float]
 
@@ -22,6 +28,11 @@ CONNECT_ERROR = "connect_error"
 TIMEOUT = "timeout"
 RESET = "reset"
 KINDS = frozenset({CONNECT_ERROR, TIMEOUT, RESET})
+RATE_LIMITED = "rate_limited"
+"""A condition, not a kind: a 429, or any answer the upstream's body marks as throttling."""
+CONDITIONS = KINDS | {RATE_LIMITED}
+DUPLICATE_STATUS = 409
+"""What an insert answers when the client-chosen id already exists (Google Calendar's ``duplicate``)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -45,6 +56,12 @@ class RetryPolicy:
     not_processed: frozenset[int] = frozenset()
     """Statuses that prove a POST/PATCH was not processed, so it may be repeated."""
     idempotency_header: str = ""
+    idempotent_when_body_has: str = ""
+    """A top-level field of the JSON/form body that makes a POST repeatable when present (a client-chosen
+    id: the upstream refuses the repeat as a duplicate instead of creating a second resource)."""
+    on_duplicate: str = "relay"
+    """``fetch``: a retry answered 409 means the first attempt created the resource: answer with a GET of
+    ``<request path>/<id>`` instead. ``relay``: pass the 409 on."""
     budget_ratio: float = 0.2
     budget_min_per_second: float = 3.0
     replay_limit: int = 2**20
@@ -59,6 +76,8 @@ class AttemptResult:
     """CONNECT_ERROR, TIMEOUT, RESET, or the status code the upstream answered."""
     reached_upstream: bool = True
     retry_after: float | None = None
+    throttled: bool = False
+    """The answer is a throttling signal (429, or a 403 whose body says rate limit exceeded)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +93,14 @@ def backoff(policy: RetryPolicy, retry_number: int, random: Random) -> float:
     return max(0.0, base * (1 + policy.jitter * (2 * random() - 1)))
 
 
+def retryable(policy: RetryPolicy, result: AttemptResult) -> bool:
+    """Is ``result`` one of the conditions in ``policy.on``?"""
+    return result.kind in policy.on or (RATE_LIMITED in policy.on and (result.throttled or result.kind == 429))
+
+
 def may_repeat(policy: RetryPolicy, method: str, result: AttemptResult, has_idempotency_header: bool) -> bool:
-    """Would sending this request again risk doing its side effect twice?"""
+    """Would sending this request again risk doing its side effect twice? ``has_idempotency_header``:
+    the request carries the route's idempotency key (header or body field)."""
     if method in SAFE_METHODS or policy.idempotent or not result.reached_upstream:
         return True
     if isinstance(result.kind, int) and result.kind in policy.not_processed:
@@ -89,7 +114,7 @@ def decide(policy: RetryPolicy, method: str, result: AttemptResult, retry_number
 
     The retry budget is asked separately, last, so that a refused retry is counted only once.
     """
-    if result.kind not in policy.on:
+    if not retryable(policy, result):
         return Decision(False, reason="not retryable")
     if retry_number > policy.attempts:
         return Decision(False, reason="attempts exhausted")
@@ -104,6 +129,20 @@ def decide(policy: RetryPolicy, method: str, result: AttemptResult, retry_number
     if elapsed + delay >= policy.deadline:
         return Decision(False, reason="deadline")
     return Decision(True, delay=delay)
+
+
+def fetch_duplicate(policy: RetryPolicy, status: int, attempts: int, key: str | None) -> bool:
+    """Should a 409 be answered with the resource it names? Only on a retry (the first attempt may
+    have created it), only for a route that opted in, only when the client supplied the key."""
+    return status == DUPLICATE_STATUS and attempts > 1 and policy.on_duplicate == "fetch" and bool(key)
+
+
+def body_key(policy: RetryPolicy, fields: Mapping[str, Any] | None) -> str | None:
+    """The value of ``idempotent_when_body_has`` in the parsed body, when it is a non-empty string."""
+    if not policy.idempotent_when_body_has or fields is None:
+        return None
+    value = fields.get(policy.idempotent_when_body_has)
+    return value if isinstance(value, str) and value else None
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

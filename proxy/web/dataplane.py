@@ -20,12 +20,13 @@ from proxy.events import EventBus, RequestEnded
 from proxy.guard import Attempt, Guard
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
-from proxy.policy.classify import PEEKED_STATUS, throttle_reason
+from proxy.policy.classify import PEEKED_STATUS, names_other_conflict, throttle_reason
 from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
-from proxy.policy.retry import parse_retry_after
+from proxy.policy.retry import body_key, fetch_duplicate, parse_retry_after
 from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
 from proxy.state.base import BreakerStore, LimitStore
+from proxy.web.duplicates import DUPLICATE_HEADER, fetch_created
 from proxy.web.forward import (
     Exchange,
     UpstreamClient,
@@ -77,15 +78,16 @@ class DataPlane:
         request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         exchange = Exchange()
         upstream_name: str | None = None
+        error_format = "generic"  # until the upstream is known: a 404 belongs to no vendor
         message = ""
         self.in_flight += 1
         try:
             resolved = self.router.resolve(request.method, request.raw_path)
-            upstream_name = resolved.upstream.name
+            upstream_name, error_format = resolved.upstream.name, resolved.upstream.error_format
             response = await self._proxy(request, resolved, exchange, request_id)
         except ProxyError as error:
             exchange.status, exchange.error, message = error.status, error.proxy_status, error.message
-            response = error_response(error, request_id)
+            response = error_response(error, request_id, error_format)
         except ConnectionError:
             # The client went away; nothing can reach it, and it is not the sidecar's error.
             # aiohttp finds the transport closed and drops this placeholder quietly.
@@ -94,7 +96,8 @@ class DataPlane:
         except Exception:
             log.exception("unexpected error while proxying", extra={"request_id": request_id})
             exchange.status, exchange.error, message = 500, "proxy_internal_error", "internal error in the sidecar"
-            response = error_response(InternalError("internal error in the sidecar", upstream=upstream_name), request_id)
+            response = error_response(InternalError("internal error in the sidecar", upstream=upstream_name),
+                                      request_id, error_format)
         finally:
             self.in_flight -= 1
             elapsed = time.perf_counter() - started
@@ -142,12 +145,23 @@ class DataPlane:
                 await self._throttle_signal(upstream, route, checks, result)
             return result
 
-        keyed = bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
+        key = body_key(retry, parse_body_fields(request.headers.get("Content-Type", ""), buffered)
+                       if retry.idempotent_when_body_has and buffered is not None else None)
+        keyed = key is not None or bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
         final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable, keyed, send)
         if final.error is not None:
             raise final.error
         exchange.status = final.status
         added[ATTEMPTS_HEADER] = str(exchange.attempts)
+        if key is not None and fetch_duplicate(retry, final.status, exchange.attempts, key):
+            kept = await read_error_body(final.answer)  # the 409, relayed if the lookup finds nothing
+            other = names_other_conflict(kept[1] if kept else None)
+            created = None if other else await fetch_created(client, request, url, key, upstream.timeout)
+            if created is not None:
+                final.answer.release()
+                added[DUPLICATE_HEADER] = "fetched"
+                return await relay(created, request, exchange, upstream, added)
+            final.body = kept[0] if kept else None
         return await relay(final.answer, request, exchange, upstream, added, final.body)
 
     async def _throttle_signal(self, upstream: Upstream, route: Route, checks: list[Check], result: Attempt) -> None:
@@ -157,6 +171,7 @@ class DataPlane:
         if read is not None:
             result.body = read[0]
         reason = throttle_reason(result.status, read[1] if read else None)
+        result.throttled = reason is not None
         if reason is not None:
             wait = parse_retry_after(result.retry_after, time.time())
             self.limiter.throttled(upstream, route, checks, result.status, reason, wait)

@@ -102,15 +102,25 @@ def open_body(request: web.BaseRequest, upstream: Upstream, exchange: Exchange,
     return BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None
 
 
+_BODY_HEADERS = ("Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding", "Expect")
+
+
 async def attempt(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
-                  timeout: float) -> aiohttp.ClientResponse:
-    """Send the request once and wait for the response head; failures raise a ProxyError."""
+                  timeout: float, method: str | None = None) -> aiohttp.ClientResponse:
+    """Send the request once and wait for the response head; failures raise a ProxyError.
+
+    ``method``: send a bodiless request of this method instead (the client's credentials kept),
+    as the duplicate lookup does."""
     upstream = client.upstream
     headers = client.headers.to_upstream(request.headers, request.remote, request.host)
+    if method is not None:
+        for name in _BODY_HEADERS:
+            headers.popall(name, None)
     try:
         async with asyncio.timeout(timeout):
             return await client.session.request(
-                request.method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
+                method or request.method, URL(url, encoded=True), headers=headers, data=body,
+                allow_redirects=False,
             )
     except BaseException as exc:
         if isinstance(body, BodyStream) and body.too_large:

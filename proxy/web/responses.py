@@ -1,7 +1,8 @@
 """Answers the sidecar writes itself: an RFC 9209 ``Proxy-Status`` header and a JSON body.
 
-The body has ``status``, ``code`` and ``message`` because Twilio's and Google's SDKs read
-those names from error bodies; the app sees the sidecar's reason in its SDK's exception.
+The body is shaped per upstream (``error_format``, see :mod:`proxy.error_formats`) so that
+the vendor's SDK raises its usual exception with the sidecar's reason; the headers
+(Proxy-Status, Retry-After, RateLimit-*, X-Request-Id) are the same for every format.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 
 from aiohttp import web
 
+from proxy.error_formats import error_body
 from proxy.errors import ProxyError
 
 PROXY_NAME = "resilience-proxy"
@@ -22,14 +24,8 @@ def proxy_status(error_type: str, details: str) -> str:
     return f'{PROXY_NAME}; error={error_type}; details="{safe}"'
 
 
-def error_response(error: ProxyError, request_id: str) -> web.Response:
-    body = {
-        "status": error.status,
-        "code": error.proxy_status,
-        "message": error.message,
-        "upstream": error.upstream,
-        "request_id": request_id,
-    }
+def error_response(error: ProxyError, request_id: str, error_format: str = "generic") -> web.Response:
+    body = error_body(error_format, error.status, error.proxy_status, error.message, error.upstream, request_id)
     headers = {"Proxy-Status": proxy_status(error.proxy_status, error.details), "X-Request-Id": request_id,
                **error.response_headers()}
     return web.Response(status=error.status, body=json.dumps(body).encode(), content_type="application/json",

@@ -131,7 +131,19 @@ def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None
                  "upstream", id="duplicate-route"),
     pytest.param("{}\n", GOOD_POLICY + "    retry: {on: [connect_eror]}\n",
                  "policies/twilio.yaml:7:18: upstreams.twilio.retry.on[0]: invalid retry condition 'connect_eror' "
-                 "(one of connect_error, reset, timeout, or a status)", id="bad-retry-condition"),
+                 "(one of connect_error, rate_limited, reset, timeout, or a status)", id="bad-retry-condition"),
+    pytest.param("{}\n", GOOD_POLICY + "    error_format: slack\n",
+                 "policies/twilio.yaml:7:5: upstreams.twilio.error_format: must be one of generic, twilio, google, "
+                 "not 'slack'", id="bad-error-format"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {on_duplicate: fetch}\n",
+                 "policies/twilio.yaml:7:13: upstreams.twilio.retry.on_duplicate: fetch needs idempotent_when_body_has "
+                 "(the body field naming the resource)", id="fetch-without-body-key"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {on_duplicate: get}\n",
+                 "policies/twilio.yaml:7:13: upstreams.twilio.retry.on_duplicate: must be one of relay, fetch, "
+                 "not 'get'", id="bad-on-duplicate"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {idempotent_when_body_has: ''}\n",
+                 "policies/twilio.yaml:7:13: upstreams.twilio.retry.idempotent_when_body_has: must be a non-empty "
+                 "string, not ''", id="empty-body-key"),
     pytest.param("{}\n", GOOD_POLICY + "    retry:\n      backoff: {initial: 5s, max: 1s}\n",
                  "policies/twilio.yaml:8:30: upstreams.twilio.retry.backoff.max: must be at least initial (5s)",
                  id="backoff-cap-below-initial"),
@@ -210,3 +222,19 @@ def test_retry_settings_inherit_and_a_route_can_turn_them_off(tmp_path: Path) ->
         3, 1.0, 4.0, frozenset({429}))
     assert default.on == frozenset({"connect_error", "timeout", 502, 503, 504, 429})
     assert (sms.retry.attempts, sms.retry.not_processed) == (0, frozenset({429}))
+
+
+def test_rate_limited_condition_and_body_key_are_read(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + (
+        "    retry:\n"
+        "      on: [timeout, 503, rate_limited]\n"
+        "    routes:\n"
+        "      - name: events\n"
+        "        retry: {idempotent_when_body_has: id, on_duplicate: fetch}\n"
+    )
+    (google,) = load_config(write(tmp_path, "{}\n", twilio=policy), {}).upstreams
+    (events,) = google.routes
+    assert events.retry.on == frozenset({"timeout", 503, "rate_limited"})
+    assert (events.retry.idempotent_when_body_has, events.retry.on_duplicate) == ("id", "fetch")
+    assert (google.default_route.retry.idempotent_when_body_has, google.default_route.retry.on_duplicate) == (
+        "", "relay")

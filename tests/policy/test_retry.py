@@ -14,8 +14,11 @@ from proxy.policy.retry import (
     RetryBudget,
     RetryPolicy,
     backoff,
+    body_key,
     decide,
+    fetch_duplicate,
     parse_retry_after,
+    retryable,
 )
 
 POLICY = RetryPolicy()
@@ -107,3 +110,31 @@ def test_budget_forgets_requests_older_than_its_window() -> None:
         budget.record_request(0.0)
     assert budget.try_retry(5.0)
     assert not budget.try_retry(10.5), "the requests that paid for retries left the window"
+
+
+def test_rate_limited_matches_429_and_throttling_answers_only() -> None:
+    policy = RetryPolicy(on=frozenset({"rate_limited"}), idempotent=True)
+    assert retryable(policy, AttemptResult(429))
+    assert retryable(policy, AttemptResult(403, throttled=True))
+    assert not retryable(policy, AttemptResult(403))  # quotaExceeded and other 403s
+    assert not retryable(RetryPolicy(on=frozenset({503})), AttemptResult(403, throttled=True))
+    assert decide(policy, "POST", AttemptResult(403, throttled=True), 1, 0.0, False, middle).retry
+    assert decide(policy, "POST", AttemptResult(403), 1, 0.0, False, middle).reason == "not retryable"
+
+
+def test_body_key_makes_a_post_repeatable_only_when_present() -> None:
+    policy = RetryPolicy(idempotent_when_body_has="id")
+    assert body_key(policy, {"id": "abc123", "summary": "x"}) == "abc123"
+    assert body_key(policy, {"summary": "x"}) is None
+    assert body_key(policy, {"id": ""}) is None and body_key(policy, {"id": 5}) is None
+    assert body_key(policy, None) is None
+    assert body_key(RetryPolicy(), {"id": "abc"}) is None
+
+
+def test_a_409_is_fetched_only_on_a_retry_of_a_keyed_request_on_an_opted_in_route() -> None:
+    fetch = RetryPolicy(idempotent_when_body_has="id", on_duplicate="fetch")
+    assert fetch_duplicate(fetch, 409, 2, "abc")
+    assert not fetch_duplicate(fetch, 409, 1, "abc")  # the first attempt: the id was taken before
+    assert not fetch_duplicate(fetch, 409, 2, None)
+    assert not fetch_duplicate(fetch, 500, 2, "abc")
+    assert not fetch_duplicate(RetryPolicy(idempotent_when_body_has="id"), 409, 2, "abc")
