@@ -90,6 +90,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from proxy.config.schema import policy_schema, render
+
+    sys.stdout.write(render(policy_schema()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resilience-proxy", description="Resilience sidecar for third-party HTTP APIs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.add_argument("--config", required=True, help="process config file (YAML)")
     validate.add_argument("--strict", action="store_true", help="fail on warnings too")
     validate.set_defaults(handler=_validate)
+    schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the policy files")
+    schema.set_defaults(handler=_schema)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
