@@ -97,6 +97,13 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from proxy.doctor import doctor
+
+    return doctor(args.config, skip_network=args.skip_network, send_test_alert=args.send_test_alert,
+                  strict=args.strict)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resilience-proxy", description="Resilience sidecar for third-party HTTP APIs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.set_defaults(handler=_validate)
     schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the policy files")
     schema.set_defaults(handler=_schema)
+    check = commands.add_parser(
+        "doctor", help="check production readiness: config, Redis, Lua, Slack, Sentry, upstreams, admin, listeners",
+        description="Each check prints PASS, WARN, FAIL or SKIP. Exit 0 when nothing failed (warnings allowed), "
+                    "1 on any FAIL, 2 on a WARN with --strict.")
+    check.add_argument("--config", required=True, help="process config file (YAML)")
+    check.add_argument("--skip-network", action="store_true",
+                       help="skip every check that leaves the machine (Redis, Slack, Sentry host, upstreams)")
+    check.add_argument("--send-test-alert", action="store_true", help="also post one Slack message and one Sentry event")
+    check.add_argument("--strict", action="store_true", help="exit 2 when a check warns")
+    check.set_defaults(handler=_doctor)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
