@@ -5,8 +5,9 @@ as a whole, as ``resilience-proxy validate`` and ``doctor`` show it (``run`` doe
 
 - a route that can never match (an earlier route without a body condition takes all its requests): ERROR,
   because its breaker, retries and limits silently never apply;
-- a rate limit that never decides (another enforcing limit on the same key of the same requests is at
-  least as tight in both rate and burst), or a duplicate: WARNING, it is only dead weight;
+- a rate limit that never decides (another enforcing limit on the same key of the same requests, missing
+  keys and a Redis outage handled alike, is at least as tight in both rate and burst), or a duplicate:
+  WARNING, it is only dead weight;
 - a retry deadline shorter than one attempt: WARNING, the first attempt is cut short and no retry fits.
 
 Pure: the YAML trees are passed in (they carry the line and column of each key), no file is read here.
@@ -134,7 +135,7 @@ def _shadowed_limits(upstream: Upstream, where: _Locator) -> Iterator[Problem]:
         enforcing = [limit for limit in route.rate_limits if not limit.shadow and not limit.overrides]
         for index, first in enumerate(enforcing):
             for second in enforcing[index + 1:]:
-                if (first.kind, first.key_name) != (second.kind, second.key_name):
+                if _behaviour(first) != _behaviour(second):
                     continue
                 if (first.name, second.name) in reported:
                     continue
@@ -142,6 +143,12 @@ def _shadowed_limits(upstream: Upstream, where: _Locator) -> Iterator[Problem]:
                 if problem is not None:
                     reported.add((first.name, second.name))
                     yield problem
+
+
+def _behaviour(limit: LimitPolicy) -> tuple[object, ...]:
+    """Limits compare only when they count the same thing the same way: a tight limit that skips requests
+    without the key, or lets calls through while Redis is down, leaves those to the looser one."""
+    return limit.kind, limit.key_name, limit.on_missing_key, limit.on_backend_error, limit.local_share
 
 
 def _at_most(a: Rate, b: Rate) -> bool:

@@ -82,6 +82,8 @@ def test_shipped_policies_have_no_findings(monkeypatch: pytest.MonkeyPatch) -> N
                  "      - {name: b, key: ip, limit: 10, per: 1s}\n", id="different-keys"),
     pytest.param(HEAD + "    rate_limits:\n      - {name: a, key: org, limit: 10, per: 1s}\n"
                  "      - {name: b, key: org, limit: 10, per: 1s, shadow: true}\n", id="shadow-mode"),
+    pytest.param(HEAD + "    rate_limits:\n      - {name: a, key: org, limit: 10, per: 1s, on_missing_key: skip}\n"
+                 "      - {name: b, key: org, limit: 100, per: 1s}\n", id="tight-one-skips-missing-keys"),
     pytest.param(HEAD + "    retry: false\n    timeout: 60s\n", id="deadline-without-retries"),
 ])
 def test_sound_policies_pass(tmp_path: Path, policy: str) -> None:
