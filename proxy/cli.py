@@ -91,9 +91,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from proxy.config.schema import policy_schema, render
+    from proxy.config.schema import config_schema, policy_schema, render
 
-    sys.stdout.write(render(policy_schema()))
+    sys.stdout.write(render(config_schema() if args.config else policy_schema()))
     return 0
 
 
@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.add_argument("--strict", action="store_true", help="fail on warnings too")
     validate.set_defaults(handler=_validate)
     schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the policy files")
+    schema.add_argument("--config", action="store_true", help="the schema of the process config instead")
     schema.set_defaults(handler=_schema)
     check = commands.add_parser(
         "doctor", help="check production readiness: config, Redis, Lua, Slack, Sentry, upstreams, admin, listeners",

@@ -22,7 +22,8 @@ from proxy.policy.ratelimit import BackendError, MissingKey
 from proxy.policy.retry import KINDS
 
 Schema = dict[str, Any]
-SCHEMA_ID = "https://github.com/voxanne/resilience-proxy/policies/policy.schema.json"
+SCHEMA_ID = "urn:resilience-proxy:policy.schema.json"
+"""An identifier, not a download location: editors find the schema by the file's modeline."""
 _ENV = r"|\$\{"
 
 
@@ -228,6 +229,60 @@ def policy_schema() -> Schema:
                                      "additionalProperties": UPSTREAM}},
         "required": ["upstreams"],
         "additionalProperties": False,
+    }
+
+
+ADDRESS = _string(r"\s*(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}\s*", "host:port or [ipv6]:port.", "127.0.0.1:0")
+
+
+def config_schema() -> Schema:
+    """The schema of the process config (``config.example.yaml``): listeners, state, alerts, errors, policies."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID.replace("policy", "config"),
+        "title": "resilience-proxy process config",
+        **obj("Listeners, shared state, alerts, error reports and the policy files (README: Configuration).", {
+            "listen": ADDRESS | {"description": "Where applications send their calls (default 127.0.0.1:8080)."},
+            "admin": obj("The admin port: health, metrics, breaker overrides.", {
+                "listen": ADDRESS | {"description": "Default 127.0.0.1:9901; must differ from listen."},
+                "token": {"type": "string", "description": "Bearer token for admin mutations (empty: refused).",
+                          "examples": ["${ADMIN_TOKEN:-}"]},
+            }),
+            "state": obj("Where breakers and rate limits live.", {
+                "backend": {"enum": ["memory", "redis"], "description": "memory: per process; redis: fleet-wide.",
+                            "examples": ["redis"]},
+                "redis_url": text("redis://host:port/db.", "redis://127.0.0.1:6379/0"),
+                "redis_timeout": duration("Per Redis command, at most 1s."),
+                "key_prefix": text("Prefix of every Redis key.", "rp:"),
+                "required": boolean("Readiness fails while Redis is unreachable."),
+            }),
+            "log": obj("Logging.", {
+                "level": {"enum": ["debug", "info", "warning", "error"], "description": "Log level.",
+                          "examples": ["info"]},
+                "access": boolean("One JSON line per request."),
+            }),
+            "alerts": obj("Alerts.", {"slack": obj("Slack alerts; an empty token turns them off.", {
+                "token": {"type": "string", "description": "Bot token (xoxb-...).", "examples": ["xoxb-x"]},
+                "channel": {"type": "string", "description": "Channel id or #name.", "examples": ["C123"]},
+                "base_url": _string(r"\s*https?://\S+", "Slack Web API base URL.", "https://slack.com/api/"),
+                "flap_interval": duration("At most one message per breaker per this long."),
+                "error_rate": fraction("Alert when an upstream's failures cross this share (0: off)."),
+                "error_window": duration("The window error_rate is measured over."),
+                "error_min_requests": integer(1, "Requests in the window before error_rate applies."),
+                "queue_size": integer(1, "Messages waiting for Slack; more are dropped."),
+            })}),
+            "errors": obj("Error reports.", {"sentry": obj("Sentry; an empty dsn turns it off.", {
+                "dsn": {"type": "string", "description": "https://<key>@<host>/<project id>.",
+                        "examples": ["https://k@sentry.example.com/1"]},
+                "environment": text("Sentry environment.", "production"),
+                "release": text("Sentry release.", "1.0"),
+            })}),
+            "org_header": HEADER | {"description": "Header naming the calling organisation (key: org)."},
+            "client_ip_header": HEADER | {"description": "Header naming the end user's address (key: ip)."},
+            "shutdown_grace": duration("Longest wait for in-flight requests after SIGTERM."),
+            "policies": one_or_list(text("A policy file or directory, relative to this file.", "policies/"),
+                                    "Policy files or directories (default: policies/)."),
+        }),
     }
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from proxy.config import load
 from proxy.config.reader import Section
-from proxy.config.schema import policy_schema, render
+from proxy.config.schema import config_schema, policy_schema, render
 from proxy.config.yamltree import YNode, parse_yaml
 from proxy.errors import Problem
 from tests.test_cli import ROOT, run_cli
@@ -199,3 +199,52 @@ def test_the_committed_schema_is_what_the_command_prints() -> None:
 def test_shipped_policies_name_the_schema_for_editors(name: str) -> None:
     first = (ROOT / "policies" / name).read_text().splitlines()[0]
     assert first == "# yaml-language-server: $schema=./policy.schema.json"
+
+
+CONFIG_SCHEMA = config_schema()
+
+
+def _config_document(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "api.yaml").write_text("upstreams:\n  api:\n    url: https://api.example.com\n")
+    return example(CONFIG_SCHEMA, itertools.count())
+
+
+def test_the_config_schema_is_valid_and_its_example_loads(tmp_path: Path) -> None:
+    jsonschema.Draft202012Validator.check_schema(CONFIG_SCHEMA)
+    document = _config_document(tmp_path)
+    assert list(jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(document)) == []
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+    load.load_config(tmp_path / "config.yaml", {})
+
+
+def test_the_config_loader_asks_for_exactly_the_config_schema_keys(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_config_document(tmp_path)))
+    asked: set[str] = set()
+    original = Section.node
+
+    def record(self: Section, key: str) -> YNode | None:
+        path = f"{self.path}.{key}" if self.path else key
+        if not path.startswith("upstreams"):
+            asked.add(path)
+        return original(self, key)
+
+    monkeypatch.setattr(Section, "node", record)
+    load.load_config(tmp_path / "config.yaml", {})
+    assert asked == schema_keys(CONFIG_SCHEMA)
+
+
+def test_the_example_config_validates_and_a_misspelt_key_fails() -> None:
+    validator = jsonschema.Draft202012Validator(CONFIG_SCHEMA)
+    document = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    assert [e.message for e in validator.iter_errors(document)] == []
+    document["state"]["redis_timout"] = document["state"].pop("redis_timeout")
+    assert [e.message for e in validator.iter_errors(document)] == [
+        "Additional properties are not allowed ('redis_timout' was unexpected)"]
+
+
+def test_schema_config_prints_the_config_schema() -> None:
+    result = run_cli("schema", "--config")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == render(CONFIG_SCHEMA)
