@@ -59,6 +59,10 @@ class _Locator:
     def has(self, *steps: Step) -> bool:
         return self._node(self.base + steps) is not None
 
+    def node(self, *steps: Step) -> YNode | None:
+        """The YAML node at ``steps`` below the upstream, if written."""
+        return self._node(self.base + steps)
+
     def _node(self, steps: tuple[Step, ...]) -> YNode | None:
         node: YNode | None = self.root
         for step in steps:
@@ -180,7 +184,7 @@ def _limit_steps(upstream: Upstream, name: str, where: _Locator) -> tuple[Step, 
     candidates: list[tuple[Step, ...]] = [("rate_limits",)]
     candidates += [("routes", index, "rate_limits") for index in range(len(upstream.routes))]
     for prefix in candidates:
-        entries = where._node(where.base + prefix)
+        entries = where.node(*prefix)
         if entries is not None and isinstance(entries.value, list):
             for index, entry in enumerate(entries.value):
                 named = entry.value.get("name") if isinstance(entry.value, dict) else None

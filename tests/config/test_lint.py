@@ -54,6 +54,10 @@ def lint_policy(tmp_path: Path, policy: str) -> list[str]:
                  "policies/twilio.yaml:5:26: warning: upstreams.twilio.retry.deadline: deadline 5s is shorter than "
                  "one attempt (the upstream's timeout 10s): the first attempt is cut short and no retry fits",
                  id="deadline-under-timeout"),
+    pytest.param(HEAD + "    timeout: 60s\n",
+                 "policies/twilio.yaml:4:5: warning: upstreams.twilio.timeout: deadline 30s is shorter than one "
+                 "attempt (the upstream's timeout 1m): the first attempt is cut short and no retry fits",
+                 id="timeout-over-default-deadline"),
     pytest.param(HEAD + "    routes:\n      - name: sms\n        retry: {per_try_timeout: 45s}\n",
                  "policies/twilio.yaml:6:17: warning: upstreams.twilio.routes[0].retry.per_try_timeout: deadline 30s "
                  "is shorter than one attempt (per_try_timeout 45s): the first attempt is cut short and no retry fits",
