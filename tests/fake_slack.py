@@ -41,6 +41,8 @@ class FakeSlack:
     answer: str = "ok"
     channels: dict[str, str] = field(default_factory=lambda: {"C123": "alerts"})
     """Channel ids ``conversations.info`` knows, and their names."""
+    conversations_error: str = ""
+    """When set, ``conversations.info`` answers this error (``missing_scope`` names channels:read as needed)."""
     script: list[str] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -97,6 +99,11 @@ class FakeSlack:
         refused = self._auth_error(call)
         if refused is not None:
             return refused
+        if self.conversations_error == "missing_scope":
+            return web.json_response({"ok": False, "error": "missing_scope", "needed": "channels:read",
+                                      "provided": "chat:write"})
+        if self.conversations_error:
+            return _ok_false(self.conversations_error)
         if channel not in self.channels:
             return _ok_false("channel_not_found")
         return web.json_response({"ok": True, "channel": {"id": channel, "name": self.channels[channel],

@@ -4,6 +4,7 @@ a real redis-server, the fake Slack, a Sentry endpoint, an upstream with a trust
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import ssl
@@ -18,6 +19,9 @@ import trustme
 import yaml
 from aiohttp import web
 
+from proxy.config.load import load_config
+from proxy.config.model import Address
+from proxy.doctor import FAIL, PASS, SKIP, WARN, Result, check_listen, check_state_backend, exit_status, render
 from tests.conftest import free_port
 from tests.fake_slack import FakeSlack
 from tests.test_cli import ROOT
@@ -146,6 +150,15 @@ async def test_an_unknown_slack_channel_fails(tmp_path: Path, world: World, redi
     assert rows["slack channel"] == ("FAIL", "Slack answered channel_not_found")
 
 
+async def test_a_token_without_the_scope_to_read_channels_warns(tmp_path: Path, world: World,
+                                                                redis_url: str) -> None:
+    world.slack.conversations_error = "missing_scope"
+    write(tmp_path, world, redis_url)
+    status, rows, _ = await doctor(tmp_path)
+    assert status == 0
+    assert rows["slack channel"] == ("WARN", "not checked: the token lacks the scope channels:read")
+
+
 async def test_an_unreachable_upstream_fails(tmp_path: Path, world: World, redis_url: str) -> None:
     port = free_port()
     write(tmp_path, world, redis_url, upstream_url=f"https://127.0.0.1:{port}")
@@ -195,3 +208,19 @@ async def test_lint_warnings_warn_and_are_listed(tmp_path: Path, world: World) -
     assert output.splitlines()[-1] == (
         "policies/api.yaml:4:13: warning: upstreams.api.retry.deadline: deadline 1s is shorter than one attempt "
         "(the upstream's timeout 10s): the first attempt is cut short and no retry fits")
+
+
+def test_local_checks_and_exit_status() -> None:
+    config = load_config(ROOT / "config.example.yaml", {})
+    assert check_state_backend(config) == Result(
+        "state backend", WARN, "memory: breakers and rate limits are per process, not per fleet")
+    assert check_listen(config).status == PASS
+    exposed = dataclasses.replace(config, admin=dataclasses.replace(config.admin, listen=Address("::", 9901)))
+    assert check_listen(exposed) == Result("listen addresses", WARN, "not loopback: admin.listen [::]:9901")
+    assert exit_status([Result("a", PASS, ""), Result("b", WARN, "")], strict=False) == 0
+    assert exit_status([Result("a", PASS, ""), Result("b", WARN, "")], strict=True) == 2
+    assert exit_status([Result("a", FAIL, ""), Result("b", WARN, "")], strict=True) == 1
+    assert render([Result("config", PASS, "ok"), Result("upstream twilio", SKIP, "--skip-network")]) == (
+        "CHECK            STATUS  DETAIL\n"
+        "config           PASS    ok\n"
+        "upstream twilio  SKIP    --skip-network\n")
