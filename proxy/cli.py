@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--config", required=True, help="process config file (YAML)")
     check.add_argument("--skip-network", action="store_true",
                        help="skip every check that leaves the machine (Redis, Slack, Sentry host, upstreams)")
-    check.add_argument("--send-test-alert", action="store_true", help="also post one Slack message and one Sentry event")
+    check.add_argument("--send-test-alert", action="store_true",
+                       help="also post one Slack message and one Sentry event")
     check.add_argument("--strict", action="store_true", help="exit 2 when a check warns")
     check.set_defaults(handler=_doctor)
     args = parser.parse_args(argv)

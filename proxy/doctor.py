@@ -77,8 +77,8 @@ def _loopback(address: Address) -> bool:
 
 def check_listen(config: Config) -> Result:
     """Apps on the same host are the only intended clients; an open data port is an open proxy to paid APIs."""
-    exposed = [f"{name} {address}" for name, address in (("listen", config.listen), ("admin.listen", config.admin.listen))
-               if not _loopback(address)]
+    listeners = (("listen", config.listen), ("admin.listen", config.admin.listen))
+    exposed = [f"{name} {address}" for name, address in listeners if not _loopback(address)]
     if exposed:
         return Result("listen addresses", WARN, "not loopback: " + ", ".join(exposed))
     return Result("listen addresses", PASS, f"loopback: {config.listen}, admin {config.admin.listen}")

@@ -54,7 +54,7 @@ def test_validate_prints_errors_then_warnings_and_fails_on_errors(tmp_path: Path
         "policies/twilio.yaml:7:9: upstreams.twilio.routes[1]: route 'sms' can never match: route 'all' (routes[0]) "
         "takes every request it would",
         "policies/twilio.yaml:4:13: warning: upstreams.twilio.retry.deadline: deadline 1s is shorter than one attempt "
-        "(the upstream's timeout 10s): the first attempt is cut short and no retry fits",
+        "(the upstream's timeout 10s): a first attempt that times out leaves no time to retry",
         "config.yaml: 1 error, 1 warning",
     ]
 
@@ -65,7 +65,7 @@ def test_validate_passes_with_warnings_unless_strict(tmp_path: Path) -> None:
         "upstreams:\n  api:\n    url: https://api.example.com\n    retry: {deadline: 1s}\n")
     (tmp_path / "config.yaml").write_text("{}\n")
     warning = ("policies/api.yaml:4:13: warning: upstreams.api.retry.deadline: deadline 1s is shorter than one "
-               "attempt (the upstream's timeout 10s): the first attempt is cut short and no retry fits")
+               "attempt (the upstream's timeout 10s): a first attempt that times out leaves no time to retry")
     relaxed = run_cli("validate", "--config", "config.yaml", cwd=tmp_path)
     assert relaxed.returncode == 0
     assert relaxed.stderr.splitlines() == [warning]

@@ -207,7 +207,7 @@ async def test_lint_warnings_warn_and_are_listed(tmp_path: Path, world: World) -
     assert rows["config"] == ("WARN", "1 upstream from 1 policy file; 1 warning (see below)")
     assert output.splitlines()[-1] == (
         "policies/api.yaml:4:13: warning: upstreams.api.retry.deadline: deadline 1s is shorter than one attempt "
-        "(the upstream's timeout 10s): the first attempt is cut short and no retry fits")
+        "(the upstream's timeout 10s): a first attempt that times out leaves no time to retry")
 
 
 def test_local_checks_and_exit_status() -> None:

@@ -8,7 +8,7 @@ as a whole, as ``resilience-proxy validate`` and ``doctor`` show it (``run`` doe
 - a rate limit that never decides (another enforcing limit on the same key of the same requests, missing
   keys and a Redis outage handled alike, is at least as tight in both rate and burst), or a duplicate:
   WARNING, it is only dead weight;
-- a retry deadline shorter than one attempt: WARNING, the first attempt is cut short and no retry fits.
+- a retry deadline shorter than one attempt: WARNING, a first attempt that times out leaves no time to retry.
 
 Pure: the YAML trees are passed in (they carry the line and column of each key), no file is read here.
 """
@@ -196,7 +196,7 @@ def _limit_steps(upstream: Upstream, name: str, where: _Locator) -> tuple[Step, 
 # Retries --------------------------------------------------------------------------------------------------
 
 def _short_deadlines(upstream: Upstream, where: _Locator) -> Iterator[Problem]:
-    """A deadline under one attempt's timeout: the first attempt is cut short, no retry ever fits."""
+    """A deadline under one attempt's timeout: the first attempt is not cut, but once it times out no retry fits."""
     if upstream.default_route is not None:
         message = _deadline_problem(upstream.default_route, upstream)
         if message:
@@ -216,7 +216,7 @@ def _deadline_problem(route: Route, upstream: Upstream) -> str:
     if retry.deadline >= attempt:
         return ""
     return (f"deadline {_seconds(retry.deadline)} is shorter than one attempt ({source} {_seconds(attempt)}): "
-            "the first attempt is cut short and no retry fits")
+            "a first attempt that times out leaves no time to retry")
 
 
 def _deadline_steps(where: _Locator, route: tuple[Step, ...]) -> tuple[Step, ...]:

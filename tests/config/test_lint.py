@@ -52,15 +52,16 @@ def lint_policy(tmp_path: Path, policy: str) -> list[str]:
                  "duplicates 'a' (same key header:X-Tenant, same rate and burst)", id="duplicate-limit"),
     pytest.param(HEAD + "    timeout: 10s\n    retry: {attempts: 2, deadline: 5s}\n",
                  "policies/twilio.yaml:5:26: warning: upstreams.twilio.retry.deadline: deadline 5s is shorter than "
-                 "one attempt (the upstream's timeout 10s): the first attempt is cut short and no retry fits",
+                 "one attempt (the upstream's timeout 10s): a first attempt that times out leaves no time to retry",
                  id="deadline-under-timeout"),
     pytest.param(HEAD + "    timeout: 60s\n",
                  "policies/twilio.yaml:4:5: warning: upstreams.twilio.timeout: deadline 30s is shorter than one "
-                 "attempt (the upstream's timeout 1m): the first attempt is cut short and no retry fits",
+                 "attempt (the upstream's timeout 1m): a first attempt that times out leaves no time to retry",
                  id="timeout-over-default-deadline"),
     pytest.param(HEAD + "    routes:\n      - name: sms\n        retry: {per_try_timeout: 45s}\n",
                  "policies/twilio.yaml:6:17: warning: upstreams.twilio.routes[0].retry.per_try_timeout: deadline 30s "
-                 "is shorter than one attempt (per_try_timeout 45s): the first attempt is cut short and no retry fits",
+                 "is shorter than one attempt (per_try_timeout 45s): a first attempt that times out leaves no time to "
+                 "retry",
                  id="deadline-under-per-try-timeout"),
 ])
 def test_each_semantic_problem_has_its_message(tmp_path: Path, policy: str, expected: str) -> None:
