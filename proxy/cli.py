@@ -1,4 +1,4 @@
-"""The ``resilience-proxy`` command: ``run`` and ``validate``."""
+"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema`` and ``doctor``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from proxy.config.load import load_config
-from proxy.errors import ConfigError
+from proxy.config.lint import lint
+from proxy.config.load import load_config, policy_trees
+from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")
 
@@ -61,19 +62,46 @@ def _run(args: argparse.Namespace) -> int:
     return supervise(args.config, args.workers)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
 def _validate(args: argparse.Namespace) -> int:
+    """Exit 1 on errors (load or lint), and on warnings too with ``--strict``; errors print before warnings."""
     try:
         config = load_config(args.config)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
-        count = len(error.problems)
-        print(f"{args.config}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        print(f"{args.config}: {_plural(len(error.problems), 'error')}", file=sys.stderr)
+        return 1
+    problems = lint(config, policy_trees(config))
+    errors = sum(1 for p in problems if p.severity == ERROR)
+    warnings = len(problems) - errors
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if errors or (warnings and args.strict):
+        print(f"{args.config}: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}", file=sys.stderr)
         return 1
     names = ", ".join(f"{u.name} ({u.prefix})" for u in config.upstreams)
     files = len(config.policy_files)
-    print(f"{config.source}: OK: {len(config.upstreams)} upstreams from {files} policy file{'s' if files != 1 else ''}: {names}")
+    print(f"{config.source}: OK: {len(config.upstreams)} upstreams from {_plural(files, 'policy file')}: {names}"
+          + (f" ({_plural(warnings, 'warning')})" if warnings else ""))
     return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from proxy.config.schema import config_schema, policy_schema, render
+
+    sys.stdout.write(render(config_schema() if args.config else policy_schema()))
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from proxy.doctor import doctor
+
+    return doctor(args.config, skip_network=args.skip_network, send_test_alert=args.send_test_alert,
+                  strict=args.strict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +113,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.set_defaults(handler=_run)
     validate = commands.add_parser("validate", help="check the config and policy files, print every error")
     validate.add_argument("--config", required=True, help="process config file (YAML)")
+    validate.add_argument("--strict", action="store_true", help="fail on warnings too")
     validate.set_defaults(handler=_validate)
+    schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the policy files")
+    schema.add_argument("--config", action="store_true", help="the schema of the process config instead")
+    schema.set_defaults(handler=_schema)
+    check = commands.add_parser(
+        "doctor", help="check production readiness: config, Redis, Lua, Slack, Sentry, upstreams, admin, listeners",
+        description="Each check prints PASS, WARN, FAIL or SKIP. Exit 0 when nothing failed (warnings allowed), "
+                    "1 on any FAIL, 2 on a WARN with --strict.")
+    check.add_argument("--config", required=True, help="process config file (YAML)")
+    check.add_argument("--skip-network", action="store_true",
+                       help="skip every check that leaves the machine (Redis, Slack, Sentry host, upstreams)")
+    check.add_argument("--send-test-alert", action="store_true",
+                       help="also post one Slack message and one Sentry event")
+    check.add_argument("--strict", action="store_true", help="exit 2 when a check warns")
+    check.set_defaults(handler=_doctor)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

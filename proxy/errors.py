@@ -156,6 +156,10 @@ class UpstreamTimeout(UpstreamError):
     proxy_status = "http_response_timeout"
 
 
+ERROR = "error"
+WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in a configuration file, located as precisely as the YAML allows."""
@@ -165,9 +169,14 @@ class Problem:
     column: int
     path: str
     message: str
+    severity: str = ERROR
+    """ERROR: the config cannot be used as meant; WARNING: it works, but probably not as its author thinks
+    (``validate`` fails on warnings only with ``--strict``)."""
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        if self.severity == WARNING:
+            where += ": warning"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 

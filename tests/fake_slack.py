@@ -1,4 +1,5 @@
-"""Slack's Web API on 127.0.0.1, answering ``chat.postMessage`` and ``auth.test`` as Slack does.
+"""Slack's Web API on 127.0.0.1, answering ``chat.postMessage``, ``auth.test`` and ``conversations.info`` as
+Slack does.
 
 Success is HTTP 200 ``{"ok": true, ...}``; most failures are HTTP 200 ``{"ok": false, "error": ...}``;
 rate limits are 429 with ``Retry-After``. Every call is recorded (method, Authorization header,
@@ -38,6 +39,10 @@ class FakeSlack:
     base_url: str = ""
     """``http://127.0.0.1:<port>/api/`` once served."""
     answer: str = "ok"
+    channels: dict[str, str] = field(default_factory=lambda: {"C123": "alerts"})
+    """Channel ids ``conversations.info`` knows, and their names."""
+    conversations_error: str = ""
+    """When set, ``conversations.info`` answers this error (``missing_scope`` names channels:read as needed)."""
     script: list[str] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -46,6 +51,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/api/chat.postMessage", self._post_message)
         app.router.add_post("/api/auth.test", self._auth_test)
+        app.router.add_route("*", "/api/conversations.info", self._conversations_info)  # the SDK GETs it
         return app
 
     def release(self) -> None:
@@ -86,6 +92,22 @@ class FakeSlack:
         return self._auth_error(call) or web.json_response(
             {"ok": True, "url": "https://voxanne.slack.com/", "team": "Voxanne", "user": "resilience-proxy",
              "team_id": "T123", "user_id": "U123", "bot_id": "B123"})
+
+    async def _conversations_info(self, request: web.Request) -> web.Response:
+        call = await self._record(request, "conversations.info")
+        channel = call.body.get("channel") or (await request.post()).get("channel") or request.query.get("channel")
+        refused = self._auth_error(call)
+        if refused is not None:
+            return refused
+        if self.conversations_error == "missing_scope":
+            return web.json_response({"ok": False, "error": "missing_scope", "needed": "channels:read",
+                                      "provided": "chat:write"})
+        if self.conversations_error:
+            return _ok_false(self.conversations_error)
+        if channel not in self.channels:
+            return _ok_false("channel_not_found")
+        return web.json_response({"ok": True, "channel": {"id": channel, "name": self.channels[channel],
+                                                          "is_member": True}})
 
     async def _post_message(self, request: web.Request) -> web.StreamResponse:
         call = await self._record(request, "chat.postMessage")

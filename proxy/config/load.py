@@ -108,6 +108,17 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     )
 
 
+def policy_trees(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, YNode]:
+    """The YAML of each policy file of a loaded ``config``, with positions, for :func:`proxy.config.lint.lint`."""
+    environ = os.environ if environ is None else environ
+    trees: dict[str, YNode] = {}
+    for file in config.policy_files:
+        root = _read(Path(file), environ, [])
+        if root is not None:
+            trees[file] = root
+    return trees
+
+
 def _read(file: Path, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
     try:
         text = file.read_text(encoding="utf-8")

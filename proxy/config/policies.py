@@ -109,7 +109,7 @@ def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
         "idempotency_header": section.get("idempotency_header", v.header_name, None),
         "idempotent_when_body_has": section.get("idempotent_when_body_has", v.text, None),
         "on_duplicate": section.get("on_duplicate", v.one_of("relay", "fetch"), None),
-        "budget_ratio": budget.get("ratio", v.fraction, None),
+        "budget_ratio": budget.get("ratio", _budget_ratio, None),
         "budget_min_per_second": budget.get("min_per_second", _non_negative_number, None),
         "replay_limit": section.get("replay_limit", v.size, None),
     }
@@ -122,6 +122,23 @@ def read_retry(parent: Section, base: RetryPolicy) -> RetryPolicy:
     if policy.max_backoff < policy.initial:
         backoff.error(backoff.mark_of("max"), f"{backoff.path}.max", f"must be at least initial ({policy.initial:g}s)")
     return policy
+
+
+def _budget_ratio(value: Any) -> float:
+    """Retries as a share of first tries; over 100% retries could more than double a failing upstream's load."""
+    try:
+        return v.fraction(value)
+    except ValueError:
+        text = value.strip() if isinstance(value, str) else ""
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(value) if not isinstance(
+                value, bool) and isinstance(value, (int, float)) else 0.0
+        except ValueError:
+            number = 0.0
+        if number > 1:
+            raise ValueError(f"a retry budget over 100% ('{value}') lets retries more than double the load on a "
+                             "failing upstream: write at most 100% (e.g. 20%)") from None
+        raise
 
 
 def _non_negative_number(value: Any) -> float:

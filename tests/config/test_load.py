@@ -147,6 +147,13 @@ def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None
     pytest.param("{}\n", GOOD_POLICY + "    retry:\n      backoff: {initial: 5s, max: 1s}\n",
                  "policies/twilio.yaml:8:30: upstreams.twilio.retry.backoff.max: must be at least initial (5s)",
                  id="backoff-cap-below-initial"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {budget: {ratio: 150%}}\n",
+                 "policies/twilio.yaml:7:22: upstreams.twilio.retry.budget.ratio: a retry budget over 100% ('150%') "
+                 "lets retries more than double the load on a failing upstream: write at most 100% (e.g. 20%)",
+                 id="budget-over-100-percent"),
+    pytest.param("{}\n", GOOD_POLICY + "    retry: {budget: {ratio: -5%}}\n",
+                 "policies/twilio.yaml:7:22: upstreams.twilio.retry.budget.ratio: invalid share '-5%' (write 50% or 0.5)",
+                 id="budget-negative"),
     pytest.param("{}\n", GOOD_POLICY + "    retry: {attempts: -1}\n",
                  "policies/twilio.yaml:7:13: upstreams.twilio.retry.attempts: must be a whole number >= 0, not '-1'",
                  id="negative-attempts"),
