@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,8 @@ def _loop_factory():  # type: ignore[no-untyped-def]
 
 def run_worker(config_path: str, *, reuse_port: bool = False) -> int:
     """Load the config and serve until a stop signal; the exit status."""
+    # SIGHUP means "reload" once serving; until the loop's handler is installed, it must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(config_path)
     except ConfigError as error:

@@ -1,8 +1,13 @@
-"""One sidecar process: data and admin listeners, signals, and the graceful drain.
+"""One sidecar process: data and admin listeners, signals, hot reload, and the graceful drain.
 
 On SIGTERM or SIGINT: ``/readyz`` turns 503, the data listener closes (new connections are
 refused), in-flight requests get up to ``shutdown_grace`` to finish, then the process exits.
 The admin listener stays up until the drain ends so that orchestrators can watch it.
+
+On SIGHUP, ``POST /admin/reload`` or a change of the config files (:mod:`proxy.reload`), the
+config is loaded again; a valid one gets a new :class:`DataPlane`, swapped in by one assignment,
+so each request runs wholly on one generation. The replaced one finishes its requests, then
+closes its connection pools. The breaker and limit stores are the same objects before and after.
 """
 
 from __future__ import annotations
@@ -14,14 +19,27 @@ import time
 
 from aiohttp import web
 
+from proxy.config.load import load_config
 from proxy.config.model import Address, Config, StateSettings
-from proxy.events import BackendChanged, EventBus
+from proxy.errors import ConfigError, Problem
+from proxy.events import BackendChanged, ConfigReloaded, EventBus
+from proxy.guard import Guard
+from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
 from proxy.observe.alerts import SlackAlerts
 from proxy.observe.errors import SentryReporter
 from proxy.observe.gauges import Sampler
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
+from proxy.reload import (
+    Attempt,
+    ChangeDetector,
+    RunningConfig,
+    fingerprint,
+    restart_only_changes,
+    summarize,
+    watched_files,
+)
 from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
@@ -38,8 +56,10 @@ class Sidecar:
     """The listeners and the data plane of one process, with an explicit start / drain / close."""
 
     def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
-                 breakers: BreakerStore | None = None, limits: LimitStore | None = None) -> None:
-        self.config = config
+                 breakers: BreakerStore | None = None, limits: LimitStore | None = None,
+                 watch_interval: float | None = 0.5) -> None:
+        """``watch_interval``: seconds between polls of the config files (None: no watching)."""
+        self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
         self.breakers = breakers or make_breaker_store(config.state)
         self.breakers.add_listener(log_breaker_transition)
@@ -52,20 +72,45 @@ class Sidecar:
         for reporter in (self.alerts, self.errors):
             if reporter is not None:
                 self.events.subscribe(reporter.on_event)
-        self.dataplane = DataPlane(config, self.events, access_log or AccessLog(enabled=config.log.access),
-                                   self.breakers, self.limits)
-        self.sampler = Sampler(config, self.breakers, self.limits, lambda: self.dataplane.in_flight)
+        self.access_log = access_log or AccessLog(enabled=config.log.access)
+        # Kept across reloads with the stores: retry budgets, and the limiter's local-share buckets.
+        self.guard = Guard(self.breakers, emit=self.events.emit)
+        self.limiter = Limiter(self.limits)
+        self.limiter.add_listener(self.events.emit)
+        self.dataplane = DataPlane(config, self.events, self.access_log, self.guard, self.limiter)
+        self._retired: set[DataPlane] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._changes = ChangeDetector(self.running.version)
+        self._watch_interval = watch_interval
+        self.sampler = Sampler(config, self.breakers, self.limits, lambda: self.in_flight)
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
-            web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
+            web.Server(self._handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
             handle_signals=False,
             shutdown_timeout=config.shutdown_grace,
         )
-        self._admin = web.AppRunner(admin_app(self.health, config, self.breakers, self.sampler.sample),
+        self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self.reload,
+                                              lambda: self.sampler.sample()),
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self._watch: asyncio.Task[None] | None = None
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
+
+    @property
+    def config(self) -> Config:
+        """The config running now."""
+        return self.running.config
+
+    @property
+    def in_flight(self) -> int:
+        """Requests not yet answered, on the current data plane and on replaced ones."""
+        return self.dataplane.in_flight + sum(plane.in_flight for plane in self._retired)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        # ``self.dataplane`` is read once: the request stays on that generation whatever is swapped
+        # in meanwhile (handle() counts it in flight before its first await).
+        return await self.dataplane.handle(request)
 
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
@@ -75,6 +120,8 @@ class Sidecar:
         await self.breakers.start()
         await self.limits.start()
         self._watch = asyncio.create_task(self._watch_backend())
+        if self._watch_interval:
+            self._spawn(self._watch_files(self._watch_interval))
         self.admin_address = await self._bind(self._admin, self.config.admin.listen)
         self.data_address = await self._bind(self._data, self.config.listen)
         self.health.serving = True
@@ -104,15 +151,101 @@ class Sidecar:
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace), then stop the data plane."""
         self.health.draining = True
-        log.info("draining", extra={"in_flight": self.dataplane.in_flight, "grace_s": self.config.shutdown_grace})
+        log.info("draining", extra={"in_flight": self.in_flight, "grace_s": self.config.shutdown_grace})
         await self._data.cleanup()
-        log.info("drained", extra={"in_flight": self.dataplane.in_flight})
+        log.info("drained", extra={"in_flight": self.in_flight})
+
+    async def reload(self, trigger: str = "signal") -> Attempt:
+        """Load the config files again and apply them whole, or refuse them whole and keep serving.
+
+        ``trigger`` (``file``, ``signal``, ``admin``) is reported. Reloads run one at a time."""
+        async with self._reload_lock:
+            old = self.config
+            before = fingerprint(watched_files(old))
+            problems: list[Problem] = []
+            try:
+                new: Config | None = await asyncio.to_thread(load_config, old.source)
+            except ConfigError as error:
+                new, problems = None, list(error.problems)
+            if new is not None:
+                problems = restart_only_changes(old, new)
+            plane = None
+            if new is not None and not problems:
+                try:
+                    plane = DataPlane(new, self.events, self.access_log, self.guard, self.limiter)
+                except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
+                    problems = [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
+            version = fingerprint(watched_files(new if plane is not None and new is not None else old))
+            # Files that changed while they were read: let the watcher look again at its next polls.
+            self._changes.attempted(version if fingerprint(watched_files(old)) == before else "")
+            attempt = Attempt(time.time(), trigger, "ok" if plane else "error", version,
+                              tuple(str(p) for p in problems))
+            if plane is None or new is None:
+                self.running.last_attempt = attempt
+                self._refused(attempt)
+                return attempt
+            self._apply(old, new, plane, attempt)
+            return attempt
+
+    def _apply(self, old: Config, new: Config, plane: DataPlane, attempt: Attempt) -> None:
+        """The swap: after this assignment every new request runs on ``plane``."""
+        replaced, self.dataplane = self.dataplane, plane
+        self.running = RunningConfig(new, attempt.version, attempt.at, attempt)
+        self.sampler = Sampler(new, self.breakers, self.limits, lambda: self.in_flight)
+        self.limiter.forget_rejections()
+        self.access_log.enabled = new.log.access
+        if new.log.level != old.log.level:
+            logging.getLogger().setLevel(new.log.level.upper())
+        self._retired.add(replaced)
+        self._spawn(self._retire(replaced))
+        log.info("config reloaded", extra={"version": attempt.version, "trigger": attempt.trigger,
+                                           **summarize(old, new), "in_flight_on_old": replaced.in_flight})
+        self.events.emit(ConfigReloaded("ok", f"config {attempt.version} applied", trigger=attempt.trigger))
+
+    def _refused(self, attempt: Attempt) -> None:
+        for problem in attempt.problems:
+            log.error("config reload refused: %s", problem, extra={"trigger": attempt.trigger})
+        count = len(attempt.problems)
+        message = (f"config reload refused ({count} problem{'s' if count != 1 else ''}); "
+                   f"still running {self.running.version}")
+        log.error(message, extra={"trigger": attempt.trigger, "version": attempt.version})
+        self.events.emit(ConfigReloaded("error", message, attempt.problems, attempt.trigger))
+
+    async def _retire(self, plane: DataPlane) -> None:
+        """Close a replaced data plane's connection pools once its last request has ended."""
+        try:
+            await plane.wait_idle()
+        finally:
+            self._retired.discard(plane)
+            await plane.close_clients()
+
+    async def _watch_files(self, interval: float) -> None:
+        """Poll the config files; reload when a change has settled (:class:`ChangeDetector`)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = await asyncio.to_thread(fingerprint, watched_files(self.config))
+                if self._changes.observe(current):
+                    await self.reload("file")
+            except Exception:
+                log.exception("watching the config files failed")
+
+    def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         await self._data.cleanup()
-        await self.dataplane.close()
+        for plane in (self.dataplane, *self._retired):
+            await plane.close_clients()
+        self._retired.clear()
+        await self.limiter.close()
+        self.access_log.flush()
         await self.breakers.close()
         await self.limits.close()
         await self._admin.cleanup()
@@ -146,6 +279,14 @@ async def serve(config: Config, *, reuse_port: bool = False) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     sidecar = Sidecar(config, reuse_port=reuse_port)
+    reloads: set[asyncio.Task[Attempt]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(sidecar.reload("signal"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await sidecar.start()
         await stop.wait()
