@@ -272,13 +272,13 @@ def make_limit_store(state: StateSettings) -> LimitStore:
     return MemoryLimitStore()
 
 
-async def serve(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve ``config`` until SIGTERM or SIGINT, then drain and return."""
+async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5) -> None:
+    """Serve ``config`` until SIGTERM or SIGINT, then drain and return; reload on SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sidecar = Sidecar(config, reuse_port=reuse_port)
+    sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval)
     reloads: set[asyncio.Task[Attempt]] = set()
 
     def on_hangup() -> None:

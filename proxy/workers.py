@@ -22,13 +22,13 @@ log = logging.getLogger("resilience_proxy")
 RESTART_DELAY = 1.0
 
 
-def _worker_main(config_path: str) -> None:
+def _worker_main(config_path: str, watch_interval: float) -> None:
     from proxy.cli import run_worker
 
-    raise SystemExit(run_worker(config_path, reuse_port=True))
+    raise SystemExit(run_worker(config_path, reuse_port=True, watch_interval=watch_interval))
 
 
-def supervise(config_path: str, workers: int) -> int:
+def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> int:
     """Run ``workers`` processes until SIGTERM/SIGINT; forward the signal, wait for their drain.
 
     SIGHUP is forwarded to every live worker, each of which reloads its config. A worker that dies
@@ -53,7 +53,8 @@ def supervise(config_path: str, workers: int) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker_main, args=(config_path,), name="resilience-proxy-worker")
+        process = context.Process(target=_worker_main, args=(config_path, watch_interval),
+                                  name="resilience-proxy-worker")
         # An ignored signal stays ignored across exec, so a SIGHUP that reaches a worker before its
         # event loop handles it does not kill it (the default action); the worker's loop takes over.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)

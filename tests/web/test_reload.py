@@ -1,0 +1,150 @@
+"""Hot reload in one process: the admin endpoints, what survives a reload, what is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from proxy.server import Sidecar
+from tests.conftest import StartSidecar, admin_url, base_url
+from tests.metrics_text import sample_value
+
+TOKEN = "s3cret-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def rewrite_policies(sidecar: Sidecar, upstreams: dict[str, dict[str, Any]]) -> None:
+    """Replace the test policy file (as conftest.write_config lays it out)."""
+    path = Path(sidecar.config.policy_files[0])
+    path.write_text(yaml.safe_dump({"upstreams": {n: {"retry": False, **u} for n, u in upstreams.items()}}))
+
+
+async def reload(http: aiohttp.ClientSession, sidecar: Sidecar, headers: dict[str, str] = AUTH
+                 ) -> tuple[int, dict[str, Any]]:
+    async with http.post(admin_url(sidecar) + "/admin/reload", headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_reload_needs_the_admin_token(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    without = await start_sidecar({"api": {"url": url}})
+    assert (await reload(http, without, {}))[0] == 403
+    with_token = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    assert (await reload(http, with_token, {}))[0] == 401
+    assert (await reload(http, with_token, {"Authorization": "Bearer wrong"}))[0] == 401
+    status, body = await reload(http, with_token)
+    assert status == 200 and body["result"] == "ok"
+
+
+async def test_a_valid_reload_applies_to_new_requests_and_shows_in_admin_config(  # type: ignore[no-untyped-def]
+        start_sidecar: StartSidecar, scripted, http) -> None:
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    async with http.get(admin_url(sidecar) + "/admin/config") as response:
+        before = await response.json()
+    assert before["last_reload"] is None and before["upstreams"][0]["name"] == "api"
+    async with http.get(base_url(sidecar) + "/other/x") as response:
+        assert response.status == 404
+
+    rewrite_policies(sidecar, {"api": {"url": url}, "other": {"url": url}})
+    status, body = await reload(http, sidecar)
+    assert status == 200 and body == {"result": "ok", "version": body["version"], "problems": []}
+    async with http.get(base_url(sidecar) + "/other/x") as response:
+        assert response.status == 200
+    async with http.get(admin_url(sidecar) + "/admin/config") as response:
+        after = await response.json()
+    assert after["version"] == body["version"] != before["version"]
+    assert [u["name"] for u in after["upstreams"]] == ["api", "other"]
+    assert after["last_reload"]["result"] == "ok" and after["last_reload"]["trigger"] == "admin"
+
+
+async def test_an_invalid_config_is_refused_whole_and_reported(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    errors_before = await reload_errors(http, sidecar)
+    version = sidecar.running.version
+    policy = Path(sidecar.config.policy_files[0])
+    policy.write_text(f"upstreams:\n  api:\n    url: {url}\n    timeout: 30\n  other:\n    url: {url}\n")
+
+    status, body = await reload(http, sidecar)
+    assert status == 422 and body["result"] == "error"
+    assert body["problems"] == [f"{sidecar.config.policy_files[0]}:4:5: upstreams.api.timeout: invalid duration "
+                                "'30' (write 250ms, 30s, 15m or 1h)"]
+    async with http.get(base_url(sidecar) + "/other/x") as response:
+        assert response.status == 404  # nothing of the refused config applies
+    async with http.get(base_url(sidecar) + "/api/x") as response:
+        assert response.status == 200
+    async with http.get(admin_url(sidecar) + "/admin/config") as response:
+        shown = await response.json()
+    assert shown["version"] == version
+    assert shown["last_reload"]["result"] == "error" and shown["last_reload"]["problems"] == body["problems"]
+    assert await reload_errors(http, sidecar) == errors_before + 1
+
+
+async def test_a_restart_only_setting_refuses_the_reload(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    config = Path(sidecar.config.source)
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "listen": "127.0.0.1:1", "shutdown_grace": "5s"}))
+    status, body = await reload(http, sidecar)
+    assert status == 422
+    assert body["problems"] == [
+        f"{sidecar.config.source}: listen: cannot change while running (127.0.0.1:0 -> 127.0.0.1:1); "
+        "restart the sidecar to apply it",
+        f"{sidecar.config.source}: shutdown_grace: cannot change while running (20.0 -> 5.0); "
+        "restart the sidecar to apply it"]
+
+
+async def test_breaker_state_survives_a_reload_of_an_unrelated_change(  # type: ignore[no-untyped-def]
+        start_sidecar: StartSidecar, scripted, http) -> None:
+    upstream, url = scripted
+    upstream.status = 500
+    api = {"url": url, "breaker": {"consecutive_failures": 2, "open_for": "60s"}}
+    sidecar = await start_sidecar({"api": api}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    for _ in range(2):
+        async with http.get(base_url(sidecar) + "/api/x") as response:
+            assert response.status == 500
+    async with http.get(base_url(sidecar) + "/api/x") as response:
+        assert response.status == 503 and "circuit api open" in response.headers["Proxy-Status"]
+
+    rewrite_policies(sidecar, {"api": {**api, "timeout": "5s"}, "other": {"url": url}})
+    assert (await reload(http, sidecar))[0] == 200
+    hits = upstream.hits
+    async with http.get(base_url(sidecar) + "/api/x") as response:
+        assert response.status == 503 and "circuit api open" in response.headers["Proxy-Status"]
+    assert upstream.hits == hits
+    async with http.get(admin_url(sidecar) + "/admin/breakers") as response:
+        states = {b["name"]: b["state"] for b in (await response.json())["breakers"]}
+    assert states == {"api": "open", "other": "closed"}
+
+
+async def test_a_request_in_flight_finishes_on_the_old_data_plane(  # type: ignore[no-untyped-def]
+        start_sidecar: StartSidecar, scripted, http) -> None:
+    upstream, url = scripted
+    upstream.delay = 0.8
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    old = sidecar.dataplane
+    slow = asyncio.create_task(http.get(base_url(sidecar) + "/api/slow"))
+    while old.in_flight == 0:
+        await asyncio.sleep(0.01)
+    rewrite_policies(sidecar, {"api": {"url": url, "timeout": "5s"}})
+    assert (await reload(http, sidecar))[0] == 200
+    assert sidecar.dataplane is not old and sidecar.in_flight == 1
+    assert not old.clients["api"].session.closed  # its request still uses the pool
+    response = await slow
+    assert response.status == 200
+    for _ in range(100):
+        if old.clients["api"].session.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert old.clients["api"].session.closed and sidecar.in_flight == 0
+
+
+async def reload_errors(http: aiohttp.ClientSession, sidecar: Sidecar) -> float:
+    async with http.get(admin_url(sidecar) + "/metrics") as response:
+        return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result="error")
