@@ -81,6 +81,7 @@ class Sidecar:
         self._retired: set[DataPlane] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        self._closing = False
         self._changes = ChangeDetector(self.running.version)
         self._watch_interval = watch_interval
         self.sampler = Sampler(config, self.breakers, self.limits, lambda: self.in_flight)
@@ -151,6 +152,7 @@ class Sidecar:
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace), then stop the data plane."""
         self.health.draining = True
+        self._closing = True  # no reload from here on (the admin port stays up during the drain)
         log.info("draining", extra={"in_flight": self.in_flight, "grace_s": self.config.shutdown_grace})
         await self._data.cleanup()
         log.info("drained", extra={"in_flight": self.in_flight})
@@ -169,6 +171,8 @@ class Sidecar:
                 new, problems = None, list(error.problems)
             if new is not None:
                 problems = restart_only_changes(old, new)
+            if self._closing:  # shutting down: a new data plane would outlive close()
+                new, problems = None, [Problem(old.source, 0, 0, "", "the sidecar is shutting down")]
             plane = None
             if new is not None and not problems:
                 try:
@@ -236,6 +240,7 @@ class Sidecar:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        self._closing = True
         if self._watch is not None:
             self._watch.cancel()
         for task in list(self._tasks):
@@ -290,6 +295,8 @@ async def serve(config: Config, *, reuse_port: bool = False, watch_interval: flo
     try:
         await sidecar.start()
         await stop.wait()
+        # Not removed: without a handler SIGHUP's default action would kill the draining process.
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: draining"))
         await sidecar.drain()
     finally:
         await sidecar.close()

@@ -218,3 +218,22 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, slo
         assert await sidecar.wait_exit() == 0
     finally:
         sidecar.stop()
+
+
+async def test_sighup_while_draining_neither_reloads_nor_kills(tmp_path: Path, slow_upstream) -> None:  # type: ignore[no-untyped-def]
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": f"http://127.0.0.1:{slow_upstream.port}", "prefix": "/api"}},
+                             shutdown_grace="10s", log={"level": "info", "access": False})
+    try:
+        await sidecar.wait_ready()
+        async with aiohttp.ClientSession() as http:
+            in_flight = asyncio.create_task(http.get(sidecar.url + "/api/slow"))
+            await asyncio.wait_for(slow_upstream.slow_started.wait(), 10)
+            sidecar.signal(signal.SIGTERM)
+            await poll_until(lambda: readyz_status(http, sidecar), 503)
+            sidecar.signal(signal.SIGHUP)
+            response = await in_flight
+            assert response.status == 200
+        assert await sidecar.wait_exit() == 0
+        assert "SIGHUP ignored: draining" in sidecar.log
+    finally:
+        sidecar.stop()

@@ -148,3 +148,13 @@ async def test_a_request_in_flight_finishes_on_the_old_data_plane(  # type: igno
 async def reload_errors(http: aiohttp.ClientSession, sidecar: Sidecar) -> float:
     async with http.get(admin_url(sidecar) + "/metrics") as response:
         return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result="error")
+
+
+async def test_no_reload_once_the_sidecar_drains(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    plane = sidecar.dataplane
+    await sidecar.drain()
+    status, body = await reload(http, sidecar)  # the admin port stays up while draining
+    assert status == 422 and body["problems"] == [f"{sidecar.config.source}: the sidecar is shutting down"]
+    assert sidecar.dataplane is plane
