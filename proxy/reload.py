@@ -21,6 +21,7 @@ invalid one, so that what runs is always exactly one version of the files, never
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from proxy.config.load import POLICY_SUFFIXES
 from proxy.config.model import Config
+from proxy.config.yamltree import Mark, parse_yaml
 from proxy.errors import Problem
 
 RESTART_ONLY = ("listen", "admin.listen", "state", "shutdown_grace", "errors.sentry", "alerts.slack")
@@ -95,9 +97,24 @@ def restart_only_changes(old: Config, new: Config) -> list[Problem]:
     for key, (before, after) in pairs.items():
         if before != after:
             shown = "" if key in ("state", "errors.sentry", "alerts.slack") else f" ({before} -> {after})"
-            problems.append(Problem(new.source, 0, 0, key,
+            at = _where(new.source, key)
+            problems.append(Problem(new.source, at.line if at else 0, at.column if at else 0, key,
                                     f"cannot change while running{shown}; restart the sidecar to apply it"))
     return problems
+
+
+def _where(source: str, dotted: str) -> Mark | None:
+    """Where ``dotted`` (``admin.listen``) is written in ``source``; None when it is not (a default)."""
+    try:
+        node = parse_yaml(Path(source).read_text(encoding="utf-8"), source, os.environ, [])
+    except (OSError, UnicodeDecodeError):
+        return None
+    mark = None
+    for key in dotted.split("."):
+        if node is None or not isinstance(node.value, dict) or key not in node.value:
+            return None
+        mark, node = node.key_marks.get(key), node.value[key]
+    return mark
 
 
 def summarize(old: Config, new: Config) -> dict[str, list[str]]:

@@ -91,12 +91,15 @@ async def test_a_restart_only_setting_refuses_the_reload(start_sidecar: StartSid
     config = Path(sidecar.config.source)
     settings = yaml.safe_load(config.read_text())
     config.write_text(yaml.safe_dump({**settings, "listen": "127.0.0.1:1", "shutdown_grace": "5s"}))
+    lines = config.read_text().splitlines()
+    at = {key: lines.index(next(line for line in lines if line.startswith(key))) + 1
+          for key in ("listen:", "shutdown_grace:")}
     status, body = await reload(http, sidecar)
     assert status == 422
     assert body["problems"] == [
-        f"{sidecar.config.source}: listen: cannot change while running (127.0.0.1:0 -> 127.0.0.1:1); "
+        f"{sidecar.config.source}:{at['listen:']}:1: listen: cannot change while running (127.0.0.1:0 -> 127.0.0.1:1); "
         "restart the sidecar to apply it",
-        f"{sidecar.config.source}: shutdown_grace: cannot change while running (20.0 -> 5.0); "
+        f"{sidecar.config.source}:{at['shutdown_grace:']}:1: shutdown_grace: cannot change while running (20.0 -> 5.0); "
         "restart the sidecar to apply it"]
 
 
