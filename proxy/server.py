@@ -176,7 +176,8 @@ class Sidecar:
             plane = None
             if new is not None and not problems:
                 try:
-                    plane = DataPlane(new, self.events, self.access_log, self.guard, self.limiter)
+                    plane = DataPlane(new, self.events, self.access_log, self.guard, self.limiter,
+                                      reuse=self.dataplane.clients)
                 except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
                     problems = [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
             version = fingerprint(watched_files(new if plane is not None and new is not None else old))
@@ -221,7 +222,7 @@ class Sidecar:
             await plane.wait_idle()
         finally:
             self._retired.discard(plane)
-            await plane.close_clients()
+            await plane.close_clients(keep=[c for p in (self.dataplane, *self._retired) for c in p.clients.values()])
 
     async def _watch_files(self, interval: float) -> None:
         """Poll the config files; reload when a change has settled (:class:`ChangeDetector`)."""

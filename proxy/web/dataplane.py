@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
@@ -57,11 +58,15 @@ class DataPlane:
     """
 
     def __init__(self, config: Config, events: EventBus, access_log: AccessLog, guard: Guard,
-                 limiter: Limiter) -> None:
+                 limiter: Limiter, reuse: Mapping[str, UpstreamClient] | None = None) -> None:
+        """``reuse``: the previous data plane's clients; an upstream whose settings did not change
+        keeps its pool, so a reload does not reopen every TLS connection to every third party."""
         self.config = config
         self.router = Router(config.upstreams)
         self.routes = {u.name: RouteTable(u) for u in config.upstreams}
-        self.clients = {u.name: UpstreamClient(u) for u in config.upstreams}
+        reuse = reuse or {}
+        self.clients = {u.name: reuse[u.name] if u.name in reuse and reuse[u.name].upstream == u
+                        else UpstreamClient(u) for u in config.upstreams}
         self.events = events
         self.guard = guard
         self.limiter = limiter
@@ -77,9 +82,12 @@ class DataPlane:
             self._idle.clear()
             await self._idle.wait()
 
-    async def close_clients(self) -> None:
+    async def close_clients(self, keep: Iterable[UpstreamClient] = ()) -> None:
+        """Close the connection pools, except those in ``keep`` (still used by a newer data plane)."""
+        kept = {id(client) for client in keep}
         for client in self.clients.values():
-            await client.close()
+            if id(client) not in kept:
+                await client.close()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request: answered by the upstream or by the sidecar, counted and logged either way."""

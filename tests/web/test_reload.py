@@ -161,3 +161,21 @@ async def test_no_reload_once_the_sidecar_drains(start_sidecar: StartSidecar, sc
     status, body = await reload(http, sidecar)  # the admin port stays up while draining
     assert status == 422 and body["problems"] == [f"{sidecar.config.source}: the sidecar is shutting down"]
     assert sidecar.dataplane is plane
+
+
+async def test_an_unchanged_upstream_keeps_its_connection_pool(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}, "other": {"url": url}},
+                                  admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    old = sidecar.dataplane
+    rewrite_policies(sidecar, {"api": {"url": url}, "other": {"url": url, "timeout": "3s"}})
+    assert (await reload(http, sidecar))[0] == 200
+    new = sidecar.dataplane
+    assert new.clients["api"] is old.clients["api"] and new.clients["other"] is not old.clients["other"]
+    for _ in range(100):
+        if old.clients["other"].session.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert old.clients["other"].session.closed and not new.clients["api"].session.closed
+    async with http.get(base_url(sidecar) + "/api/x") as response:
+        assert response.status == 200
