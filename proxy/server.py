@@ -196,7 +196,8 @@ class Sidecar:
         """The swap: after this assignment every new request runs on ``plane``."""
         replaced, self.dataplane = self.dataplane, plane
         self.running = RunningConfig(new, attempt.version, attempt.at, attempt)
-        self.sampler = Sampler(new, self.breakers, self.limits, lambda: self.in_flight)
+        sampler, self.sampler = self.sampler, Sampler(new, self.breakers, self.limits, lambda: self.in_flight)
+        self.sampler.forget_missing(sampler)
         self.limiter.forget_rejections()
         self.access_log.enabled = new.log.access
         if new.log.level != old.log.level:

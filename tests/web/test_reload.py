@@ -179,3 +179,21 @@ async def test_an_unchanged_upstream_keeps_its_connection_pool(start_sidecar: St
     assert old.clients["other"].session.closed and not new.clients["api"].session.closed
     async with http.get(base_url(sidecar) + "/api/x") as response:
         assert response.status == 200
+
+
+async def test_a_removed_route_leaves_the_breaker_state_gauge(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}, "gone": {"url": url}},
+                                  admin={"listen": "127.0.0.1:0", "token": TOKEN})
+
+    async def states() -> set[str]:
+        async with http.get(admin_url(sidecar) + "/metrics") as response:
+            text = await response.text()
+        return {line.split('upstream="')[1].split('"')[0] for line in text.splitlines()
+                if line.startswith("resilience_proxy_breaker_state{")}
+
+    assert {"api", "gone"} <= await states()
+    rewrite_policies(sidecar, {"api": {"url": url}})
+    assert (await reload(http, sidecar))[0] == 200
+    shown = await states()
+    assert "api" in shown and "gone" not in shown
