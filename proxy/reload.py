@@ -38,8 +38,9 @@ timer, the Sentry SDK (process-global) and the Slack client with its damping sta
 
 
 def watched_files(config: Config) -> tuple[str, ...]:
-    """The config file, then every policy file it loaded."""
-    return (config.source, *config.policy_files)
+    """The config file, then every policy file it loaded, then the upstreams' CA bundles."""
+    bundles = sorted({u.ca_bundle for u in config.upstreams if u.ca_bundle})
+    return (config.source, *config.policy_files, *bundles)
 
 
 def fingerprint(files: Iterable[str]) -> str:

@@ -164,33 +164,35 @@ class Sidecar:
         async with self._reload_lock:
             old = self.config
             before = fingerprint(watched_files(old))
-            problems: list[Problem] = []
-            try:
-                new: Config | None = await asyncio.to_thread(load_config, old.source)
-            except ConfigError as error:
-                new, problems = None, list(error.problems)
-            if new is not None:
-                problems = restart_only_changes(old, new)
-            if self._closing:  # shutting down: a new data plane would outlive close()
-                new, problems = None, [Problem(old.source, 0, 0, "", "the sidecar is shutting down")]
-            plane = None
-            if new is not None and not problems:
-                try:
-                    plane = DataPlane(new, self.events, self.access_log, self.guard, self.limiter,
-                                      reuse=self.dataplane.clients)
-                except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
-                    problems = [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
-            version = fingerprint(watched_files(new if plane is not None and new is not None else old))
+            new, plane, problems = await self._prepare(old)
+            version = fingerprint(watched_files(new if plane is not None else old))
             # Files that changed while they were read: let the watcher look again at its next polls.
             self._changes.attempted(version if fingerprint(watched_files(old)) == before else "")
-            attempt = Attempt(time.time(), trigger, "ok" if plane else "error", version,
+            attempt = Attempt(time.time(), trigger, "ok" if plane is not None else "error", version,
                               tuple(str(p) for p in problems))
-            if plane is None or new is None:
+            if plane is None:
                 self.running.last_attempt = attempt
                 self._refused(attempt)
-                return attempt
-            self._apply(old, new, plane, attempt)
+            else:
+                self._apply(old, new, plane, attempt)
             return attempt
+
+    async def _prepare(self, old: Config) -> tuple[Config, DataPlane | None, list[Problem]]:
+        """The new config and its data plane; or no data plane, and the problems that refuse it."""
+        try:
+            new = await asyncio.to_thread(load_config, old.source)
+        except ConfigError as error:
+            return old, None, list(error.problems)
+        if self._closing:  # shutting down: a new data plane would outlive close()
+            return old, None, [Problem(old.source, 0, 0, "", "the sidecar is shutting down")]
+        problems = restart_only_changes(old, new)
+        if problems:
+            return old, None, problems
+        try:
+            return new, DataPlane(new, self.events, self.access_log, self.guard, self.limiter,
+                                  reuse=self.dataplane.clients), []
+        except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
+            return old, None, [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
 
     def _apply(self, old: Config, new: Config, plane: DataPlane, attempt: Attempt) -> None:
         """The swap: after this assignment every new request runs on ``plane``."""

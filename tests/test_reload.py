@@ -76,4 +76,15 @@ def test_summary_names_upstreams_added_removed_and_changed(tmp_path: Path) -> No
         "c": {"url": "http://127.0.0.1:3", "retry": False}}}))
     new = load_config(config)
     assert summarize(old, new) == {"added": ["c"], "removed": ["b"], "changed": ["a"]}
-    assert watched_files(new) == (new.source, *new.policy_files)
+    assert watched_files(new) == (new.source, *new.policy_files)  # no CA bundles here
+
+
+def test_the_upstreams_ca_bundles_are_watched_too(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "ca.pem").write_text("not read by the loader\n")
+    config = load_config(write_config(tmp_path, {"api": {"url": "https://127.0.0.1:1", "ca_bundle": "ca.pem"}}))
+    files = watched_files(config)
+    assert files[-1] == str(tmp_path / "policies" / "ca.pem")
+    before = fingerprint(files)
+    (tmp_path / "policies" / "ca.pem").write_text("a renewed certificate\n")
+    assert fingerprint(files) != before

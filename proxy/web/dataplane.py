@@ -65,7 +65,8 @@ class DataPlane:
         self.router = Router(config.upstreams)
         self.routes = {u.name: RouteTable(u) for u in config.upstreams}
         reuse = reuse or {}
-        self.clients = {u.name: reuse[u.name] if u.name in reuse and reuse[u.name].upstream == u
+        # Not with a CA bundle: its file may have changed under the same name (that is what reloaded).
+        self.clients = {u.name: reuse[u.name] if u.name in reuse and reuse[u.name].upstream == u and not u.ca_bundle
                         else UpstreamClient(u) for u in config.upstreams}
         self.events = events
         self.guard = guard
