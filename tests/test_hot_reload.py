@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from aiohttp import web
 
 from proxy.config.load import load_config
 from proxy.server import Sidecar
-from tests.conftest import admin_url, base_url
+from tests.conftest import admin_url, base_url, free_port
 from tests.metrics_text import sample_value
+from tests.processes import SidecarProcess
 
 TOKEN = "s3cret-admin-token"
 
@@ -70,8 +72,9 @@ def policy(url: str, *, limit: int | None = None, broken: bool = False) -> str:
     return text + "    timeout: 30\n" if broken else text
 
 
-CONFIG = yaml.safe_dump({"listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-                         "policies": ["policy.yaml"], "log": {"level": "warning", "access": False}})
+def config_text(port: int = 0, admin_port: int = 0) -> str:
+    return yaml.safe_dump({"listen": f"127.0.0.1:{port}", "admin": {"listen": f"127.0.0.1:{admin_port}", "token": TOKEN},
+                           "policies": ["policy.yaml"], "log": {"level": "warning", "access": False}})
 
 
 @pytest.fixture
@@ -133,62 +136,84 @@ async def until(probe, deadline: float = 2.0) -> float:  # type: ignore[no-untyp
 async def test_policy_changes_under_load_apply_without_a_failed_request(  # type: ignore[no-untyped-def]
         tmp_path: Path, slowish_upstream: str, layout) -> None:
     files = layout(tmp_path)
-    files.publish({"config.yaml": CONFIG, "policy.yaml": policy(slowish_upstream)})
+    files.publish({"config.yaml": config_text(), "policy.yaml": policy(slowish_upstream)})
     sidecar = Sidecar(load_config(tmp_path / "config.yaml"))
     await sidecar.start()
-    load = Load(base_url(sidecar) + "/api/call")
     try:
-        async with aiohttp.ClientSession() as admin:
-
-            async def shown() -> dict:  # type: ignore[type-arg]
-                async with admin.get(admin_url(sidecar) + "/admin/config") as response:
-                    return await response.json()
-
-            async def reloads(result: str) -> float:
-                async with admin.get(admin_url(sidecar) + "/metrics") as response:
-                    return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result=result)
-
-            ok_before, errors_before = await reloads("ok"), await reloads("error")
-            async for _ in load.run():
-                await asyncio.sleep(0.5)
-                assert set(load.since(0)) == {200}
-
-                # 1. A valid change: a limit that rejects most of this load takes effect within 2 s.
-                published = time.monotonic()
-                files.publish({"policy.yaml": policy(slowish_upstream, limit=5)})
-                took = await until(lambda: asyncio.sleep(0, 429 in load.since(published)))
-                assert took < 2.0
-                limited = (await shown())["version"]
-
-                # 2. An invalid change: refused whole, the limit still enforced, the error shown with file:line.
-                broken = policy(slowish_upstream, limit=5, broken=True)
-                files.publish({"policy.yaml": broken})
-                await until(lambda: _last_result(shown, "error"))
-                refused_at = time.monotonic()
-                config = await shown()
-                assert config["version"] == limited
-                assert config["last_reload"]["problems"] == [
-                    f"{sidecar.config.policy_files[0]}:{broken.count(chr(10))}:5: upstreams.api.timeout: invalid duration '30' "
-                    "(write 250ms, 30s, 15m or 1h)"]
-                await asyncio.sleep(0.5)
-                assert 429 in load.since(refused_at)
-
-                # 3. Valid again, without the limit: every call passes once it is applied.
-                files.publish({"policy.yaml": policy(slowish_upstream)})
-                await until(lambda: _last_result(shown, "ok"))
-                applied_at = time.monotonic()
-                await asyncio.sleep(0.5)
-                assert set(load.since(applied_at + 0.05)) == {200}
-
-            assert await reloads("ok") - ok_before == 2
-            assert await reloads("error") - errors_before == 1
-        outcomes = [outcome for _, outcome in load.outcomes]
-        failures = [o for o in outcomes if o not in (200, 429)]
-        assert failures == [], f"{len(failures)} failed of {len(outcomes)}: {failures[:5]}"
-        print(f"{len(outcomes)} calls: {outcomes.count(200)} x 200, {outcomes.count(429)} x 429 (the new limit)")
-        assert outcomes.count(200) > 100 and outcomes.count(429) > 20
+        await change_policies_under_load(files, slowish_upstream, base_url(sidecar), admin_url(sidecar))
     finally:
         await sidecar.close()
+
+
+async def test_a_configmap_update_under_load_on_a_real_process(tmp_path: Path, slowish_upstream: str) -> None:
+    """The same with the sidecar in its own process (uvloop, real signals and sockets)."""
+    files = ConfigMapVolume(tmp_path)
+    port, admin_port = free_port(), free_port()
+    files.publish({"config.yaml": config_text(port, admin_port), "policy.yaml": policy(slowish_upstream)})
+    sidecar = SidecarProcess(tmp_path, {}, config=(tmp_path / "config.yaml", port, admin_port))
+    try:
+        await sidecar.wait_ready()
+        await change_policies_under_load(files, slowish_upstream, sidecar.url, sidecar.admin_url)
+        sidecar.signal(signal.SIGTERM)
+        assert await sidecar.wait_exit() == 0
+    finally:
+        sidecar.stop()
+
+
+async def change_policies_under_load(files: PlainFiles | ConfigMapVolume, upstream: str, data_root: str,
+                                     admin_root: str) -> None:
+    """Valid (a new limit), invalid, valid again (no limit), while three clients call."""
+    load = Load(data_root + "/api/call")
+    async with aiohttp.ClientSession() as admin:
+
+        async def shown() -> dict:  # type: ignore[type-arg]
+            async with admin.get(admin_root + "/admin/config") as response:
+                return await response.json()
+
+        async def reloads(result: str) -> float:
+            async with admin.get(admin_root + "/metrics") as response:
+                return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result=result)
+
+        ok_before, errors_before = await reloads("ok"), await reloads("error")
+        policy_file = (await shown())["policy_files"][0]
+        async for _ in load.run():
+            await asyncio.sleep(0.5)
+            assert set(load.since(0)) == {200}
+
+            # 1. A valid change: a limit that rejects most of this load takes effect within 2 s.
+            published = time.monotonic()
+            files.publish({"policy.yaml": policy(upstream, limit=5)})
+            took = await until(lambda: asyncio.sleep(0, 429 in load.since(published)))
+            assert took < 2.0
+            limited = (await shown())["version"]
+
+            # 2. An invalid change: refused whole, the limit still enforced, the error shown with file:line.
+            broken = policy(upstream, limit=5, broken=True)
+            files.publish({"policy.yaml": broken})
+            await until(lambda: _last_result(shown, "error"))
+            refused_at = time.monotonic()
+            config = await shown()
+            assert config["version"] == limited
+            assert config["last_reload"]["problems"] == [
+                f"{policy_file}:{broken.count(chr(10))}:5: upstreams.api.timeout: invalid duration '30' "
+                "(write 250ms, 30s, 15m or 1h)"]
+            await asyncio.sleep(0.5)
+            assert 429 in load.since(refused_at)
+
+            # 3. Valid again, without the limit: every call passes once it is applied.
+            files.publish({"policy.yaml": policy(upstream)})
+            await until(lambda: _last_result(shown, "ok"))
+            applied_at = time.monotonic()
+            await asyncio.sleep(0.5)
+            assert set(load.since(applied_at + 0.05)) == {200}
+
+        assert await reloads("ok") - ok_before == 2
+        assert await reloads("error") - errors_before == 1
+    outcomes = [outcome for _, outcome in load.outcomes]
+    failures = [o for o in outcomes if o not in (200, 429)]
+    assert failures == [], f"{len(failures)} failed of {len(outcomes)}: {failures[:5]}"
+    print(f"{len(outcomes)} calls: {outcomes.count(200)} x 200, {outcomes.count(429)} x 429 (the new limit)")
+    assert outcomes.count(200) > 100 and outcomes.count(429) > 20
 
 
 async def _last_result(shown, result: str) -> bool:  # type: ignore[no-untyped-def]
