@@ -24,7 +24,8 @@ def _loop_factory():  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: float = 0.5) -> int:
+def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: float = 0.5,
+               supervisor: int | None = None) -> int:
     """Load the config and serve until a stop signal; the exit status."""
     # SIGHUP means "reload" once serving; until the loop's handler is installed, it must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -39,7 +40,8 @@ def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: fl
     configure_logging(config.log.level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config, reuse_port=reuse_port, watch_interval=watch_interval or None))
+            runner.run(serve(config, reuse_port=reuse_port, watch_interval=watch_interval or None,
+                             supervisor=supervisor))
     except OSError as error:
         log.error("cannot start: %s", error)
         return 1

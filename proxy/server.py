@@ -13,9 +13,12 @@ closes its connection pools. The breaker and limit stores are the same objects b
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -57,8 +60,10 @@ class Sidecar:
 
     def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
                  breakers: BreakerStore | None = None, limits: LimitStore | None = None,
-                 watch_interval: float | None = 0.5) -> None:
-        """``watch_interval``: seconds between polls of the config files (None: no watching)."""
+                 watch_interval: float | None = 0.5, tell_workers: Callable[[], None] | None = None) -> None:
+        """``watch_interval``: seconds between polls of the config files (None: no watching).
+        ``tell_workers``: with ``--workers N``, asks the supervisor to reload every worker after an
+        admin reload here (this one then finds its files unchanged)."""
         self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
         self.breakers = breakers or make_breaker_store(config.state)
@@ -91,7 +96,8 @@ class Sidecar:
             handle_signals=False,
             shutdown_timeout=config.shutdown_grace,
         )
-        self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self.reload,
+        self._tell_workers = tell_workers
+        self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
                                               lambda: self.sampler.sample()),
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self._watch: asyncio.Task[None] | None = None
@@ -164,6 +170,14 @@ class Sidecar:
         async with self._reload_lock:
             old = self.config
             before = fingerprint(watched_files(old))
+            if before == self.running.version and not self._closing:
+                # The same files load to the same config (the environment of a running process is
+                # fixed): nothing to swap or count. A second SIGHUP, or workers told twice, cost nothing.
+                attempt = Attempt(time.time(), trigger, "ok", before)
+                self.running.last_attempt = attempt
+                self._changes.attempted(before)
+                log.info("config unchanged", extra={"version": before, "trigger": trigger})
+                return attempt
             new, plane, problems = await self._prepare(old)
             version = fingerprint(watched_files(new if plane is not None else old))
             # Files that changed while they were read: let the watcher look again at its next polls.
@@ -176,6 +190,12 @@ class Sidecar:
             else:
                 self._apply(old, new, plane, attempt)
             return attempt
+
+    async def _admin_reload(self, trigger: str) -> Attempt:
+        attempt = await self.reload(trigger)
+        if attempt.result == "ok" and self._tell_workers is not None:
+            self._tell_workers()
+        return attempt
 
     async def _prepare(self, old: Config) -> tuple[Config, DataPlane | None, list[Problem]]:
         """The new config and its data plane; or no data plane, and the problems that refuse it."""
@@ -281,13 +301,18 @@ def make_limit_store(state: StateSettings) -> LimitStore:
     return MemoryLimitStore()
 
 
-async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5) -> None:
-    """Serve ``config`` until SIGTERM or SIGINT, then drain and return; reload on SIGHUP."""
+async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5,
+                supervisor: int | None = None) -> None:
+    """Serve ``config`` until SIGTERM or SIGINT, then drain and return; reload on SIGHUP.
+
+    ``supervisor``: the pid of the ``--workers`` supervisor, sent SIGHUP after an admin reload so
+    that every worker reloads, not only the one that answered."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval)
+    tell = None if supervisor is None else functools.partial(os.kill, supervisor, signal.SIGHUP)
+    sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval, tell_workers=tell)
     reloads: set[asyncio.Task[Attempt]] = set()
 
     def on_hangup() -> None:

@@ -22,16 +22,17 @@ log = logging.getLogger("resilience_proxy")
 RESTART_DELAY = 1.0
 
 
-def _worker_main(config_path: str, watch_interval: float) -> None:
+def _worker_main(config_path: str, watch_interval: float, supervisor: int) -> None:
     from proxy.cli import run_worker
 
-    raise SystemExit(run_worker(config_path, reuse_port=True, watch_interval=watch_interval))
+    raise SystemExit(run_worker(config_path, reuse_port=True, watch_interval=watch_interval, supervisor=supervisor))
 
 
 def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> int:
     """Run ``workers`` processes until SIGTERM/SIGINT; forward the signal, wait for their drain.
 
-    SIGHUP is forwarded to every live worker, each of which reloads its config. A worker that dies
+    SIGHUP is forwarded to every live worker, each of which reloads its config (a worker sends it
+    here after ``POST /admin/reload``, so that all follow the one that answered). A worker that dies
     on its own is replaced. Exit status 0 when every worker drained cleanly.
     """
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -53,7 +54,7 @@ def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> in
     signal.signal(signal.SIGINT, on_signal)
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker_main, args=(config_path, watch_interval),
+        process = context.Process(target=_worker_main, args=(config_path, watch_interval, os.getpid()),
                                   name="resilience-proxy-worker")
         # An ignored signal stays ignored across exec, so a SIGHUP that reaches a worker before its
         # event loop handles it does not kill it (the default action); the worker's loop takes over.

@@ -237,3 +237,29 @@ async def test_sighup_while_draining_neither_reloads_nor_kills(tmp_path: Path, s
         assert "SIGHUP ignored: draining" in sidecar.log
     finally:
         sidecar.stop()
+
+
+async def test_an_admin_reload_on_one_worker_reloads_them_all(tmp_path: Path, slow_upstream) -> None:  # type: ignore[no-untyped-def]
+    url = f"http://127.0.0.1:{slow_upstream.port}"
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": url, "prefix": "/api"}}, "--workers", "2",
+                             "--watch-interval", "0", admin_token="t0ken", log={"level": "info", "access": False})
+    try:
+        await sidecar.wait_ready()
+        await asyncio.sleep(1.0)  # both workers up
+        _add_upstream(sidecar, "new", url)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(sidecar.admin_url + "/admin/reload",
+                                 headers={"Authorization": "Bearer t0ken"}) as response:
+                assert response.status == 200
+
+        def reloads() -> list[int]:
+            return [json.loads(line)["pid"] for line in sidecar.log.splitlines() if '"msg":"config reloaded"' in line]
+
+        await poll_until(lambda: asyncio.sleep(0, len(set(reloads()))), 2, deadline=10)
+        await asyncio.sleep(0.5)
+        assert len(reloads()) == 2  # the worker that answered found its files unchanged the second time
+        assert all([await _status(sidecar.url + "/new/x") == 200 for _ in range(20)])
+        sidecar.signal(signal.SIGTERM)
+        assert await sidecar.wait_exit() == 0
+    finally:
+        sidecar.stop()

@@ -65,7 +65,7 @@ async def test_a_valid_reload_applies_to_new_requests_and_shows_in_admin_config(
 async def test_an_invalid_config_is_refused_whole_and_reported(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
     _, url = scripted
     sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
-    errors_before = await reload_errors(http, sidecar)
+    errors_before = await reload_count(http, sidecar, "error")
     version = sidecar.running.version
     policy = Path(sidecar.config.policy_files[0])
     policy.write_text(f"upstreams:\n  api:\n    url: {url}\n    timeout: 30\n  other:\n    url: {url}\n")
@@ -82,7 +82,7 @@ async def test_an_invalid_config_is_refused_whole_and_reported(start_sidecar: St
         shown = await response.json()
     assert shown["version"] == version
     assert shown["last_reload"]["result"] == "error" and shown["last_reload"]["problems"] == body["problems"]
-    assert await reload_errors(http, sidecar) == errors_before + 1
+    assert await reload_count(http, sidecar, "error") == errors_before + 1
 
 
 async def test_a_restart_only_setting_refuses_the_reload(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
@@ -148,11 +148,6 @@ async def test_a_request_in_flight_finishes_on_the_old_data_plane(  # type: igno
     assert old.clients["api"].session.closed and sidecar.in_flight == 0
 
 
-async def reload_errors(http: aiohttp.ClientSession, sidecar: Sidecar) -> float:
-    async with http.get(admin_url(sidecar) + "/metrics") as response:
-        return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result="error")
-
-
 async def test_no_reload_once_the_sidecar_drains(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
     _, url = scripted
     sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
@@ -197,3 +192,17 @@ async def test_a_removed_route_leaves_the_breaker_state_gauge(start_sidecar: Sta
     assert (await reload(http, sidecar))[0] == 200
     shown = await states()
     assert "api" in shown and "gone" not in shown
+
+
+async def test_unchanged_files_reload_to_nothing(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    plane, oks = sidecar.dataplane, await reload_count(http, sidecar, "ok")
+    status, body = await reload(http, sidecar)
+    assert status == 200 and body["result"] == "ok" and body["version"] == sidecar.running.version
+    assert sidecar.dataplane is plane and await reload_count(http, sidecar, "ok") == oks
+
+
+async def reload_count(http: aiohttp.ClientSession, sidecar: Sidecar, result: str) -> float:
+    async with http.get(admin_url(sidecar) + "/metrics") as response:
+        return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result=result)
