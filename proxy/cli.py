@@ -49,6 +49,7 @@ def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: fl
 
 
 def _run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until a handler for it is in place: never a kill
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> in
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
 
     def start() -> BaseProcess:
         process = context.Process(target=_worker_main, args=(config_path, watch_interval, os.getpid()),
