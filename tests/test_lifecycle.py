@@ -170,6 +170,17 @@ def _add_upstream(sidecar: SidecarProcess, name: str, url: str) -> None:
     policy.write_text(yaml.safe_dump({"upstreams": upstreams}))
 
 
+async def both_workers_serve(sidecar: SidecarProcess, deadline: float = 15.0) -> None:
+    """Until two pids answered /admin/config: each then handles SIGHUP (installed before it listens)."""
+    pids: set[int] = set()
+    end = time.monotonic() + deadline
+    while len(pids) < 2:
+        assert time.monotonic() < end, f"only {pids} answered"
+        async with aiohttp.ClientSession() as http:  # a new connection: the kernel picks a worker
+            async with http.get(sidecar.admin_url + "/admin/config") as response:
+                pids.add((await response.json())["pid"])
+
+
 async def _status(url: str) -> int:
     async with aiohttp.ClientSession() as http:  # a new connection each time (workers: any of them)
         async with http.get(url) as response:
@@ -205,7 +216,7 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, slo
                              "--watch-interval", "0", log={"level": "info", "access": False})
     try:
         await sidecar.wait_ready()
-        await asyncio.sleep(1.0)  # /readyz from one worker says nothing of the other: let both start
+        await both_workers_serve(sidecar)
         _add_upstream(sidecar, "new", url)
         sidecar.signal(signal.SIGHUP)
 
@@ -245,7 +256,7 @@ async def test_an_admin_reload_on_one_worker_reloads_them_all(tmp_path: Path, sl
                              "--watch-interval", "0", admin_token="t0ken", log={"level": "info", "access": False})
     try:
         await sidecar.wait_ready()
-        await asyncio.sleep(1.0)  # both workers up
+        await both_workers_serve(sidecar)
         _add_upstream(sidecar, "new", url)
         async with aiohttp.ClientSession() as http:
             async with http.post(sidecar.admin_url + "/admin/reload",

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -19,7 +20,8 @@ from proxy.web.auth import check_token
 def add_config_routes(app: web.Application, running: Callable[[], RunningConfig],
                       reload: Callable[[str], Awaitable[Attempt]]) -> None:
     async def show(_: web.Request) -> web.Response:
-        return web.json_response(running().describe())
+        # The pid says which worker answered (with --workers N each has its own view).
+        return web.json_response({**running().describe(), "pid": os.getpid()})
 
     async def reload_now(request: web.Request) -> web.Response:
         refused = check_token(request, running().config.admin.token)
