@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -206,7 +207,7 @@ class Sidecar:
             return old, None, list(error.problems)
         if self._closing:  # shutting down: a new data plane would outlive close()
             return old, None, [Problem(old.source, 0, 0, "", "the sidecar is shutting down")]
-        problems = restart_only_changes(old, new)
+        problems = restart_only_changes(old, new) + unusable_ca_bundles(new)
         if problems:
             return old, None, problems
         try:
@@ -282,6 +283,20 @@ class Sidecar:
         for reporter in (self.alerts, self.errors):
             if reporter is not None:
                 await reporter.close()
+
+
+def unusable_ca_bundles(config: Config) -> list[Problem]:
+    """CA files that exist but hold no usable certificate: the loader only checks that they exist,
+    and a data plane half built around one would leave connection pools open."""
+    problems = []
+    for upstream in config.upstreams:
+        if upstream.ca_bundle:
+            try:
+                ssl.create_default_context(cafile=upstream.ca_bundle)
+            except (OSError, ssl.SSLError) as error:
+                problems.append(Problem(upstream.source, 0, 0, f"upstreams.{upstream.name}.ca_bundle",
+                                        f"cannot load {upstream.ca_bundle}: {error}"))
+    return problems
 
 
 def make_breaker_store(state: StateSettings) -> BreakerStore:

@@ -206,3 +206,17 @@ async def test_unchanged_files_reload_to_nothing(start_sidecar: StartSidecar, sc
 async def reload_count(http: aiohttp.ClientSession, sidecar: Sidecar, result: str) -> float:
     async with http.get(admin_url(sidecar) + "/metrics") as response:
         return sample_value(await response.text(), "resilience_proxy_config_reloads_total", result=result)
+
+
+async def test_a_ca_bundle_without_a_certificate_refuses_the_reload(  # type: ignore[no-untyped-def]
+        start_sidecar: StartSidecar, scripted, http) -> None:
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    policy = Path(sidecar.config.policy_files[0])
+    (policy.parent / "ca.pem").write_text("not a certificate\n")
+    rewrite_policies(sidecar, {"api": {"url": url}, "tls": {"url": "https://127.0.0.1:1", "ca_bundle": "ca.pem"}})
+    plane = sidecar.dataplane
+    status, body = await reload(http, sidecar)
+    assert status == 422 and len(body["problems"]) == 1
+    assert body["problems"][0].startswith(f"{policy}: upstreams.tls.ca_bundle: cannot load {policy.parent / 'ca.pem'}: ")
+    assert sidecar.dataplane is plane
