@@ -7,8 +7,8 @@ added to or removed from a policy directory counts). Content rather than mtime/i
 Kubernetes ConfigMap update swaps the ``..data`` symlink to a new timestamped directory: reading
 through the symlinks sees the new files whatever their stat says, and an editor that rewrites a
 file within the same mtime tick is still seen. The files are small; hashing them twice a second
-costs microseconds, and needs no dependency (watchfiles/inotify miss symlink swaps of a parent
-unless told to watch the directory, and do not work on every volume type).
+costs microseconds, and needs no dependency (an inotify watcher such as watchfiles would have to
+watch the directories to see a ConfigMap swap, and misses changes on some network volumes).
 
 A change is acted on once two polls in a row agree on it (:class:`ChangeDetector`), so a file
 caught half-written by a non-atomic editor is not reported as a broken config.
