@@ -19,7 +19,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -116,10 +116,13 @@ class Sidecar:
         """Requests not yet answered, on the current data plane and on replaced ones."""
         return self.dataplane.in_flight + sum(plane.in_flight for plane in self._retired)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    def _handle(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         # ``self.dataplane`` is read once: the request stays on that generation whatever is swapped
-        # in meanwhile (handle() counts it in flight before its first await).
-        return await self.dataplane.handle(request)
+        # in meanwhile. aiohttp awaits the coroutine in the same expression that calls this, and
+        # handle() counts the request in flight before its first await, so a replaced data plane
+        # can never look idle while a request it took has yet to start. Returning the coroutine
+        # rather than awaiting it spares every request a frame.
+        return self.dataplane.handle(request)
 
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
