@@ -220,3 +220,16 @@ async def test_a_ca_bundle_without_a_certificate_refuses_the_reload(  # type: ig
     assert status == 422 and len(body["problems"]) == 1
     assert body["problems"][0].startswith(f"{policy}: upstreams.tls.ca_bundle: cannot load {policy.parent / 'ca.pem'}: ")
     assert sidecar.dataplane is plane
+
+
+async def test_the_access_log_and_headers_follow_a_reload(start_sidecar: StartSidecar, scripted, http) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url}}, admin={"listen": "127.0.0.1:0", "token": TOKEN})
+    assert not sidecar.access_log.enabled
+    config = Path(sidecar.config.source)
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "log": {"level": "warning", "access": True},
+                                      "org_header": "X-Tenant"}))
+    assert (await reload(http, sidecar))[0] == 200
+    assert sidecar.access_log.enabled and sidecar.config.org_header == "X-Tenant"
+    assert sidecar.dataplane.clients["api"].upstream.strip_headers[0] == "x-tenant"  # never sent upstream
