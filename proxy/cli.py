@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -24,8 +25,11 @@ def _loop_factory():  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-def run_worker(config_path: str, *, reuse_port: bool = False) -> int:
+def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: float = 0.5,
+               supervisor: int | None = None) -> int:
     """Load the config and serve until a stop signal; the exit status."""
+    # SIGHUP means "reload" once serving; until the loop's handler is installed, it must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(config_path)
     except ConfigError as error:
@@ -37,7 +41,8 @@ def run_worker(config_path: str, *, reuse_port: bool = False) -> int:
     configure_logging(config.log.level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config, reuse_port=reuse_port))
+            runner.run(serve(config, reuse_port=reuse_port, watch_interval=watch_interval or None,
+                             supervisor=supervisor))
     except OSError as error:
         log.error("cannot start: %s", error)
         return 1
@@ -45,11 +50,15 @@ def run_worker(config_path: str, *, reuse_port: bool = False) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until a handler for it is in place: never a kill
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
+    if args.watch_interval < 0:
+        print("--watch-interval must be 0 (off) or more", file=sys.stderr)
+        return 2
     if args.workers == 1:
-        return run_worker(args.config)
+        return run_worker(args.config, watch_interval=args.watch_interval)
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -59,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.workers import supervise
 
     configure_logging(config.log.level)
-    return supervise(args.config, args.workers)
+    return supervise(args.config, args.workers, args.watch_interval)
 
 
 def _plural(count: int, word: str) -> str:
@@ -110,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="serve until SIGTERM/SIGINT, then drain")
     run.add_argument("--config", required=True, help="process config file (YAML)")
     run.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    run.add_argument("--watch-interval", type=float, default=0.5, metavar="SECONDS",
+                     help="how often to look for changed config files (0: only SIGHUP and POST /admin/reload)")
     run.set_defaults(handler=_run)
     validate = commands.add_parser("validate", help="check the config and policy files, print every error")
     validate.add_argument("--config", required=True, help="process config file (YAML)")

@@ -155,7 +155,11 @@ class AlertSent:
 
 @dataclass(frozen=True)
 class ConfigReloaded:
-    """A new config was applied (``ok``) or refused whole (``error``)."""
+    """A new config was applied (``ok``) or refused whole (``error``); the old one keeps serving then."""
 
     result: str
     message: str = ""
+    problems: tuple[str, ...] = ()
+    """Each as ``file:line:col: key.path: what is wrong``."""
+    trigger: str = ""
+    """``file``, ``signal`` or ``admin``."""

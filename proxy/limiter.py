@@ -132,6 +132,10 @@ class Limiter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def forget_rejections(self) -> None:
+        """Drop the cached rejections: after a reload a limit of the same name may allow more now."""
+        self._blocked.clear()
+
     async def close(self) -> None:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):

@@ -1,27 +1,50 @@
-"""One sidecar process: data and admin listeners, signals, and the graceful drain.
+"""One sidecar process: data and admin listeners, signals, hot reload, and the graceful drain.
 
 On SIGTERM or SIGINT: ``/readyz`` turns 503, the data listener closes (new connections are
 refused), in-flight requests get up to ``shutdown_grace`` to finish, then the process exits.
 The admin listener stays up until the drain ends so that orchestrators can watch it.
+
+On SIGHUP, ``POST /admin/reload`` or a change of the config files (:mod:`proxy.reload`), the
+config is loaded again; a valid one gets a new :class:`DataPlane`, swapped in by one assignment,
+so each request runs wholly on one generation. The replaced one finishes its requests, then
+closes its connection pools. The breaker and limit stores are the same objects before and after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
+import ssl
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
+from proxy.config.load import load_config
 from proxy.config.model import Address, Config, StateSettings
-from proxy.events import BackendChanged, EventBus
+from proxy.errors import ConfigError, Problem
+from proxy.events import BackendChanged, ConfigReloaded, EventBus
+from proxy.guard import Guard
+from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
 from proxy.observe.alerts import SlackAlerts
 from proxy.observe.errors import SentryReporter
 from proxy.observe.gauges import Sampler
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
+from proxy.reload import (
+    Attempt,
+    ChangeDetector,
+    RunningConfig,
+    fingerprint,
+    restart_only_changes,
+    summarize,
+    watched_files,
+)
 from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
@@ -38,8 +61,12 @@ class Sidecar:
     """The listeners and the data plane of one process, with an explicit start / drain / close."""
 
     def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
-                 breakers: BreakerStore | None = None, limits: LimitStore | None = None) -> None:
-        self.config = config
+                 breakers: BreakerStore | None = None, limits: LimitStore | None = None,
+                 watch_interval: float | None = 0.5, tell_workers: Callable[[], None] | None = None) -> None:
+        """``watch_interval``: seconds between polls of the config files (None: no watching).
+        ``tell_workers``: with ``--workers N``, asks the supervisor to reload every worker after an
+        admin reload here (this one then finds its files unchanged)."""
+        self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
         self.breakers = breakers or make_breaker_store(config.state)
         self.breakers.add_listener(log_breaker_transition)
@@ -52,20 +79,50 @@ class Sidecar:
         for reporter in (self.alerts, self.errors):
             if reporter is not None:
                 self.events.subscribe(reporter.on_event)
-        self.dataplane = DataPlane(config, self.events, access_log or AccessLog(enabled=config.log.access),
-                                   self.breakers, self.limits)
-        self.sampler = Sampler(config, self.breakers, self.limits, lambda: self.dataplane.in_flight)
+        self.access_log = access_log or AccessLog(enabled=config.log.access)
+        # Kept across reloads with the stores: retry budgets, and the limiter's local-share buckets.
+        self.guard = Guard(self.breakers, emit=self.events.emit)
+        self.limiter = Limiter(self.limits)
+        self.limiter.add_listener(self.events.emit)
+        self.dataplane = DataPlane(config, self.events, self.access_log, self.guard, self.limiter)
+        self._retired: set[DataPlane] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._closing = False
+        self._changes = ChangeDetector(self.running.version)
+        self._watch_interval = watch_interval
+        self.sampler = Sampler(config, self.breakers, self.limits, lambda: self.in_flight)
         self._reuse_port = reuse_port
         self._data = web.ServerRunner(
-            web.Server(self.dataplane.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
+            web.Server(self._handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT),
             handle_signals=False,
             shutdown_timeout=config.shutdown_grace,
         )
-        self._admin = web.AppRunner(admin_app(self.health, config, self.breakers, self.sampler.sample),
+        self._tell_workers = tell_workers
+        self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
+                                              lambda: self.sampler.sample()),
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self._watch: asyncio.Task[None] | None = None
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
+
+    @property
+    def config(self) -> Config:
+        """The config running now."""
+        return self.running.config
+
+    @property
+    def in_flight(self) -> int:
+        """Requests not yet answered, on the current data plane and on replaced ones."""
+        return self.dataplane.in_flight + sum(plane.in_flight for plane in self._retired)
+
+    def _handle(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        # ``self.dataplane`` is read once: the request stays on that generation whatever is swapped
+        # in meanwhile. aiohttp awaits the coroutine in the same expression that calls this, and
+        # handle() counts the request in flight before its first await, so a replaced data plane
+        # can never look idle while a request it took has yet to start. Returning the coroutine
+        # rather than awaiting it spares every request a frame.
+        return self.dataplane.handle(request)
 
     async def start(self) -> None:
         """Bind both listeners (port 0 picks a free port) and start serving."""
@@ -75,6 +132,8 @@ class Sidecar:
         await self.breakers.start()
         await self.limits.start()
         self._watch = asyncio.create_task(self._watch_backend())
+        if self._watch_interval:
+            self._spawn(self._watch_files(self._watch_interval))
         self.admin_address = await self._bind(self._admin, self.config.admin.listen)
         self.data_address = await self._bind(self._data, self.config.listen)
         self.health.serving = True
@@ -104,21 +163,143 @@ class Sidecar:
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace), then stop the data plane."""
         self.health.draining = True
-        log.info("draining", extra={"in_flight": self.dataplane.in_flight, "grace_s": self.config.shutdown_grace})
+        self._closing = True  # no reload from here on (the admin port stays up during the drain)
+        log.info("draining", extra={"in_flight": self.in_flight, "grace_s": self.config.shutdown_grace})
         await self._data.cleanup()
-        log.info("drained", extra={"in_flight": self.dataplane.in_flight})
+        log.info("drained", extra={"in_flight": self.in_flight})
+
+    async def reload(self, trigger: str = "signal") -> Attempt:
+        """Load the config files again and apply them whole, or refuse them whole and keep serving.
+
+        ``trigger`` (``file``, ``signal``, ``admin``) is reported. Reloads run one at a time."""
+        async with self._reload_lock:
+            old = self.config
+            before = fingerprint(watched_files(old))
+            if before == self.running.version and not self._closing:
+                # The same files load to the same config (the environment of a running process is
+                # fixed): nothing to swap or count. A second SIGHUP, or workers told twice, cost nothing.
+                attempt = Attempt(time.time(), trigger, "ok", before)
+                self.running.last_attempt = attempt
+                self._changes.attempted(before)
+                log.info("config unchanged", extra={"version": before, "trigger": trigger})
+                return attempt
+            new, plane, problems = await self._prepare(old)
+            version = fingerprint(watched_files(new if plane is not None else old))
+            # Files that changed while they were read: let the watcher look again at its next polls.
+            self._changes.attempted(version if fingerprint(watched_files(old)) == before else "")
+            attempt = Attempt(time.time(), trigger, "ok" if plane is not None else "error", version,
+                              tuple(str(p) for p in problems))
+            if plane is None:
+                self.running.last_attempt = attempt
+                self._refused(attempt)
+            else:
+                self._apply(old, new, plane, attempt)
+            return attempt
+
+    async def _admin_reload(self, trigger: str) -> Attempt:
+        attempt = await self.reload(trigger)
+        if attempt.result == "ok" and self._tell_workers is not None:
+            self._tell_workers()
+        return attempt
+
+    async def _prepare(self, old: Config) -> tuple[Config, DataPlane | None, list[Problem]]:
+        """The new config and its data plane; or no data plane, and the problems that refuse it."""
+        try:
+            new = await asyncio.to_thread(load_config, old.source)
+        except ConfigError as error:
+            return old, None, list(error.problems)
+        if self._closing:  # shutting down: a new data plane would outlive close()
+            return old, None, [Problem(old.source, 0, 0, "", "the sidecar is shutting down")]
+        problems = restart_only_changes(old, new) + unusable_ca_bundles(new)
+        if problems:
+            return old, None, problems
+        try:
+            return new, DataPlane(new, self.events, self.access_log, self.guard, self.limiter,
+                                  reuse=self.dataplane.clients), []
+        except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
+            return old, None, [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
+
+    def _apply(self, old: Config, new: Config, plane: DataPlane, attempt: Attempt) -> None:
+        """The swap: after this assignment every new request runs on ``plane``."""
+        replaced, self.dataplane = self.dataplane, plane
+        self.running = RunningConfig(new, attempt.version, attempt.at, attempt)
+        sampler, self.sampler = self.sampler, Sampler(new, self.breakers, self.limits, lambda: self.in_flight)
+        self.sampler.forget_missing(sampler)
+        self.limiter.forget_rejections()
+        self.access_log.enabled = new.log.access
+        if new.log.level != old.log.level:
+            logging.getLogger().setLevel(new.log.level.upper())
+        self._retired.add(replaced)
+        self._spawn(self._retire(replaced))
+        log.info("config reloaded", extra={"version": attempt.version, "trigger": attempt.trigger,
+                                           **summarize(old, new), "in_flight_on_old": replaced.in_flight})
+        self.events.emit(ConfigReloaded("ok", f"config {attempt.version} applied", trigger=attempt.trigger))
+
+    def _refused(self, attempt: Attempt) -> None:
+        for problem in attempt.problems:
+            log.error("config reload refused: %s", problem, extra={"trigger": attempt.trigger})
+        count = len(attempt.problems)
+        message = (f"config reload refused ({count} problem{'s' if count != 1 else ''}); "
+                   f"still running {self.running.version}")
+        log.error(message, extra={"trigger": attempt.trigger, "version": attempt.version})
+        self.events.emit(ConfigReloaded("error", message, attempt.problems, attempt.trigger))
+
+    async def _retire(self, plane: DataPlane) -> None:
+        """Close a replaced data plane's connection pools once its last request has ended."""
+        try:
+            await plane.wait_idle()
+        finally:
+            self._retired.discard(plane)
+            await plane.close_clients(keep=[c for p in (self.dataplane, *self._retired) for c in p.clients.values()])
+
+    async def _watch_files(self, interval: float) -> None:
+        """Poll the config files; reload when a change has settled (:class:`ChangeDetector`)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = await asyncio.to_thread(fingerprint, watched_files(self.config))
+                if self._changes.observe(current):
+                    await self.reload("file")
+            except Exception:
+                log.exception("watching the config files failed")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        self._closing = True
         if self._watch is not None:
             self._watch.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         await self._data.cleanup()
-        await self.dataplane.close()
+        for plane in (self.dataplane, *self._retired):
+            await plane.close_clients()
+        self._retired.clear()
+        await self.limiter.close()
+        self.access_log.flush()
         await self.breakers.close()
         await self.limits.close()
         await self._admin.cleanup()
         for reporter in (self.alerts, self.errors):
             if reporter is not None:
                 await reporter.close()
+
+
+def unusable_ca_bundles(config: Config) -> list[Problem]:
+    """CA files that exist but hold no usable certificate: the loader only checks that they exist,
+    and a data plane half built around one would leave connection pools open."""
+    problems = []
+    for upstream in config.upstreams:
+        if upstream.ca_bundle:
+            try:
+                ssl.create_default_context(cafile=upstream.ca_bundle)
+            except (OSError, ssl.SSLError) as error:
+                problems.append(Problem(upstream.source, 0, 0, f"upstreams.{upstream.name}.ca_bundle",
+                                        f"cannot load {upstream.ca_bundle}: {error}"))
+    return problems
 
 
 def make_breaker_store(state: StateSettings) -> BreakerStore:
@@ -139,16 +320,31 @@ def make_limit_store(state: StateSettings) -> LimitStore:
     return MemoryLimitStore()
 
 
-async def serve(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve ``config`` until SIGTERM or SIGINT, then drain and return."""
+async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5,
+                supervisor: int | None = None) -> None:
+    """Serve ``config`` until SIGTERM or SIGINT, then drain and return; reload on SIGHUP.
+
+    ``supervisor``: the pid of the ``--workers`` supervisor, sent SIGHUP after an admin reload so
+    that every worker reloads, not only the one that answered."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sidecar = Sidecar(config, reuse_port=reuse_port)
+    tell = None if supervisor is None else functools.partial(os.kill, supervisor, signal.SIGHUP)
+    sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval, tell_workers=tell)
+    reloads: set[asyncio.Task[Attempt]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(sidecar.reload("signal"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await sidecar.start()
         await stop.wait()
+        # Not removed: without a handler SIGHUP's default action would kill the draining process.
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: draining"))
         await sidecar.drain()
     finally:
         await sidecar.close()

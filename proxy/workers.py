@@ -22,16 +22,18 @@ log = logging.getLogger("resilience_proxy")
 RESTART_DELAY = 1.0
 
 
-def _worker_main(config_path: str) -> None:
+def _worker_main(config_path: str, watch_interval: float, supervisor: int) -> None:
     from proxy.cli import run_worker
 
-    raise SystemExit(run_worker(config_path, reuse_port=True))
+    raise SystemExit(run_worker(config_path, reuse_port=True, watch_interval=watch_interval, supervisor=supervisor))
 
 
-def supervise(config_path: str, workers: int) -> int:
+def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> int:
     """Run ``workers`` processes until SIGTERM/SIGINT; forward the signal, wait for their drain.
 
-    A worker that dies on its own is replaced. Exit status 0 when every worker drained cleanly.
+    SIGHUP is forwarded to every live worker, each of which reloads its config (a worker sends it
+    here after ``POST /admin/reload``, so that all follow the one that answered). A worker that dies
+    on its own is replaced. Exit status 0 when every worker drained cleanly.
     """
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     own_metrics_dir = metrics_dir is None
@@ -40,16 +42,28 @@ def supervise(config_path: str, workers: int) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
+    hangups: list[int] = []
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         stopping.append(signum)
 
+    def on_hangup(signum: int, _: FrameType | None) -> None:
+        hangups.append(signum)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker_main, args=(config_path,), name="resilience-proxy-worker")
-        process.start()
+        process = context.Process(target=_worker_main, args=(config_path, watch_interval, os.getpid()),
+                                  name="resilience-proxy-worker")
+        # An ignored signal stays ignored across exec, so a SIGHUP that reaches a worker before its
+        # event loop handles it does not kill it (the default action); the worker's loop takes over.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGHUP, on_hangup)
         return process
 
     running = [start() for _ in range(workers)]
@@ -58,6 +72,12 @@ def supervise(config_path: str, workers: int) -> int:
     try:
         while not stopping:
             time.sleep(0.2)
+            if hangups:
+                hangups.clear()
+                pids = [p.pid for p in running if p.is_alive() and p.pid]
+                log.info("reloading workers", extra={"pids": pids})
+                for pid in pids:
+                    os.kill(pid, signal.SIGHUP)
             for index, process in enumerate(running):
                 if not process.is_alive() and not stopping:
                     log.error("worker exited; replacing it", extra={"pid": process.pid, "exitcode": process.exitcode})

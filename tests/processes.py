@@ -20,14 +20,19 @@ class SidecarProcess:
     """``python -m proxy run`` on free loopback ports, stderr kept in a file for assertions."""
 
     def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str,
-                 admin_token: str | None = None, **settings: Any) -> None:
-        self.port, self.admin_port = free_port(), free_port()
-        settings.setdefault("listen", f"127.0.0.1:{self.port}")
-        admin = {"listen": f"127.0.0.1:{self.admin_port}"}
-        if admin_token:
-            admin["token"] = admin_token
-        settings.setdefault("admin", admin)
-        self.config = write_config(directory, upstreams, **settings)
+                 admin_token: str | None = None, config: tuple[Path, int, int] | None = None, **settings: Any) -> None:
+        """``config``: a config file written by the test and the data and admin ports it names,
+        instead of one written here from ``upstreams`` and ``settings``."""
+        if config is not None:
+            self.config, self.port, self.admin_port = config
+        else:
+            self.port, self.admin_port = free_port(), free_port()
+            settings.setdefault("listen", f"127.0.0.1:{self.port}")
+            admin = {"listen": f"127.0.0.1:{self.admin_port}"}
+            if admin_token:
+                admin["token"] = admin_token
+            settings.setdefault("admin", admin)
+            self.config = write_config(directory, upstreams, **settings)
         self.log_path = directory / "sidecar.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

@@ -14,7 +14,8 @@ import pytest
 PURE_MODULES = ["proxy.errors", "proxy.error_formats", "proxy.clock", "proxy.events", "proxy.config.model", "proxy.config.values",
                 "proxy.config.yamltree", "proxy.config.reader", "proxy.config.policies", "proxy.config.load",
                 "proxy.config.lint", "proxy.config.schema",
-                "proxy.policy.breaker", "proxy.policy.classify", "proxy.policy.routes", "proxy.policy.retry"]
+                "proxy.policy.breaker", "proxy.policy.classify", "proxy.policy.routes", "proxy.policy.retry",
+                "proxy.reload"]
 IO_LIBRARIES = ["asyncio", "aiohttp", "redis", "prometheus_client", "sentry_sdk", "slack_sdk"]
 
 

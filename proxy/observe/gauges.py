@@ -82,11 +82,13 @@ class Sampler:
         self._breakers = breakers
         self._limits = limits
         self._in_flight = in_flight
+        pairs = [(upstream, route) for upstream in config.upstreams
+                 for route in (*upstream.routes, upstream.default_route)
+                 if route is not None and route.breaker is not None]
+        self._labels = [(upstream.name, route.name) for upstream, route in pairs]
         self._views: list[tuple[str, Gauge]] = [
             (breaker_key(upstream, route), families.breaker_state.labels(upstream.name, route.name))
-            for upstream in config.upstreams
-            for route in (*upstream.routes, upstream.default_route)
-            if route is not None and route.breaker is not None
+            for upstream, route in pairs
         ]
         self._errors: list[tuple[_CountsErrors, Counter]] = [
             (cast(_CountsErrors, store), families.backend_errors.labels(name))
@@ -94,6 +96,15 @@ class Sampler:
             if hasattr(store, "errors")
         ]
         self._errors_seen: dict[int, int] = {id(store): 0 for store, _ in self._errors}
+
+    def forget_missing(self, replaced: Sampler) -> None:
+        """After a reload: stop exporting the state of breakers the new config no longer has.
+        (With ``--workers N`` the value stays in the worker's multiprocess file until it exits.)"""
+        for labels in set(replaced._labels) - set(self._labels):
+            try:
+                self._families.breaker_state.remove(*labels)
+            except KeyError:
+                pass
 
     def sample(self) -> None:
         """Set every gauge from the current state; cheap (no I/O), so it also runs on each scrape."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.observe.scrub import scrub_text
 from proxy.policy.alerting import (
     Alert,
     BackendDown,
@@ -20,6 +21,7 @@ from proxy.policy.alerting import (
     BreakerOpened,
     BreakerOverridden,
     BreakerRecovered,
+    ConfigRefused,
     ErrorRate,
     Flapping,
     breaker_name,
@@ -119,6 +121,14 @@ def _words(alert: Alert) -> tuple[str, str, str, list[str]]:
             ])
         case Flapping():
             return _flapping(alert)
+        case ConfigRefused():
+            count = len(alert.problems)
+            shown = [scrub_text(p)[:300] for p in alert.problems[:3]]
+            more = [f"and {count - 3} more"] if count > 3 else []
+            how = {"file": "the files changed", "signal": "SIGHUP", "admin": "POST /admin/reload"}.get(
+                alert.trigger, alert.trigger)
+            return ("⚠️", "", f"Config reload refused: {count} problem{'s' if count != 1 else ''}; "
+                              "the running config stays", [*shown, *more, f"reload after {how}"])
     raise TypeError(f"no Slack message for {alert!r}")
 
 

@@ -12,6 +12,8 @@ health are judged per process, so each replica may tell its own.
   this process saw the opening; another replica's opening leaves the downtime unknown.
 - Operator overrides (forced_open, disabled, reset) are always told, with who did it.
 - Openings, backend outages and error-rate crossings are damped by a :class:`FlapGate` per kind.
+- A refused config reload is told with its first problems; the same problems again (a second
+  SIGHUP on the same broken files) are not told twice, until a reload succeeds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import ClassVar
 
 from proxy.clock import Clock
 from proxy.config.model import DEFAULT_ROUTE, SlackSettings
-from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, RequestEnded
+from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, ConfigReloaded, RequestEnded
 from proxy.policy.flapping import FlapGate, Flaps, RateWindow
 
 NOT_ABOUT_THE_UPSTREAM = frozenset({
@@ -125,7 +127,18 @@ class Flapping:
     """The state now, in words: ``closed``, ``open``, ``down``, ``up``, ``above``, ``below``."""
 
 
-Alert = BreakerOpened | BreakerRecovered | BreakerOverridden | BackendDown | BackendUp | ErrorRate | Flapping
+@dataclass(frozen=True)
+class ConfigRefused:
+    """A reload found problems; the config that ran before keeps running."""
+
+    kind: ClassVar[str] = "config_refused"
+    problems: tuple[str, ...]
+    """``file:line:col: key.path: what is wrong``."""
+    trigger: str
+
+
+Alert = (BreakerOpened | BreakerRecovered | BreakerOverridden | BackendDown | BackendUp | ErrorRate | Flapping
+         | ConfigRefused)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -154,11 +167,13 @@ class AlertRules:
         self._down_since: dict[str, float] = {}
         self._windows: dict[str, RateWindow] = {}
         self._high: set[str] = set()
+        self._refused: tuple[str, ...] | None = None
         self._handlers: dict[type, Callable[[object], list[Alert]]] = {
             RequestEnded: self._request_ended,  # type: ignore[dict-item]
             AttemptEnded: self._attempt_ended,  # type: ignore[dict-item]
             BreakerTransition: self._transition,  # type: ignore[dict-item]
             BackendChanged: self._backend,  # type: ignore[dict-item]
+            ConfigReloaded: self._reloaded,  # type: ignore[dict-item]
         }
 
     def on_event(self, event: object) -> list[Alert]:
@@ -264,6 +279,16 @@ class AlertRules:
                 down_for = None if opened_at is None else max(0.0, event.at - opened_at)
                 return [BreakerRecovered(upstream, route, event.reason, down_for)]
         return []
+
+    def _reloaded(self, event: ConfigReloaded) -> list[Alert]:
+        if event.result == "ok":
+            self._refused = None
+            return []
+        problems = event.problems or (event.message,)
+        if problems == self._refused:
+            return []
+        self._refused = problems
+        return [ConfigRefused(problems, event.trigger)]
 
     def _backend(self, event: BackendChanged) -> list[Alert]:
         now = self._clock.now()

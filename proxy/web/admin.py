@@ -1,4 +1,4 @@
-"""The admin listener: liveness, readiness, metrics and breakers, on its own address.
+"""The admin listener: liveness, readiness, metrics, breakers and the config, on its own address.
 
 Kept off the data port so that nothing an application (or an attacker reaching the data
 port) sends can read metrics or change breaker state.
@@ -6,15 +6,16 @@ port) sends can read metrics or change breaker state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.config.model import Config
 from proxy.observe.exposition import exposition
+from proxy.reload import Attempt, RunningConfig
 from proxy.state.base import BreakerStore
 from proxy.web.breakers_admin import add_breaker_routes
+from proxy.web.config_admin import add_config_routes
 
 
 @dataclass
@@ -39,9 +40,11 @@ class Health:
         return "ready" if self.ready else "state backend unreachable"
 
 
-def admin_app(health: Health, config: Config, breakers: BreakerStore,
-              before_scrape: Callable[[], None] = lambda: None) -> web.Application:
-    """``before_scrape`` brings sampled gauges up to date, so the answering process reports its state of now."""
+def admin_app(health: Health, running: Callable[[], RunningConfig], breakers: BreakerStore,
+              reload: Callable[[str], Awaitable[Attempt]], before_scrape: Callable[[], None] = lambda: None,
+              ) -> web.Application:
+    """``running`` returns the config that runs now (it changes on reload); ``before_scrape`` brings
+    sampled gauges up to date, so the answering process reports its state of now."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -60,5 +63,6 @@ def admin_app(health: Health, config: Config, breakers: BreakerStore,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    add_breaker_routes(app, config, breakers)
+    add_breaker_routes(app, lambda: running().config, breakers)
+    add_config_routes(app, running, reload)
     return app

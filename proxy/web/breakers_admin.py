@@ -9,9 +9,9 @@ are refused outright when no token is configured.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -19,6 +19,8 @@ from proxy.config.model import Config, Route, Upstream
 from proxy.guard import breaker_key, breaker_name
 from proxy.policy.breaker import Action
 from proxy.state.base import BreakerStore, BreakerView
+from proxy.web.auth import check_token
+from proxy.web.auth import refuse as _refuse
 
 
 def _breakers(config: Config) -> list[tuple[Upstream, Route]]:
@@ -40,27 +42,21 @@ def _describe(upstream: Upstream, route: Route, view: BreakerView, now: float) -
     }
 
 
-def _refuse(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"status": status, "message": message}, status=status, headers=headers)
-
-
-def add_breaker_routes(app: web.Application, config: Config, store: BreakerStore) -> None:
-    breakers = {(u.name, r.name): (u, r) for u, r in _breakers(config)}
-    token = config.admin.token
+def add_breaker_routes(app: web.Application, current: Callable[[], Config], store: BreakerStore) -> None:
+    """``current`` returns the running config: the breakers listed and the token follow reloads."""
 
     async def list_breakers(_: web.Request) -> web.Response:
-        pairs = list(breakers.values())
+        pairs = _breakers(current())
         views = await store.views([breaker_key(u, r) for u, r in pairs])
         now = time.time()
         return web.json_response({"breakers": [_describe(u, r, v, now) for (u, r), v in zip(pairs, views)]})
 
     async def mutate(request: web.Request) -> web.Response:
-        if not token:
-            return _refuse(403, "admin mutations are disabled: set admin.token in the config")
-        supplied = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
-            return _refuse(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="admin"'})
-        found = breakers.get((request.match_info["upstream"], request.match_info["route"]))
+        config = current()
+        refused = check_token(request, config.admin.token)
+        if refused is not None:
+            return refused
+        found = {(u.name, r.name): (u, r) for u, r in _breakers(config)}.get((request.match_info["upstream"], request.match_info["route"]))
         if found is None:
             return _refuse(404, "no such breaker (see GET /admin/breakers)")
         actor = request.query.get("by", "").strip()[:64]

@@ -7,10 +7,12 @@ could refuse them properly, and no per-request routing or middleware work is spe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
@@ -25,7 +27,6 @@ from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
 from proxy.policy.retry import body_key, fetch_duplicate, parse_retry_after
 from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
-from proxy.state.base import BreakerStore, LimitStore
 from proxy.web.duplicates import DUPLICATE_HEADER, fetch_created
 from proxy.web.forward import (
     Exchange,
@@ -49,27 +50,46 @@ ATTEMPTS_HEADER = "X-Resilience-Attempts"
 
 
 class DataPlane:
-    """Everything one request needs, built once per config."""
+    """Everything one request needs, built once per config (and again on each reload).
 
-    def __init__(self, config: Config, events: EventBus, access_log: AccessLog, breakers: BreakerStore,
-                 limits: LimitStore) -> None:
+    The guard (retry budgets) and the limiter (its rejection cache) sit on the process's breaker
+    and limit stores, which outlive every data plane: a reload swaps routes and policies, never
+    the state that counts failures and calls. Only the upstream connection pools belong to one
+    data plane, and :meth:`close_clients` closes them once its last request has ended.
+    """
+
+    def __init__(self, config: Config, events: EventBus, access_log: AccessLog, guard: Guard,
+                 limiter: Limiter, reuse: Mapping[str, UpstreamClient] | None = None) -> None:
+        """``reuse``: the previous data plane's clients; an upstream whose settings did not change
+        keeps its pool, so a reload does not reopen every TLS connection to every third party."""
+        self.config = config
         self.router = Router(config.upstreams)
         self.routes = {u.name: RouteTable(u) for u in config.upstreams}
-        self.clients = {u.name: UpstreamClient(u) for u in config.upstreams}
+        reuse = reuse or {}
+        # Not with a CA bundle: its file may have changed under the same name (that is what reloaded).
+        self.clients = {u.name: reuse[u.name] if u.name in reuse and reuse[u.name].upstream == u and not u.ca_bundle
+                        else UpstreamClient(u) for u in config.upstreams}
         self.events = events
-        self.guard = Guard(breakers, emit=events.emit)
-        self.limiter = Limiter(limits)
-        self.limiter.add_listener(events.emit)
+        self.guard = guard
+        self.limiter = limiter
         self._org_header = config.org_header
         self._client_ip_header = config.client_ip_header
         self.access_log = access_log
         self.in_flight = 0
+        self._idle = asyncio.Event()
 
-    async def close(self) -> None:
-        await self.limiter.close()
+    async def wait_idle(self) -> None:
+        """Until no request is in flight here (a replaced data plane receives no new ones)."""
+        while self.in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def close_clients(self, keep: Iterable[UpstreamClient] = ()) -> None:
+        """Close the connection pools, except those in ``keep`` (still used by a newer data plane)."""
+        kept = {id(client) for client in keep}
         for client in self.clients.values():
-            await client.close()
-        self.access_log.flush()
+            if id(client) not in kept:
+                await client.close()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request: answered by the upstream or by the sidecar, counted and logged either way."""
@@ -100,6 +120,8 @@ class DataPlane:
                                       request_id, error_format)
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
             elapsed = time.perf_counter() - started
             self.events.emit(RequestEnded(request_id, upstream_name, exchange.route, request.method,
                                           exchange.status or 499, elapsed, exchange.attempts, exchange.error, message))

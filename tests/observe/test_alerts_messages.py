@@ -10,6 +10,7 @@ from proxy.policy.alerting import (
     BreakerOpened,
     BreakerOverridden,
     BreakerRecovered,
+    ConfigRefused,
     ErrorRate,
     Flapping,
 )
@@ -67,3 +68,11 @@ def test_slack_markup_in_event_text_is_escaped() -> None:
 def test_durations_read_like_a_person_would_say_them() -> None:
     assert [duration(s) for s in (0.4, 1, 59.6, 61, 600, 754, 3600, 3900)] == [
         "0s", "1s", "1 min", "1 min 1s", "10 min", "12 min", "1 h", "1 h 5 min"]
+
+
+def test_a_refused_config_names_its_first_problems() -> None:
+    problems = tuple(f"policies/twilio.yaml:{n}:5: upstreams.twilio.timeout: invalid duration '30'" for n in range(5))
+    section, context, _ = lines(ConfigRefused(problems, "file"))
+    assert section == "⚠️ Config reload refused: 5 problems; the running config stays"
+    assert context == (" · ".join(problems[:3]) + " · and 2 more · reload after the files changed"
+                       " · pod-7")

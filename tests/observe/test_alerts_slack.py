@@ -323,3 +323,25 @@ async def test_the_state_backend_going_down_and_coming_back_is_told(
     assert down.startswith("🟠 State backend redis unreachable. breakers and rate limits now run per replica")
     assert re.match(r"🟢 State backend redis back after \ds\. breakers and rate limits are shared", up), up
     assert sent == [("backend_down", "sent"), ("backend_up", "sent")]
+
+
+async def test_a_refused_config_reload_is_told_once_with_its_problems(
+    start_sidecar: StartSidecar, slack: FakeSlack, upstream, quick_delivery
+) -> None:  # type: ignore[no-untyped-def]
+    _, url = upstream
+    sidecar = await start_sidecar(policies(url), alerts=slack_config(slack))
+    policy = Path(sidecar.config.policy_files[0])
+    good = policy.read_text()
+    policy.write_text(good + "    timeout: 30\n")
+    assert (await sidecar.reload("signal")).result == "error"
+    assert (await sidecar.reload("signal")).result == "error"  # the same problems: not told again
+    await poll(lambda: len(slack.delivered) == 1)
+    line = good.count("\n") + 1
+    assert slack.texts() == [
+        f"⚠️ Config reload refused: 1 problem; the running config stays. {policy}:{line}:5: upstreams.api.timeout: "
+        "invalid duration '30' (write 250ms, 30s, 15m or 1h) · reload after SIGHUP · "
+        + slack.texts()[0].rsplit(" · ", 1)[1]]
+    policy.write_text(good)
+    assert (await sidecar.reload("signal")).result == "ok"
+    await asyncio.sleep(0.3)
+    assert len(slack.delivered) == 1  # a success says nothing
