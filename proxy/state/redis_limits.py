@@ -14,10 +14,12 @@ touch only keys of one slot; the hash tag ``{rl:<upstream>}`` puts every bucket 
 slot, and every check of a request names the same upstream, so one script may spend them all. (The
 price is that one upstream's buckets share one shard; the ``rl:`` keeps them off the breakers' slots.)
 
-A request never waits on Redis longer than ``timeout``. When a call fails or times out the store marks
-Redis down, raises :class:`BackendUnavailable` (the limiter applies each limit's ``on_backend_error``)
-and from then on raises at once without calling Redis, while a PING every ``retry_interval`` in the
-background waits for it to answer again.
+A request never waits on Redis longer than ``timeout``. When a call fails the store marks Redis down,
+raises :class:`BackendUnavailable` (the limiter applies each limit's ``on_backend_error``) and from
+then on raises at once without calling Redis, while a PING every ``retry_interval`` in the background
+waits for it to answer again. A call that only ran out of time is decided without Redis, and a PING
+allowed a few timeouts confirms the outage before the store goes down: under load the event loop
+itself can be late by more than a 50 ms timeout while Redis answered in time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from proxy.state.redis_client import ERRORS, RedisHealth, cancel_tasks, connect,
 from proxy.state.redis_lane import Lane
 
 log = logging.getLogger("resilience_proxy.state")
+
+CONFIRM_FACTOR = 4
+"""How many timeouts a confirming PING may take before a timed-out request takes the store down."""
 
 _LUA = Path(__file__).parent / "lua"
 SCRIPTS = {name: (_LUA / f"{name}.lua").read_text() for name in ("ratelimit", "ratelimit_hold")}
@@ -65,6 +70,8 @@ class RedisLimitStore(RedisHealth):
         self._timeout = timeout
         self._client: aioredis.Redis | None = None
         self._lane: Lane | None = None
+        self._checking = False
+        """A PING is on its way to tell a hung Redis from a late event loop."""
         """The hot path's own connection: each request's EVALSHA goes out with whatever else has queued."""
 
     # -- the LimitStore protocol ------------------------------------------------------------------
@@ -125,8 +132,33 @@ class RedisLimitStore(RedisHealth):
                 except NoScriptError:  # a restart or SCRIPT FLUSH
                     await _load(self._client)
                     return await self._lane.execute("EVALSHA", SHAS[script], len(keys), *keys, *args)
+        except TimeoutError as error:
+            self._errors += 1
+            self._suspect()
+            raise BackendUnavailable(f"Redis at {self._shown_url}: no answer in {self._timeout * 1000:g} ms") from error
         except ERRORS as error:
             raise self._failed(error) from error
+
+    def _suspect(self) -> None:
+        """A request ran out of time: Redis may hang, or this process's event loop may just be behind
+        (a saturated sidecar takes tens of milliseconds to get back to a reply that came in time).
+        That request is decided without Redis; a PING through the same connection, allowed
+        ``CONFIRM_FACTOR`` times the timeout, decides whether the store stops calling Redis. Errors
+        that prove Redis gone (a reset, a refused connection) take it down at once."""
+        if self._checking or not self._up or self._closing:
+            return
+        self._checking = True
+        self._spawn(self._confirm())
+
+    async def _confirm(self) -> None:
+        assert self._lane is not None
+        try:
+            async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
+                await self._lane.execute("PING")
+        except ERRORS as error:
+            self._failed(error)
+        finally:
+            self._checking = False
 
     def _failed(self, error: BaseException) -> BackendUnavailable:
         """Count the failure, mark Redis down (once) and start waiting for it; the error to raise."""

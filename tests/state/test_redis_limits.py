@@ -169,7 +169,11 @@ async def test_a_hung_redis_costs_a_request_the_timeout_only(make_store: MakeSto
         with pytest.raises(BackendUnavailable):
             await store.acquire([c])
         assert time.monotonic() - started < 0.5
-        assert store.backend_up is False
+        await eventually(lambda: not store.backend_up, deadline=1.0)  # the confirming PING: 4 x 50 ms
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await store.acquire([c])
+        assert time.monotonic() - started < 0.01, "once down, no call waits"
         server.resume()
         await eventually(lambda: store.backend_up, deadline=5.0)
         # The acquire that timed out still ran once Redis woke up (a timeout cannot take a command
@@ -178,6 +182,18 @@ async def test_a_hung_redis_costs_a_request_the_timeout_only(make_store: MakeSto
     finally:
         server.resume()
         server.stop()
+
+
+async def test_a_late_event_loop_is_not_taken_for_a_dead_redis(make_store: MakeStore, redis_server: RedisServer) -> None:
+    store = await make_store(clock=FakeClock(), timeout=0.05)
+    c = check("a", 4, 1.0, 3)
+    assert (await store.acquire([c]))[0].remaining == 3
+    asyncio.get_running_loop().call_soon(time.sleep, 0.12)  # a saturated loop: Redis answers, nobody reads
+    with pytest.raises(BackendUnavailable):
+        await store.acquire([c])
+    await asyncio.sleep(0.3)  # longer than the confirming PING may take
+    assert store.backend_up, "Redis answered the PING: the store keeps using it"
+    assert (await store.acquire([c]))[0].remaining == 1, "the late call was charged in Redis; this one too"
 
 
 async def test_scripts_flushed_from_redis_are_loaded_again_on_the_way(make_store: MakeStore,
