@@ -63,6 +63,16 @@ def test_kubernetes_validate_strict(rendered: tuple[str, list[dict[str, Any]]], 
     assert ("PodMonitor" in kinds) == ("Couldn't find schema for kind PodMonitor" in result.stdout)
 
 
+@pytest.mark.parametrize("version", ["1.25.0", "1.27.0", "1.28.0"])
+def test_classic_overlay_validates_before_native_sidecars(version: str, tmp_path: Path) -> None:
+    """overlays/classic exists for clusters without native sidecars: it must be valid there."""
+    manifest = tmp_path / "classic.yaml"
+    manifest.write_text(yaml.safe_dump_all(render(KUSTOMIZATIONS["classic"])))
+    result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, str(manifest)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_subset_renderer_matches_kustomize() -> None:
     if kustomize_command() is None:
         pytest.skip("no kustomize or kubectl: the manifests were rendered by tests/deploy/render.py alone")
