@@ -150,7 +150,7 @@ def _inject_pod(kind: str, name: str, obj: dict[str, Any], pod: dict[str, Any], 
     elif mode == "classic" and kind in JOB_KINDS:
         return Outcome(kind, name, "skipped",
                        "a classic sidecar never exits, so the Job would never complete: use --mode native "
-                       "(Kubernetes >= 1.28)")
+                       "(Kubernetes >= 1.29)")
     before = copy.deepcopy(pod)
     if existing is None:
         sidecar = sidecar_container(options.image, mode)

@@ -26,7 +26,7 @@ def run_cli(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subproces
 
 
 def kubernetes_versions() -> list[str]:
-    """1.29 (native sidecars need 1.28) and the newest schema kubernetes-validate ships."""
+    """1.29 (native sidecars are on by default from 1.29) and the newest schema kubernetes-validate ships."""
     from kubernetes_validate.utils import latest_version
 
     return ["1.29.0", latest_version()]

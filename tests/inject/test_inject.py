@@ -127,7 +127,7 @@ def test_a_classic_sidecar_is_refused_for_jobs() -> None:
     assert result.obj == cronjob
     assert [str(o) for o in result.outcomes] == [
         "cronjob/reminders skipped: a classic sidecar never exits, so the Job would never complete: use --mode "
-        "native (Kubernetes >= 1.28)"]
+        "native (Kubernetes >= 1.29)"]
 
 
 def test_a_cronjob_is_injected_in_its_job_template() -> None:
