@@ -173,3 +173,17 @@ def test_the_sidecar_spec_is_built_fresh_each_time() -> None:
     first = sidecar_container(IMAGE, "native")
     first["env"].append({"name": "X"})
     assert {"name": "X"} not in sidecar_container(IMAGE, "native")["env"]
+
+
+def test_the_injection_logic_is_pure() -> None:
+    """proxy.inject loads no I/O, YAML or JSON Patch library (fresh interpreter, as tests/test_layering.py)."""
+    import subprocess
+    import sys
+
+    from tests.inject.helpers import ROOT
+
+    banned = ["asyncio", "aiohttp", "redis", "prometheus_client", "sentry_sdk", "slack_sdk", "yaml", "jsonpatch"]
+    code = f"import sys, proxy.inject; print(','.join(m for m in {banned!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                            cwd=ROOT)
+    assert result.stdout.strip() == ""
