@@ -1,6 +1,6 @@
 """Add the resilience-proxy sidecar to Kubernetes objects: pure (a dict in, a new dict out, no I/O).
 
-Every step *ensures* something (a container named ``resilience-proxy``, two volumes, annotations, app env),
+Every step *ensures* something (a container named ``resilience-proxy``, three volumes, annotations, app env),
 so injecting an injected object changes nothing: ``inject(inject(x)) == inject(x)``. Used by the
 ``inject`` command (YAML files) and by the admission webhook (pods).
 """
@@ -19,6 +19,10 @@ CONFIG_VOLUME = "resilience-proxy-config"
 CONFIG_MAP = "resilience-proxy-config"
 CONFIG_DIR = "/etc/resilience-proxy/"
 TMP_VOLUME = "resilience-proxy-tmp"
+# prometheus-client does not create PROMETHEUS_MULTIPROC_DIR (the first metric write fails without it): it
+# is an emptyDir of its own, as in deploy/k8s/base.
+METRICS_VOLUME = "resilience-proxy-metrics"
+METRICS_DIR = "/tmp/metrics"
 SECRET = "resilience-proxy-secrets"
 SECRET_KEYS = ("ADMIN_TOKEN", "SLACK_BOT_TOKEN", "SENTRY_DSN", "REDIS_URL")
 DATA_URL = "http://127.0.0.1:8080"
@@ -192,8 +196,9 @@ def _ensure_volumes(spec: dict[str, Any]) -> None:
     names = {v.get("name") for v in volumes if isinstance(v, dict)}
     if CONFIG_VOLUME not in names:
         volumes.append({"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP}})
-    if TMP_VOLUME not in names:
-        volumes.append({"name": TMP_VOLUME, "emptyDir": {}})
+    for name in (TMP_VOLUME, METRICS_VOLUME):
+        if name not in names:
+            volumes.append({"name": name, "emptyDir": {"sizeLimit": "64Mi"}})
 
 
 def _ensure_app_env(spec: dict[str, Any], env: tuple[tuple[str, str], ...]) -> None:
@@ -227,7 +232,7 @@ def sidecar_container(image: str, mode: str) -> dict[str, Any]:
         "args": ["run", "--config", CONFIG_DIR + "config.yaml"],
         # The data port 8080 listens on 127.0.0.1 only and is not declared: a Service could not reach it.
         "ports": [{"name": "rp-admin", "containerPort": ADMIN_PORT}],
-        "env": [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/metrics"}] + [
+        "env": [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR}] + [
             {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
             for key in SECRET_KEYS],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
@@ -242,6 +247,7 @@ def sidecar_container(image: str, mode: str) -> dict[str, Any]:
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            {"name": METRICS_VOLUME, "mountPath": METRICS_DIR},
         ],
     }
     if mode == "native":

@@ -40,7 +40,8 @@ def test_a_deployment_with_two_app_containers_gets_exactly_this() -> None:
     assert spec["volumes"] == [
         {"name": "cache", "emptyDir": {}},
         {"name": "resilience-proxy-config", "configMap": {"name": "resilience-proxy-config"}},
-        {"name": "resilience-proxy-tmp", "emptyDir": {}},
+        {"name": "resilience-proxy-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "resilience-proxy-metrics", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     secret = [{"name": key, "valueFrom": {"secretKeyRef": {
         "name": "resilience-proxy-secrets", "key": key, "optional": True}}}
@@ -59,7 +60,8 @@ def test_a_deployment_with_two_app_containers_gets_exactly_this() -> None:
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
         "volumeMounts": [{"name": "resilience-proxy-config", "mountPath": "/etc/resilience-proxy/", "readOnly": True},
-                         {"name": "resilience-proxy-tmp", "mountPath": "/tmp"}],
+                         {"name": "resilience-proxy-tmp", "mountPath": "/tmp"},
+                         {"name": "resilience-proxy-metrics", "mountPath": "/tmp/metrics"}],
         "restartPolicy": "Always",
     }]
     assert original == _by_name(documents(), "notifier")  # the input is not mutated
