@@ -35,10 +35,11 @@ ANNOTATION_INJECTED_MODE = "resilience-proxy/injected-mode"
 MODES = ("native", "classic")
 
 # Classic mode: the sidecar waits PRESTOP_WAIT before it is sent SIGTERM, so the app (stopped in parallel)
-# finishes its calls first; then the sidecar drains for up to shutdown_grace (20 s by default).
-PRESTOP_WAIT = 10
+# finishes its calls first; then the sidecar drains for up to shutdown_grace (20 s by default). As in
+# deploy/k8s/overlays/classic.
+PRESTOP_WAIT = 15
 SHUTDOWN_GRACE = 20
-CLASSIC_GRACE = PRESTOP_WAIT + SHUTDOWN_GRACE + 5
+CLASSIC_GRACE = PRESTOP_WAIT + SHUTDOWN_GRACE + 10
 
 TEMPLATE_PATHS = {
     "Deployment": ("spec", "template"),

@@ -112,8 +112,8 @@ def test_classic_mode_adds_a_second_container_that_stops_after_the_app() -> None
     assert [c["name"] for c in spec["containers"]] == ["shipper", "resilience-proxy"]
     sidecar = spec["containers"][1]
     assert "restartPolicy" not in sidecar
-    assert sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["python", "-c", "import time; time.sleep(10)"]}}}
-    assert spec["terminationGracePeriodSeconds"] == CLASSIC_GRACE == 35
+    assert sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["python", "-c", "import time; time.sleep(15)"]}}}
+    assert spec["terminationGracePeriodSeconds"] == CLASSIC_GRACE == 45
     assert result.obj["spec"]["template"]["metadata"]["annotations"]["resilience-proxy/injected-mode"] == "classic"
 
 
