@@ -99,20 +99,20 @@ def parse_env(spec: str) -> tuple[str, str]:
 def inject(obj: Any, options: Options = Options()) -> Result:
     """Inject one object (a Pod, a workload, a List of them); anything else comes back as it was."""
     result = Result(copy.deepcopy(obj))
-    _inject_into(result.obj, options, result.outcomes, inherited={})
+    _inject_into(result.obj, options, result.outcomes)
     return result
 
 
-def _inject_into(obj: Any, options: Options, outcomes: list[Outcome], inherited: dict[str, str]) -> None:
+def _inject_into(obj: Any, options: Options, outcomes: list[Outcome]) -> None:
     if not isinstance(obj, dict):
         outcomes.append(Outcome("Document", "-", "skipped", "not a Kubernetes object"))
         return
     kind = str(obj.get("kind") or "Unknown")
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     name = str(metadata.get("name") or metadata.get("generateName") or "-")
-    if kind == "List" or kind.endswith("List") and isinstance(obj.get("items"), list):
+    if kind == "List" or (kind.endswith("List") and isinstance(obj.get("items"), list)):
         for item in obj.get("items") or []:
-            _inject_into(item, options, outcomes, inherited)
+            _inject_into(item, options, outcomes)
         return
     if kind == "Pod":
         pod = obj
@@ -152,10 +152,10 @@ def _inject_pod(kind: str, name: str, obj: dict[str, Any], pod: dict[str, Any], 
     existing = _find_sidecar(spec)
     if existing is not None:
         mode = existing  # already there: keep its mode, never add a second one
-    elif mode == "classic" and kind in JOB_KINDS:
+    elif mode == "classic" and (kind in JOB_KINDS or spec.get("restartPolicy") in ("Never", "OnFailure")):
         return Outcome(kind, name, "skipped",
-                       "a classic sidecar never exits, so the Job would never complete: use --mode native "
-                       "(Kubernetes >= 1.29)")
+                       "a classic sidecar never exits, so a run-to-completion pod would never complete: use "
+                       "--mode native (Kubernetes >= 1.29)")
     before = copy.deepcopy(pod)
     if existing is None:
         sidecar = sidecar_container(options.image, mode)

@@ -128,8 +128,12 @@ def test_a_classic_sidecar_is_refused_for_jobs() -> None:
     result = inject(cronjob, Options(mode="classic"))
     assert result.obj == cronjob
     assert [str(o) for o in result.outcomes] == [
-        "cronjob/reminders skipped: a classic sidecar never exits, so the Job would never complete: use --mode "
-        "native (Kubernetes >= 1.29)"]
+        "cronjob/reminders skipped: a classic sidecar never exits, so a run-to-completion pod would never complete: "
+        "use --mode native (Kubernetes >= 1.29)"]
+    run_once = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "once"},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "a", "image": "x"}]}}
+    assert inject(run_once, Options(mode="classic")).outcomes[0].reason.startswith("a classic sidecar never exits")
+    assert inject(run_once, Options(mode="native")).outcomes[0].status == "injected"
 
 
 def test_a_cronjob_is_injected_in_its_job_template() -> None:
