@@ -1,4 +1,4 @@
-"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema`` and ``doctor``."""
+"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject`` and ``injector``."""
 
 from __future__ import annotations
 
@@ -113,6 +113,70 @@ def _doctor(args: argparse.Namespace) -> int:
                   strict=args.strict)
 
 
+def _inject_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from proxy.inject import Options, parse_env
+
+    return Options(mode=args.mode, image=args.image, env=tuple(parse_env(spec) for spec in args.env))
+
+
+def _inject(args: argparse.Namespace) -> int:
+    """Read YAML documents from files or stdin, write them all injected to stdout, a report to stderr."""
+    import yaml
+
+    from proxy.inject import inject
+
+    try:
+        options = _inject_options(args)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    documents = []
+    for source in args.files or ["-"]:
+        try:
+            if source == "-":
+                text = sys.stdin.read()
+            else:
+                with open(source, encoding="utf-8") as file:
+                    text = file.read()
+            documents.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
+        except OSError as error:
+            print(f"{source}: cannot read: {error.strerror}", file=sys.stderr)
+            return 1
+        except yaml.YAMLError as error:
+            print(f"{source}: not YAML: {error}", file=sys.stderr)
+            return 1
+    injected = []
+    for document in documents:
+        result = inject(document, options)
+        injected.append(result.obj)
+        for outcome in result.outcomes:
+            print(outcome, file=sys.stderr)
+    sys.stdout.write(yaml.safe_dump_all(injected, sort_keys=False, default_flow_style=False))
+    return 0
+
+
+def _injector(args: argparse.Namespace) -> int:
+    from proxy.injector import serve_injector
+
+    try:
+        options = _inject_options(args)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return serve_injector(args.listen, args.tls_cert, args.tls_key, options)
+
+
+def _add_inject_options(parser: argparse.ArgumentParser) -> None:
+    from proxy.inject import DEFAULT_IMAGE
+
+    parser.add_argument("--mode", choices=["native", "classic"], default="native",
+                        help="native: an init container with restartPolicy: Always (Kubernetes >= 1.29); classic: "
+                             "a second container (an object's resilience-proxy/mode annotation wins)")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"sidecar image (default {DEFAULT_IMAGE})")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=/PREFIX",
+                        help="set NAME=http://127.0.0.1:8080/PREFIX in the app containers (repeatable)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resilience-proxy", description="Resilience sidecar for third-party HTTP APIs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +204,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="also post one Slack message and one Sentry event")
     check.add_argument("--strict", action="store_true", help="exit 2 when a check warns")
     check.set_defaults(handler=_doctor)
+    inject = commands.add_parser(
+        "inject", help="add the sidecar to Kubernetes YAML (files or - for stdin) and print it",
+        description="Handles Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob and List; every "
+                    "document is printed, a report line per object goes to stderr. Injecting twice changes nothing.")
+    inject.add_argument("files", nargs="*", metavar="FILE", help="YAML files, - for stdin (the default)")
+    _add_inject_options(inject)
+    inject.set_defaults(handler=_inject)
+    injector = commands.add_parser("injector", help="serve the mutating admission webhook that injects pods (TLS)")
+    injector.add_argument("--tls-cert", required=True, help="server certificate (PEM)")
+    injector.add_argument("--tls-key", required=True, help="its private key (PEM)")
+    injector.add_argument("--listen", default="0.0.0.0:8443", help="host:port (default 0.0.0.0:8443)")
+    _add_inject_options(injector)
+    injector.set_defaults(handler=_injector)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
