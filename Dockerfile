@@ -23,7 +23,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && install -d -o 10001 -g 10001 -m 0700 /tmp/metrics
 # A working default config; Kubernetes mounts the ConfigMap over /etc/resilience-proxy/.
 COPY deploy/k8s/base/config.yaml /etc/resilience-proxy/config.yaml
-COPY deploy/k8s/base/policies/ /etc/resilience-proxy/policies/
+COPY deploy/k8s/base/policies/ /etc/resilience-proxy/
 USER 10001:10001
 # 8080: data port (the config binds it to 127.0.0.1: reachable only from the same pod/network namespace).
 # 9901: admin port (/healthz, /readyz, /metrics).

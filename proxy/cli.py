@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -57,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.watch_interval < 0:
         print("--watch-interval must be 0 (off) or more", file=sys.stderr)
         return 2
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:  # prometheus-client writes there but never creates it (an image sets the variable)
+        os.makedirs(metrics_dir, exist_ok=True)
     if args.workers == 1:
         return run_worker(args.config, watch_interval=args.watch_interval)
     try:

@@ -81,7 +81,7 @@ def test_final_stage_shape() -> None:
     # The final stage gets no source tree: only the config, from the paths deploy/k8s uses.
     copies = [c for c in only(1, "COPY") if not c.startswith("--from")]
     assert copies == ["deploy/k8s/base/config.yaml /etc/resilience-proxy/config.yaml",
-                      "deploy/k8s/base/policies/ /etc/resilience-proxy/policies/"]
+                      "deploy/k8s/base/policies/ /etc/resilience-proxy/"]
     for copy in only(0, "COPY") + copies:
         for source in copy.split()[:-1]:
             assert (REPO / source).exists(), source
@@ -133,7 +133,7 @@ def test_the_dockerfile_commands_build_and_run(tmp_path: Path) -> None:
 
     # COPY of the config, with loopback ports that are free here.
     etc = tmp_path / "etc" / "resilience-proxy"
-    shutil.copytree(REPO / "deploy" / "k8s" / "base" / "policies", etc / "policies")
+    shutil.copytree(REPO / "deploy" / "k8s" / "base" / "policies", etc)  # flat, as the ConfigMap mounts
     port, admin_port = free_port(), free_port()
     text = (REPO / "deploy" / "k8s" / "base" / "config.yaml").read_text()
     text = text.replace("listen: 127.0.0.1:8080", f"listen: 127.0.0.1:{port}")

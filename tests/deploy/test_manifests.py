@@ -167,12 +167,11 @@ def test_configmap_loads_with_the_sidecars_loader(rendered: tuple[str, list[dict
     assert configmap["metadata"]["name"] == "resilience-proxy-config"
     [template] = [t for t in pod_specs(objects) if sidecar(t)]
     [volume] = [v for v in template["spec"]["volumes"] if v.get("configMap", {}).get("name") == "resilience-proxy-config"]
-    # Lay the ConfigMap out as the kubelet projects it (items: key -> path).
-    items = volume["configMap"]["items"]
-    assert {i["key"] for i in items} == set(configmap["data"])
-    for item in items:
-        (tmp_path / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / item["path"]).write_text(configmap["data"][item["key"]])
+    # Lay the ConfigMap out as the kubelet projects it: mounted whole, one file per key (as
+    # `resilience-proxy inject` mounts it too, not knowing a user's keys).
+    assert "items" not in volume["configMap"]
+    for key, text in configmap["data"].items():
+        (tmp_path / key).write_text(text)
     config = load_config(tmp_path / "config.yaml", environ={})
     assert str(config.admin.listen) == "0.0.0.0:9901" and str(config.listen) == "127.0.0.1:8080"
     assert {u.name for u in config.upstreams} == {"twilio", "google"}
@@ -185,8 +184,9 @@ def test_policy_copies_equal_the_presets() -> None:
         assert (K8S / "base" / "policies" / preset.name).read_text() == preset.read_text(), preset.name
 
 
-def test_k8s_config_differs_from_the_example_only_in_admin_listen() -> None:
+def test_k8s_config_differs_from_the_example_only_in_admin_listen_and_policy_paths() -> None:
     example = yaml.safe_load((REPO / "config.example.yaml").read_text())
     k8s = yaml.safe_load((K8S / "base" / "config.yaml").read_text())
     example["admin"]["listen"] = "0.0.0.0:9901"
+    example["policies"] = ["twilio.yaml", "google-calendar.yaml"]  # the ConfigMap's keys, mounted flat
     assert k8s == example
