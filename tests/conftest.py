@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,19 @@ def redis_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     server.start()
     request.addfinalizer(server.stop)
     return server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A private redis-server for this test alone, which it may kill, pause or restart."""
+    from tests.redis_server import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.resume()
+    server.stop()
 
 
 @pytest.fixture

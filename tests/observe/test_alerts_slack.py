@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -295,15 +295,6 @@ async def test_an_upstream_error_rate_is_told_crossing_above_and_back_below(
         "📈 api error rate 100% over the last 1 min. 4 of 4 requests failed",
         "📉 api error rate back to 44%. 4 of 9 requests failed in the last 1 min",  # 4 of 8 is not below
     ]
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_the_state_backend_going_down_and_coming_back_is_told(

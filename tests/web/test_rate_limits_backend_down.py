@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,16 +15,6 @@ from tests.redis_server import RedisServer
 TIMEOUT = 0.05
 SLACK = 0.15
 """Loopback, the upstream and the event loop's own work, on a busy 2-core CI machine."""
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.resume()
-    server.stop()
 
 
 def limits(url: str) -> dict:  # type: ignore[type-arg]
