@@ -25,9 +25,8 @@ from variants import VARIANTS, parse_variants, ports_of, write_config
 from yarl import URL
 
 from proxy.config.load import load_config
-from proxy.policy.breaker import BreakerPolicy
+from proxy.config.policy_values import BreakerPolicy, KeyKind, MissingKey, Rate
 from proxy.policy.limitkeys import RequestFacts, key_value
-from proxy.policy.ratelimit import KeyKind, MissingKey, Rate
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello"
 

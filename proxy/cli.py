@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -15,39 +14,6 @@ from proxy.config.load import load_config, policy_trees
 from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")
-
-
-def _loop_factory():  # type: ignore[no-untyped-def]
-    """uvloop where it is installed (it is a dependency; PyPy or Windows may lack it)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: float = 0.5,
-               supervisor: int | None = None) -> int:
-    """Load the config and serve until a stop signal; the exit status."""
-    # SIGHUP means "reload" once serving; until the loop's handler is installed, it must not kill us.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 1
-    from proxy.observe.logs import configure_logging
-    from proxy.server import serve
-
-    configure_logging(config.log.level)
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config, reuse_port=reuse_port, watch_interval=watch_interval or None,
-                             supervisor=supervisor))
-    except OSError as error:
-        log.error("cannot start: %s", error)
-        return 1
-    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,6 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     if metrics_dir:  # prometheus-client writes there but never creates it (an image sets the variable)
         os.makedirs(metrics_dir, exist_ok=True)
     if args.workers == 1:
+        from proxy.runtime.process import run_worker
+
         return run_worker(args.config, watch_interval=args.watch_interval)
     try:
         config = load_config(args.config)
@@ -69,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 1
     from proxy.observe.logs import configure_logging
-    from proxy.workers import supervise
+    from proxy.runtime.workers import supervise
 
     configure_logging(config.log.level)
     return supervise(args.config, args.workers, args.watch_interval)
@@ -118,7 +86,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _inject_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from proxy.inject import Options, parse_env
+    from proxy.k8s.inject import Options, parse_env
 
     return Options(mode=args.mode, image=args.image, env=tuple(parse_env(spec) for spec in args.env))
 
@@ -127,7 +95,7 @@ def _inject(args: argparse.Namespace) -> int:
     """Read YAML documents from files or stdin, write them all injected to stdout, a report to stderr."""
     import yaml
 
-    from proxy.inject import inject
+    from proxy.k8s.inject import inject
 
     try:
         options = _inject_options(args)
@@ -160,7 +128,7 @@ def _inject(args: argparse.Namespace) -> int:
 
 
 def _injector(args: argparse.Namespace) -> int:
-    from proxy.injector import serve_injector
+    from proxy.k8s.webhook import serve_injector
 
     try:
         options = _inject_options(args)
@@ -171,7 +139,7 @@ def _injector(args: argparse.Namespace) -> int:
 
 
 def _add_inject_options(parser: argparse.ArgumentParser) -> None:
-    from proxy.inject import DEFAULT_IMAGE
+    from proxy.k8s.inject import DEFAULT_IMAGE
 
     parser.add_argument("--mode", choices=["native", "classic"], default="native",
                         help="native: an init container with restartPolicy: Always (Kubernetes >= 1.29); classic: "

@@ -19,37 +19,18 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, stop_never
 
 from proxy.clock import Clock, SystemClock
-from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
+from proxy.config.model import BreakerId, Route, Upstream
+from proxy.config.policy_values import CONNECT_ERROR, RESET, TIMEOUT, BreakerPolicy, RetryPolicy
 from proxy.errors import CircuitOpen, ProxyError, UpstreamConnectError, UpstreamTimeout
 from proxy.events import AttemptEnded, CircuitRejected, RetryDecided
-from proxy.policy.breaker import BreakerPolicy, State
+from proxy.policy.breaker import State
 from proxy.policy.classify import Outcome, classify
-from proxy.policy.retry import (
-    CONNECT_ERROR,
-    RESET,
-    TIMEOUT,
-    AttemptResult,
-    Decision,
-    RetryBudget,
-    RetryPolicy,
-    decide,
-    parse_retry_after,
-    retryable,
-)
+from proxy.policy.retry import AttemptResult, Decision, RetryBudget, decide, parse_retry_after, retryable
 from proxy.state.base import BreakerStore
 
 _NOT_REACHED = frozenset({"connection_refused", "dns_error", "connection_timeout"})
 _ASK = object()
 """The local view cannot decide: the store must be asked."""
-
-
-def breaker_key(upstream: Upstream, route: Route) -> str:
-    return f"{upstream.name}/{route.name}"
-
-
-def breaker_name(upstream: Upstream, route: Route) -> str:
-    """How operators and error messages name it: the route, or the upstream for its default route."""
-    return upstream.name if route.name == DEFAULT_ROUTE else route.name
 
 
 @dataclass(frozen=True)
@@ -118,7 +99,7 @@ class Guard:
         timeout = policy.per_try_timeout or upstream.timeout
         if not policy.attempts or not replayable:
             return await self._attempt(upstream, route, send, timeout), 1
-        budget = self._budget(breaker_key(upstream, route), policy)
+        budget = self._budget(BreakerId.of(upstream, route).key, policy)
         budget.record_request(self._clock.now())
         first = await self._attempt(upstream, route, send, timeout)
         if not retryable(policy, as_result(first, 0.0)):
@@ -147,7 +128,7 @@ class Guard:
                      send: Send, first: Attempt, budget: RetryBudget) -> tuple[Attempt, int]:
         """Tenacity's loop, resuming from a first attempt that the rules may want repeated."""
         policy = route.retry
-        key = breaker_key(upstream, route)
+        key = BreakerId.of(upstream, route).key
         started = time.monotonic() - first.seconds
         pending, made = [first], 1
         decision = Decision(False)
@@ -192,7 +173,7 @@ class Guard:
         policy = route.breaker
         if policy is None:
             return None
-        key = breaker_key(upstream, route)
+        key = BreakerId.of(upstream, route).key
         if self.store.view(key).admits_freely:
             return Ticket(key, policy, route.failure_statuses, probe=False)
         return _ASK
@@ -202,18 +183,18 @@ class Guard:
         policy = route.breaker
         if policy is None:
             return None
-        key = breaker_key(upstream, route)
+        breaker = BreakerId.of(upstream, route)
+        key = breaker.key
         view = self.store.view(key)
         if view.admits_freely:
             return Ticket(key, policy, route.failure_statuses, probe=False)
         admission = await self.store.admit(key, policy)
         if admission.allowed:
             return Ticket(key, policy, route.failure_statuses, probe=admission.probe)
-        name = breaker_name(upstream, route)
         self._emit(CircuitRejected(upstream.name, route.name))
         forced = self.store.view(key)
         how = f"forced open by {forced.forced_by}" if forced.state == State.FORCED_OPEN else "open"
-        raise CircuitOpen(f"circuit {name} {how}", upstream=upstream.name,
+        raise CircuitOpen(f"circuit {breaker.name} {how}", upstream=upstream.name,
                           retry_after=max(1, math.ceil(admission.retry_after)))
 
     def leave(self, ticket: Ticket | None, status: int, error: ProxyError | None, seconds: float) -> None:

@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import Route, Upstream
+from proxy.config.policy_values import MICROS, BackendError, KeyKind, LimitPolicy, MissingKey
 from proxy.errors import LimitUnavailable, MissingLimitKey, RateLimited
 from proxy.events import LimitDecision, UpstreamThrottled
 from proxy.policy import ratelimit
 from proxy.policy.limitkeys import RequestFacts, key_value
-from proxy.policy.ratelimit import ANONYMOUS, MICROS, BackendError, Check, KeyKind, LimitPolicy, MissingKey, Verdict
+from proxy.policy.ratelimit import ANONYMOUS, Check, Verdict
 from proxy.state.base import BackendUnavailable, LimitStore
 from proxy.state.memory_limits import MemoryLimitStore
 

@@ -16,7 +16,7 @@ import yaml
 
 from proxy.config.load import load_config
 from proxy.observe.access import AccessLog
-from proxy.server import Sidecar
+from proxy.runtime.sidecar import Sidecar
 
 
 def free_port() -> int:

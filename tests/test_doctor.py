@@ -21,7 +21,8 @@ from aiohttp import web
 
 from proxy.config.load import load_config
 from proxy.config.model import Address
-from proxy.doctor import FAIL, PASS, SKIP, WARN, Result, check_listen, check_state_backend, exit_status, render
+from proxy.doctor.local import check_listen, check_state_backend
+from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result, exit_status, render
 from tests.conftest import free_port
 from tests.fake_slack import FakeSlack
 from tests.test_cli import ROOT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.error_formats import error_body
+from proxy.web.error_formats import error_body
 
 
 def test_generic_keeps_the_proxy_status_type_and_request_id() -> None:

@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 
 from proxy.config.load import load_config
-from proxy.server import Sidecar
+from proxy.runtime.sidecar import Sidecar
 from tests.conftest import admin_url, base_url, free_port
 from tests.metrics_text import sample_value
 from tests.processes import SidecarProcess

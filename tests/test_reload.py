@@ -10,7 +10,7 @@ import yaml
 
 from proxy.config.load import load_config
 from proxy.config.model import Address
-from proxy.reload import ChangeDetector, fingerprint, restart_only_changes, summarize, watched_files
+from proxy.config.running import ChangeDetector, fingerprint, restart_only_changes, summarize, watched_files
 from tests.conftest import write_config
 
 

@@ -10,8 +10,8 @@ import re
 from typing import Any
 
 from proxy.config import values as v
+from proxy.config.policy_values import BackendError, KeyKind, LimitPolicy, MissingKey, Rate
 from proxy.config.reader import Section
-from proxy.policy.ratelimit import BackendError, KeyKind, LimitPolicy, MissingKey, Rate
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Mapping
 from typing import Union
 
 from proxy.config.model import Config, Route, Upstream
+from proxy.config.policy_values import LimitPolicy, Rate
 from proxy.config.yamltree import Mark, YNode
 from proxy.errors import ERROR, WARNING, Problem
-from proxy.policy.ratelimit import LimitPolicy, Rate
 
 Step = Union[str, int]
 _CAPTURE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from proxy.config import values as v
 from proxy.config.model import (
+    ERROR_FORMATS,
     AdminSettings,
     Config,
     LogSettings,
@@ -26,7 +27,6 @@ from proxy.config.model import (
 from proxy.config.policies import read_routes
 from proxy.config.reader import Section
 from proxy.config.yamltree import Mark, YNode, parse_yaml
-from proxy.error_formats import FORMATS
 from proxy.errors import ConfigError, Problem
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -195,7 +195,7 @@ def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str
             h.lower() for h in (*sidecar_headers, *s.list_of("strip_headers", v.header_name))
         ),
         source=shown_path(file),
-        error_format=s.get("error_format", v.one_of(*FORMATS), "generic"),
+        error_format=s.get("error_format", v.one_of(*ERROR_FORMATS), "generic"),
     )
     routes, default_route = read_routes(s)
     s.finish()

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.policy.breaker import BreakerPolicy
-from proxy.policy.ratelimit import LimitPolicy
-from proxy.policy.retry import RetryPolicy
+from proxy.config.policy_values import BreakerPolicy, LimitPolicy, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,37 @@ class Route:
 
 
 DEFAULT_ROUTE = "default"
+
+@dataclass(frozen=True)
+class BreakerId:
+    """One breaker: a route of an upstream. Stores, events and metrics know it by ``key``
+    (``upstream/route``); operators and error messages by ``name`` (the route, or the upstream
+    for its default route)."""
+
+    upstream: str
+    route: str = DEFAULT_ROUTE
+
+    @classmethod
+    def of(cls, upstream: Upstream, route: Route) -> BreakerId:
+        return cls(upstream.name, route.name)
+
+    @classmethod
+    def parse(cls, key: str) -> BreakerId:
+        """The identity behind a ``key`` (a key without a route names the upstream's default route)."""
+        upstream, _, route = key.partition("/")
+        return cls(upstream, route or DEFAULT_ROUTE)
+
+    @property
+    def key(self) -> str:
+        return f"{self.upstream}/{self.route}"
+
+    @property
+    def name(self) -> str:
+        return self.upstream if self.route == DEFAULT_ROUTE else self.route
+
+
+ERROR_FORMATS = ("generic", "twilio", "google")
+"""How the sidecar shapes the errors it answers itself (``error_format``); rendered by :mod:`proxy.web.error_formats`."""
 
 
 @dataclass(frozen=True)
@@ -146,4 +175,9 @@ class Config:
     log: LogSettings
     slack: SlackSettings | None = None
     sentry: SentrySettings | None = None
+
+    def breakers(self) -> list[tuple[Upstream, Route]]:
+        """Every route with a breaker, each upstream's routes before its default route, in file order."""
+        return [(upstream, route) for upstream in self.upstreams for route in (*upstream.routes, upstream.default_route)
+                if route is not None and route.breaker is not None]
     """None when no DSN is configured: nothing is reported."""

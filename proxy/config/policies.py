@@ -12,9 +12,8 @@ from typing import Any
 from proxy.config import values as v
 from proxy.config.limits import path_captures, read_limits
 from proxy.config.model import DEFAULT_ROUTE, Route
+from proxy.config.policy_values import CONDITIONS, BreakerPolicy, RetryPolicy
 from proxy.config.reader import Section
-from proxy.policy.breaker import BreakerPolicy
-from proxy.policy.retry import CONDITIONS, RetryPolicy
 
 DEFAULT_FAILURE_STATUSES = frozenset(range(500, 600))
 RATE_LIMITED = 429

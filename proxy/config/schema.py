@@ -17,10 +17,9 @@ from typing import Any
 
 from proxy.config import values as v
 from proxy.config.limits import _KEYS
+from proxy.config.model import ERROR_FORMATS
 from proxy.config.policies import _BREAKER_FIELDS, _positive_duration, _whole_seconds
-from proxy.error_formats import FORMATS
-from proxy.policy.ratelimit import BackendError, MissingKey
-from proxy.policy.retry import CONDITIONS
+from proxy.config.policy_values import CONDITIONS, BackendError, MissingKey
 
 Schema = dict[str, Any]
 SCHEMA_ID = "urn:resilience-proxy:policy.schema.json"
@@ -214,7 +213,7 @@ UPSTREAM = obj("A third-party API reached through `prefix` on the sidecar.", {
     "ca_bundle": text("Extra CA certificates (PEM), relative to the policy file.", "ca.pem"),
     "forwarded_headers": boolean("Send X-Forwarded-* (off: they tell a third party internal addresses)."),
     "strip_headers": one_or_list(HEADER, "Request headers never sent to this upstream."),
-    "error_format": {"enum": list(FORMATS), "examples": ["twilio"], "description": "Shape of the errors the "
+    "error_format": {"enum": list(ERROR_FORMATS), "examples": ["twilio"], "description": "Shape of the errors the "
                      "sidecar writes itself: generic, or like the vendor's (twilio, google) so its SDK raises "
                      "its usual exception."},
     "breaker": BREAKER,

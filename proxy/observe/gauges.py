@@ -26,8 +26,7 @@ from typing import Protocol, cast
 
 from prometheus_client import Counter, Gauge, disable_created_metrics
 
-from proxy.config.model import Config
-from proxy.guard import breaker_key
+from proxy.config.model import BreakerId, Config
 from proxy.observe.metrics import PREFIX
 from proxy.policy.breaker import State
 from proxy.state.base import BreakerStore, LimitStore
@@ -82,12 +81,10 @@ class Sampler:
         self._breakers = breakers
         self._limits = limits
         self._in_flight = in_flight
-        pairs = [(upstream, route) for upstream in config.upstreams
-                 for route in (*upstream.routes, upstream.default_route)
-                 if route is not None and route.breaker is not None]
+        pairs = config.breakers()
         self._labels = [(upstream.name, route.name) for upstream, route in pairs]
         self._views: list[tuple[str, Gauge]] = [
-            (breaker_key(upstream, route), families.breaker_state.labels(upstream.name, route.name))
+            (BreakerId.of(upstream, route).key, families.breaker_state.labels(upstream.name, route.name))
             for upstream, route in pairs
         ]
         self._errors: list[tuple[_CountsErrors, Counter]] = [

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
+from proxy.config.model import BreakerId
 from proxy.events import (
     AlertSent,
     AttemptEnded,
@@ -242,8 +243,8 @@ class ProxyMetrics:
         self.route(event.upstream, event.route).throttle(event.reason)
 
     def _transition(self, event: BreakerTransition) -> None:
-        upstream, _, route = event.key.partition("/")  # breaker keys are "upstream/route" (proxy.guard)
-        self.families.transitions.labels(upstream, route, event.from_state, event.to_state).inc()
+        breaker = BreakerId.parse(event.key)
+        self.families.transitions.labels(breaker.upstream, breaker.route, event.from_state, event.to_state).inc()
 
     def _reloaded(self, event: ConfigReloaded) -> None:
         self.families.reloads.labels(event.result).inc()

@@ -7,7 +7,7 @@
     any ──(operator)──> forced_open | disabled | closed (reset)
 
 The memory store applies these functions directly; the Redis store runs the same rules in
-Lua (``proxy/state/lua/``) and one behavioural suite holds both to them.
+Lua (``proxy/state/redis/lua/``) and one behavioural suite holds both to them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
 
 Random = Callable[[], float]
@@ -34,29 +35,6 @@ class Action(str, Enum):
     FORCE_OPEN = "force-open"
     DISABLE = "disable"
     RESET = "reset"
-
-
-@dataclass(frozen=True)
-class BreakerPolicy:
-    """When a breaker opens and for how long. Zero turns a trip condition off."""
-
-    consecutive_failures: int = 3
-    failure_rate: float = 0.0
-    """Share of failed calls (0 < rate <= 1) over ``window`` that opens the breaker."""
-    window: int = 60
-    """Seconds of history for the failure rate (whole seconds: one bucket per second)."""
-    min_calls: int = 20
-    """Calls needed in the window before the failure rate is judged."""
-    slow_call: float = 0.0
-    """Calls slower than this many seconds count as failures (0: off)."""
-    open_for: float = 30.0
-    open_for_max: float = 0.0
-    """Cap for the open time, which grows by ``open_multiplier`` on each re-open from half-open
-    (0: no growth, always ``open_for``)."""
-    open_multiplier: float = 2.0
-    jitter: float = 0.1
-    """Open times vary by up to this fraction either way, so a fleet does not probe in lockstep."""
-    half_open_probes: int = 1
 
 
 @dataclass

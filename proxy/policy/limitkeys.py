@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from proxy.policy.ratelimit import KeyKind, LimitPolicy
+from proxy.config.policy_values import KeyKind, LimitPolicy
 
 MAX_KEY = 128
 """Longer key values are stored as a digest: a bucket name must stay small, whatever a header holds."""

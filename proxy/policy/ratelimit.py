@@ -18,104 +18,10 @@ others but never reject: they report what they would have done.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-MICROS = 1_000_000
-"""Time is counted in whole microseconds: adding a float interval to an epoch time a thousand times
-drifts by a tenth of a millisecond, integers do not, so a count at a boundary is exact. Integers up
-to 2**53 are exact in Lua's doubles too (epoch microseconds are about 2**51)."""
-
-
-def micros(seconds: float) -> int:
-    return round(seconds * MICROS)
-
-
-@dataclass(frozen=True)
-class Rate:
-    """``limit`` calls per ``per`` seconds, ``burst`` of which may arrive ahead of the pace."""
-
-    limit: int
-    per: float
-    burst: int
-
-    @property
-    def interval(self) -> int:
-        """Microseconds between calls at the steady pace, rounded up so that the rate is never exceeded."""
-        return -(-micros(self.per) // self.limit)
-
-    @property
-    def tolerance(self) -> int:
-        """Microseconds a bucket may run ahead of the pace."""
-        return self.burst * self.interval
-
-    def share(self, fraction: float) -> Rate:
-        """This rate scaled to ``fraction`` of it (a replica's part while the shared backend is down)."""
-        return Rate(max(1, math.floor(self.limit * fraction)), self.per, math.floor(self.burst * fraction))
-
-
-class KeyKind(str, Enum):
-    """What identifies a bucket; ``header``, ``path`` carry a name (``header:X-Tenant``, ``path:calendarId``)."""
-
-    ORG = "org"
-    IP = "ip"
-    GLOBAL = "global"
-    BASIC_AUTH_USER = "basic_auth_user"
-    HEADER = "header"
-    PATH = "path"
-
-
-class MissingKey(str, Enum):
-    """What a limit does with a request that lacks its key."""
-
-    REJECT = "reject"
-    """400: the caller must say who it is."""
-    ANONYMOUS = "anonymous"
-    """Every such request shares one bucket."""
-    SKIP = "skip"
-    """The limit does not apply."""
-
-
-class BackendError(str, Enum):
-    """What a limit does while the shared backend cannot be reached."""
-
-    ALLOW = "allow"
-    DENY = "deny"
-
-
-@dataclass(frozen=True)
-class LimitPolicy:
-    """One ``rate_limits`` entry, resolved."""
-
-    name: str
-    kind: KeyKind
-    rate: Rate
-    key_name: str = ""
-    """The header or path capture, for ``header:`` and ``path:`` keys."""
-    shadow: bool = False
-    on_backend_error: BackendError = BackendError.ALLOW
-    local_share: float = 0.0
-    """With ``allow``: the fraction of the rate enforced per process while the backend is down (0: none)."""
-    on_missing_key: MissingKey = MissingKey.ANONYMOUS
-    overrides: tuple[tuple[str, Rate], ...] = ()
-    """Per key value, e.g. organisation ``acme`` gets 5000/h."""
-    honor_upstream_retry_after: bool = True
-    """A 429 from the upstream holds this limit's bucket for the upstream's Retry-After."""
-    _by_value: Mapping[str, Rate] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_value", dict(self.overrides))
-
-    @property
-    def key(self) -> str:
-        """The key as written in YAML."""
-        return f"{self.kind.value}:{self.key_name}" if self.key_name else self.kind.value
-
-    def rate_for(self, value: str) -> Rate:
-        return self._by_value.get(value, self.rate)
-
+from proxy.config.policy_values import MICROS, LimitPolicy, Rate, micros
 
 ANONYMOUS = "-"
 """The key value of the shared bucket for requests without a key."""

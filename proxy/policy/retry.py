@@ -22,51 +22,9 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from proxy.config.policy_values import DUPLICATE_STATUS, RATE_LIMITED, SAFE_METHODS, RetryPolicy
+
 Random = Callable[[], float]
-
-CONNECT_ERROR = "connect_error"
-TIMEOUT = "timeout"
-RESET = "reset"
-KINDS = frozenset({CONNECT_ERROR, TIMEOUT, RESET})
-RATE_LIMITED = "rate_limited"
-"""A condition, not a kind: a 429, or any answer the upstream's body marks as throttling."""
-CONDITIONS = KINDS | {RATE_LIMITED}
-DUPLICATE_STATUS = 409
-"""What an insert answers when the client-chosen id already exists (Google Calendar's ``duplicate``)."""
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    """Retries after the first try (0: never retry)."""
-    initial: float = 1.0
-    multiplier: float = 2.0
-    max_backoff: float = 4.0
-    jitter: float = 0.2
-    """Each wait varies by up to this fraction either way, so clients do not retry in lockstep."""
-    on: frozenset[str | int] = frozenset({CONNECT_ERROR, TIMEOUT, 502, 503, 504, 429})
-    deadline: float = 30.0
-    """Everything, every attempt and wait, must fit in this; a wait that would cross it is not taken."""
-    per_try_timeout: float = 0.0
-    """Each attempt's timeout (0: the upstream's ``timeout``); always cut to what is left of the deadline."""
-    retry_after_max: float = 30.0
-    """A longer Retry-After is not waited for: the answer goes back to the client at once."""
-    idempotent: bool = False
-    not_processed: frozenset[int] = frozenset()
-    """Statuses that prove a POST/PATCH was not processed, so it may be repeated."""
-    idempotency_header: str = ""
-    idempotent_when_body_has: str = ""
-    """A top-level field of the JSON/form body that makes a POST repeatable when present (a client-chosen
-    id: the upstream refuses the repeat as a duplicate instead of creating a second resource)."""
-    on_duplicate: str = "relay"
-    """``fetch``: a retry answered 409 means the first attempt created the resource: answer with a GET of
-    ``<request path>/<id>`` instead. ``relay``: pass the 409 on."""
-    budget_ratio: float = 0.2
-    budget_min_per_second: float = 3.0
-    replay_limit: int = 2**20
-    """Bodies up to this size are kept for replay; larger ones stream through and are never retried."""
-
 
 @dataclass(frozen=True)
 class AttemptResult:

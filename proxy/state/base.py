@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
-from proxy.policy.breaker import Action, Admission, BreakerPolicy, State
+from proxy.policy.breaker import Action, Admission, State
 from proxy.policy.ratelimit import Check, Verdict
 
 TransitionListener = Callable[[BreakerTransition], None]

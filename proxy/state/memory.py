@@ -5,9 +5,10 @@ from __future__ import annotations
 import random as _random
 
 from proxy.clock import Clock, SystemClock
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
 from proxy.policy import breaker
-from proxy.policy.breaker import Action, Admission, BreakerPolicy, BreakerRecord, Random
+from proxy.policy.breaker import Action, Admission, BreakerRecord, Random
 from proxy.state.base import BreakerView, TransitionListener
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from proxy.clock import Clock, SystemClock
+from proxy.config.policy_values import micros
 from proxy.policy import ratelimit
-from proxy.policy.ratelimit import Check, Verdict, micros
+from proxy.policy.ratelimit import Check, Verdict
 
 _SWEEP_EVERY = 10_000
 """Buckets stored before the full ones (TAT in the past: no state worth keeping) are dropped."""

@@ -26,7 +26,7 @@ from proxy.policy.classify import PEEKED_STATUS, names_other_conflict, throttle_
 from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
 from proxy.policy.retry import body_key, fetch_duplicate, parse_retry_after
-from proxy.policy.routes import BODY_LIMIT, RouteTable, parse_body_fields
+from proxy.policy.routing import BODY_LIMIT, Resolved, Router, RouteTable, parse_body_fields
 from proxy.web.duplicates import DUPLICATE_HEADER, fetch_created
 from proxy.web.forward import (
     Exchange,
@@ -41,7 +41,6 @@ from proxy.web.forward import (
     send_continue,
 )
 from proxy.web.responses import error_response
-from proxy.web.routing import Resolved, Router
 
 log = logging.getLogger("resilience_proxy")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")

@@ -1,6 +1,6 @@
 """Answers the sidecar writes itself: an RFC 9209 ``Proxy-Status`` header and a JSON body.
 
-The body is shaped per upstream (``error_format``, see :mod:`proxy.error_formats`) so that
+The body is shaped per upstream (``error_format``, see :mod:`proxy.web.error_formats`) so that
 the vendor's SDK raises its usual exception with the sidecar's reason; the headers
 (Proxy-Status, Retry-After, RateLimit-*, X-Request-Id) are the same for every format.
 """
@@ -11,8 +11,8 @@ import json
 
 from aiohttp import web
 
-from proxy.error_formats import error_body
 from proxy.errors import ProxyError
+from proxy.web.error_formats import error_body
 
 PROXY_NAME = "resilience-proxy"
 

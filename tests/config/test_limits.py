@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from proxy.config.load import load_config
+from proxy.config.policy_values import BackendError, KeyKind, MissingKey, Rate
 from proxy.errors import ConfigError
-from proxy.policy.ratelimit import BackendError, KeyKind, MissingKey, Rate
 
 CONFIG = "policies: [policies/]\n"
 

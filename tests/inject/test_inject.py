@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from proxy.inject import CLASSIC_GRACE, Options, inject, parse_env, sidecar_container
+from proxy.k8s.inject import CLASSIC_GRACE, Options, inject, parse_env, sidecar_container
 from tests.inject.helpers import documents
 
 OPTIONS = Options(env=(("TWILIO_BASE_URL", "/twilio"), ("SLACK_BASE_URL", "/slack")))
@@ -182,14 +182,14 @@ def test_the_sidecar_spec_is_built_fresh_each_time() -> None:
 
 
 def test_the_injection_logic_is_pure() -> None:
-    """proxy.inject loads no I/O, YAML or JSON Patch library (fresh interpreter, as tests/test_layering.py)."""
+    """proxy.k8s.inject loads no I/O, YAML or JSON Patch library (fresh interpreter, as tests/test_layering.py)."""
     import subprocess
     import sys
 
     from tests.inject.helpers import ROOT
 
     banned = ["asyncio", "aiohttp", "redis", "prometheus_client", "sentry_sdk", "slack_sdk", "yaml", "jsonpatch"]
-    code = f"import sys, proxy.inject; print(','.join(m for m in {banned!r} if m in sys.modules))"
+    code = f"import sys, proxy.k8s.inject; print(','.join(m for m in {banned!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
                             cwd=ROOT)
     assert result.stdout.strip() == ""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.inject import Options, inject
+from proxy.k8s.inject import Options, inject
 from tests.inject.helpers import MANIFESTS, documents, kubernetes_validate, kubernetes_versions, run_cli
 
 WORKLOADS = MANIFESTS / "workloads.yaml"

@@ -21,8 +21,8 @@ import trustme
 import yaml
 from aiohttp import web
 
-from proxy.inject import Options, inject
-from proxy.injector import make_app, server_ssl_context
+from proxy.k8s.inject import Options, inject
+from proxy.k8s.webhook import make_app, server_ssl_context
 from tests.inject.helpers import ROOT, kubernetes_validate
 
 OPTIONS = Options(env=(("TWILIO_BASE_URL", "/twilio"),))
@@ -210,7 +210,7 @@ def test_the_injector_command_serves_tls_and_stops_on_sigterm(tls_files: tuple[P
 
 
 def test_a_review_object_is_not_mutated() -> None:
-    from proxy.injector import review_response
+    from proxy.k8s.webhook import review_response
 
     body = review(pod())
     before = copy.deepcopy(body)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.inject import DEFAULT_IMAGE
+from proxy.k8s.inject import DEFAULT_IMAGE
 from tests.inject.helpers import ROOT, kubernetes_validate, kubernetes_versions
 
 DIR = ROOT / "deploy" / "k8s" / "injector"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from proxy.observe import alerts
+from proxy.observe.alerts import slack as alerts
 from tests.fake_slack import FakeSlack
 
 SLACK_TOKEN = "xoxb-test"

@@ -3,8 +3,8 @@ plain-text fallback Slack shows in notifications."""
 
 from __future__ import annotations
 
-from proxy.observe.slack_format import duration, render
-from proxy.policy.alerting import (
+from proxy.observe.alerts.format import duration, render
+from proxy.observe.alerts.rules import (
     BackendDown,
     BackendUp,
     BreakerOpened,

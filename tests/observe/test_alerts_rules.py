@@ -10,8 +10,9 @@ import pytest
 from proxy.clock import FakeClock
 from proxy.config.model import SlackSettings
 from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, RequestEnded
-from proxy.observe.slack_format import render
-from proxy.policy.alerting import (
+from proxy.observe.alerts.damping import RateWindow
+from proxy.observe.alerts.format import render
+from proxy.observe.alerts.rules import (
     AlertRules,
     BackendDown,
     BackendUp,
@@ -22,7 +23,6 @@ from proxy.policy.alerting import (
     Flapping,
     request_failed,
 )
-from proxy.policy.flapping import RateWindow
 
 KEY = "twilio/twilio_sms"
 
@@ -202,7 +202,7 @@ def test_the_error_rate_is_off_at_zero() -> None:
     assert [a for _ in range(50) for a in r.on_event(ended(503))] == []
 
 
-@pytest.mark.parametrize("module", ["proxy.policy.alerting", "proxy.policy.flapping", "proxy.observe.slack_format"])
+@pytest.mark.parametrize("module", ["proxy.observe.alerts.rules", "proxy.observe.alerts.damping", "proxy.observe.alerts.format"])
 def test_the_alert_decisions_and_messages_import_no_io_library(module: str) -> None:
     libraries = ["asyncio", "aiohttp", "redis", "slack_sdk", "sentry_sdk"]
     code = f"import sys, {module}; print(','.join(m for m in {libraries!r} if m in sys.modules))"

@@ -21,9 +21,9 @@ from aiohttp import web
 
 from proxy.config.model import SlackSettings
 from proxy.events import AlertSent, BackendChanged, BreakerTransition
-from proxy.observe import alerts
-from proxy.observe.alerts import Delivery, SlackAlerts
-from proxy.server import Sidecar
+from proxy.observe.alerts import slack as alerts
+from proxy.observe.alerts.slack import Delivery, SlackAlerts
+from proxy.runtime.sidecar import Sidecar
 from tests.conftest import StartSidecar, base_url
 from tests.fake_slack import FakeSlack
 from tests.observe.conftest import SLACK_CHANNEL, SLACK_TOKEN, slack_config

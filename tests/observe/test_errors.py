@@ -15,7 +15,7 @@ from aiohttp import web
 
 from proxy.config.model import SentrySettings
 from proxy.events import BreakerTransition, CircuitRejected, RequestEnded
-from proxy.observe.errors import ReportLimit, SentryReporter
+from proxy.observe.sentry import ReportLimit, SentryReporter
 from tests.conftest import StartSidecar, base_url, free_port
 from tests.observe.fake_sentry import FakeSentry
 from tests.observe.sentry_fixtures import fake_sentry_fixture, flush, no_sentry_leak_fixture  # noqa: F401
@@ -234,7 +234,7 @@ def test_report_limit_windows() -> None:
 
 def test_without_a_dsn_nothing_loads_sentry() -> None:
     """The sidecar imports the reporter module always; sentry-sdk is imported only when a DSN is configured."""
-    code = ("import sys, proxy.server, proxy.observe.errors; "
+    code = ("import sys, proxy.runtime.sidecar, proxy.observe.sentry; "
             "print('sentry_sdk' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False"

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 
 from proxy.config.load import load_config
-from proxy.observe.errors import CLOSE_TIMEOUT, ReportLimit
-from proxy.server import Sidecar
+from proxy.observe.sentry import CLOSE_TIMEOUT, ReportLimit
+from proxy.runtime.sidecar import Sidecar
 from tests.conftest import base_url, free_port, write_config
 from tests.observe.fake_sentry import FakeSentry
 from tests.observe.sentry_fixtures import fake_sentry_fixture, flush, no_sentry_leak_fixture  # noqa: F401

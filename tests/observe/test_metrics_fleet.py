@@ -16,7 +16,7 @@ import aiohttp
 from proxy.config.load import load_config
 from proxy.observe.gauges import state_families
 from proxy.policy.breaker import State
-from proxy.server import Sidecar
+from proxy.runtime.sidecar import Sidecar
 from tests.conftest import admin_url, base_url, write_config
 from tests.metrics_text import sample_value
 

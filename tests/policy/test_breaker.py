@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.config.policy_values import BreakerPolicy
 from proxy.policy import breaker
-from proxy.policy.breaker import Action, BreakerPolicy, BreakerRecord, State
+from proxy.policy.breaker import Action, BreakerRecord, State
 
 KEY = "twilio/twilio_sms"
 

@@ -5,20 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proxy.clock import FakeClock
-from proxy.policy.ratelimit import (
-    Check,
-    KeyKind,
-    LimitPolicy,
-    Rate,
-    Verdict,
-    blocking,
-    decide,
-    hold,
-    micros,
-    most_restrictive,
-    passed,
-    spend,
-)
+from proxy.config.policy_values import KeyKind, LimitPolicy, Rate, micros
+from proxy.policy.ratelimit import Check, Verdict, blocking, decide, hold, most_restrictive, passed, spend
 
 
 class Bucket:

@@ -7,12 +7,10 @@ from email.utils import format_datetime
 
 import pytest
 
+from proxy.config.policy_values import CONNECT_ERROR, TIMEOUT, RetryPolicy
 from proxy.policy.retry import (
-    CONNECT_ERROR,
-    TIMEOUT,
     AttemptResult,
     RetryBudget,
-    RetryPolicy,
     backoff,
     body_key,
     decide,

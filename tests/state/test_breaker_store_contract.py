@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from proxy.clock import FakeClock
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
-from proxy.policy.breaker import Action, BreakerPolicy, State
+from proxy.policy.breaker import Action, State
 from proxy.state.base import BreakerStore
 from proxy.state.memory import MemoryBreakerStore
-from proxy.state.redis import RedisBreakerStore
+from proxy.state.redis.breakers import RedisBreakerStore
 
 KEY = "twilio/twilio_sms"
 POLICY = BreakerPolicy(consecutive_failures=3, open_for=30, jitter=0.0)

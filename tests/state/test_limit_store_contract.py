@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from proxy.clock import FakeClock
+from proxy.config.policy_values import KeyKind, LimitPolicy, Rate
 from proxy.policy import ratelimit
-from proxy.policy.ratelimit import Check, KeyKind, LimitPolicy, Rate, Verdict
+from proxy.policy.ratelimit import Check, Verdict
 from proxy.state.base import LimitStore
 from proxy.state.memory_limits import MemoryLimitStore
-from proxy.state.redis_limits import RedisLimitStore
+from proxy.state.redis.limits import RedisLimitStore
 
 StoreFactory = Callable[[FakeClock, pytest.FixtureRequest], Awaitable[LimitStore]]
 

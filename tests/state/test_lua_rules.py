@@ -9,11 +9,12 @@ import random
 import pytest
 
 from proxy.clock import FakeClock
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
-from proxy.policy.breaker import Action, BreakerPolicy
+from proxy.policy.breaker import Action
 from proxy.state.base import BreakerView
 from proxy.state.memory import MemoryBreakerStore, view_of
-from proxy.state.redis import RedisBreakerStore
+from proxy.state.redis.breakers import RedisBreakerStore
 
 POLICIES = {
     "twilio/consecutive": BreakerPolicy(consecutive_failures=3, open_for=10, open_for_max=45, jitter=0.2),

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from proxy.state.redis_client import connect
-from proxy.state.redis_lane import Lane
+from proxy.state.redis.client import connect
+from proxy.state.redis.lane import Lane
 
 
 @pytest.fixture

@@ -20,10 +20,11 @@ import redis
 from redis.crc import key_slot
 
 from proxy.clock import FakeClock
-from proxy.policy.ratelimit import MICROS, Check, KeyKind, LimitPolicy, Rate, micros
+from proxy.config.policy_values import MICROS, KeyKind, LimitPolicy, Rate, micros
+from proxy.policy.ratelimit import Check
 from proxy.state.base import BackendUnavailable
 from proxy.state.memory_limits import MemoryLimitStore
-from proxy.state.redis_limits import RedisLimitStore
+from proxy.state.redis.limits import RedisLimitStore
 from tests.redis_server import RedisServer
 from tests.state.test_redis_store import eventually
 

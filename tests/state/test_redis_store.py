@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from proxy.clock import FakeClock
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
-from proxy.policy.breaker import Action, BreakerPolicy, State
-from proxy.state.redis import RedisBreakerStore
+from proxy.policy.breaker import Action, State
+from proxy.state.redis.breakers import RedisBreakerStore
 from tests.redis_server import RedisServer
 
 KEY = "twilio/twilio_sms"
@@ -301,7 +302,7 @@ async def test_starting_without_redis_runs_locally_until_it_appears(make_store: 
 
 
 def test_a_redis_password_never_reaches_a_log_line() -> None:
-    from proxy.state.redis_client import without_password
+    from proxy.state.redis.client import without_password
 
     assert without_password("redis://:s3cret@redis.internal:6380/0") == "redis://:***@redis.internal:6380/0"
     assert without_password("rediss://app:s3cret@redis/1") == "rediss://app:***@redis/1"

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from proxy.server import Sidecar
+from proxy.runtime.sidecar import Sidecar
 from tests.conftest import StartSidecar, admin_url, base_url
 from tests.metrics_text import sample_value
 

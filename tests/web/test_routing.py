@@ -2,7 +2,7 @@ import pytest
 
 from proxy.config.model import Upstream
 from proxy.errors import NoRoute, NotAProxyTarget
-from proxy.web.routing import Router
+from proxy.policy.routing import Router
 
 
 def upstream(name: str, url: str, prefix: str) -> Upstream:

@@ -1,5 +1,5 @@
 """The mutating admission webhook: ``POST /mutate`` answers an AdmissionReview v1 for a pod with a JSON
-Patch that applies :func:`proxy.inject.inject`. It never refuses a pod: anything it cannot inject is
+Patch that applies :func:`proxy.k8s.inject.inject`. It never refuses a pod: anything it cannot inject is
 allowed unchanged (and logged)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import jsonpatch
 from aiohttp import web
 
-from proxy.inject import Options, inject
+from proxy.k8s.inject import Options, inject
 
-log = logging.getLogger("resilience_proxy.injector")
+log = logging.getLogger("resilience_proxy.k8s.webhook")
 
 OPTIONS_KEY: web.AppKey[Options] = web.AppKey("options", Options)
 

@@ -4,7 +4,7 @@ On SIGTERM or SIGINT: ``/readyz`` turns 503, the data listener closes (new conne
 refused), in-flight requests get up to ``shutdown_grace`` to finish, then the process exits.
 The admin listener stays up until the drain ends so that orchestrators can watch it.
 
-On SIGHUP, ``POST /admin/reload`` or a change of the config files (:mod:`proxy.reload`), the
+On SIGHUP, ``POST /admin/reload`` or a change of the config files (:mod:`proxy.config.running`), the
 config is loaded again; a valid one gets a new :class:`DataPlane`, swapped in by one assignment,
 so each request runs wholly on one generation. The replaced one finishes its requests, then
 closes its connection pools. The breaker and limit stores are the same objects before and after.
@@ -31,13 +31,13 @@ from proxy.events import BackendChanged, ConfigReloaded, EventBus
 from proxy.guard import Guard
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
-from proxy.observe.alerts import SlackAlerts
-from proxy.observe.errors import SentryReporter
+from proxy.observe.alerts.slack import SlackAlerts
 from proxy.observe.gauges import Sampler
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
-from proxy.reload import (
-    Attempt,
+from proxy.observe.sentry import SentryReporter
+from proxy.config.running import (
+    ReloadAttempt,
     ChangeDetector,
     RunningConfig,
     fingerprint,
@@ -48,7 +48,7 @@ from proxy.reload import (
 from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
-from proxy.web.admin import Health, admin_app
+from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
 
 log = logging.getLogger("resilience_proxy")
@@ -168,7 +168,7 @@ class Sidecar:
         await self._data.cleanup()
         log.info("drained", extra={"in_flight": self.in_flight})
 
-    async def reload(self, trigger: str = "signal") -> Attempt:
+    async def reload(self, trigger: str = "signal") -> ReloadAttempt:
         """Load the config files again and apply them whole, or refuse them whole and keep serving.
 
         ``trigger`` (``file``, ``signal``, ``admin``) is reported. Reloads run one at a time."""
@@ -178,7 +178,7 @@ class Sidecar:
             if before == self.running.version and not self._closing:
                 # The same files load to the same config (the environment of a running process is
                 # fixed): nothing to swap or count. A second SIGHUP, or workers told twice, cost nothing.
-                attempt = Attempt(time.time(), trigger, "ok", before)
+                attempt = ReloadAttempt(time.time(), trigger, "ok", before)
                 self.running.last_attempt = attempt
                 self._changes.attempted(before)
                 log.info("config unchanged", extra={"version": before, "trigger": trigger})
@@ -187,7 +187,7 @@ class Sidecar:
             version = fingerprint(watched_files(new if plane is not None else old))
             # Files that changed while they were read: let the watcher look again at its next polls.
             self._changes.attempted(version if fingerprint(watched_files(old)) == before else "")
-            attempt = Attempt(time.time(), trigger, "ok" if plane is not None else "error", version,
+            attempt = ReloadAttempt(time.time(), trigger, "ok" if plane is not None else "error", version,
                               tuple(str(p) for p in problems))
             if plane is None:
                 self.running.last_attempt = attempt
@@ -196,7 +196,7 @@ class Sidecar:
                 self._apply(old, new, plane, attempt)
             return attempt
 
-    async def _admin_reload(self, trigger: str) -> Attempt:
+    async def _admin_reload(self, trigger: str) -> ReloadAttempt:
         attempt = await self.reload(trigger)
         if attempt.result == "ok" and self._tell_workers is not None:
             self._tell_workers()
@@ -219,7 +219,7 @@ class Sidecar:
         except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
             return old, None, [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
 
-    def _apply(self, old: Config, new: Config, plane: DataPlane, attempt: Attempt) -> None:
+    def _apply(self, old: Config, new: Config, plane: DataPlane, attempt: ReloadAttempt) -> None:
         """The swap: after this assignment every new request runs on ``plane``."""
         replaced, self.dataplane = self.dataplane, plane
         self.running = RunningConfig(new, attempt.version, attempt.at, attempt)
@@ -235,7 +235,7 @@ class Sidecar:
                                            **summarize(old, new), "in_flight_on_old": replaced.in_flight})
         self.events.emit(ConfigReloaded("ok", f"config {attempt.version} applied", trigger=attempt.trigger))
 
-    def _refused(self, attempt: Attempt) -> None:
+    def _refused(self, attempt: ReloadAttempt) -> None:
         for problem in attempt.problems:
             log.error("config reload refused: %s", problem, extra={"trigger": attempt.trigger})
         count = len(attempt.problems)
@@ -305,7 +305,7 @@ def unusable_ca_bundles(config: Config) -> list[Problem]:
 def make_breaker_store(state: StateSettings) -> BreakerStore:
     """The configured backend: embedded memory, or Redis shared by the fleet."""
     if state.backend == "redis":
-        from proxy.state.redis import RedisBreakerStore
+        from proxy.state.redis.breakers import RedisBreakerStore
 
         return RedisBreakerStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
     return MemoryBreakerStore()
@@ -314,7 +314,7 @@ def make_breaker_store(state: StateSettings) -> BreakerStore:
 def make_limit_store(state: StateSettings) -> LimitStore:
     """Rate-limit buckets in the configured backend: this process, or Redis for the whole fleet."""
     if state.backend == "redis":
-        from proxy.state.redis_limits import RedisLimitStore
+        from proxy.state.redis.limits import RedisLimitStore
 
         return RedisLimitStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
     return MemoryLimitStore()
@@ -332,7 +332,7 @@ async def serve(config: Config, *, reuse_port: bool = False, watch_interval: flo
         loop.add_signal_handler(signum, stop.set)
     tell = None if supervisor is None else functools.partial(os.kill, supervisor, signal.SIGHUP)
     sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval, tell_workers=tell)
-    reloads: set[asyncio.Task[Attempt]] = set()
+    reloads: set[asyncio.Task[ReloadAttempt]] = set()
 
     def on_hangup() -> None:
         task = loop.create_task(sidecar.reload("signal"))

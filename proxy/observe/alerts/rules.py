@@ -19,13 +19,13 @@ health are judged per process, so each replica may tell its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import ClassVar
 
 from proxy.clock import Clock
-from proxy.config.model import DEFAULT_ROUTE, SlackSettings
+from proxy.config.model import BreakerId, SlackSettings
 from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, ConfigReloaded, RequestEnded
-from proxy.policy.flapping import FlapGate, Flaps, RateWindow
+from proxy.observe.alerts.damping import FlapGate, Flaps, RateWindow
 
 NOT_ABOUT_THE_UPSTREAM = frozenset({
     "http_request_denied", "destination_not_found", "http_request_error", "client_disconnected",
@@ -141,17 +141,6 @@ Alert = (BreakerOpened | BreakerRecovered | BreakerOverridden | BackendDown | Ba
          | ConfigRefused)
 
 
-def split_key(key: str) -> tuple[str, str]:
-    upstream, _, route = key.partition("/")
-    return upstream, route or DEFAULT_ROUTE
-
-
-def breaker_name(key: str) -> str:
-    """The route, or the upstream for its default route (as operators name breakers)."""
-    upstream, route = split_key(key)
-    return upstream if route == DEFAULT_ROUTE else route
-
-
 class AlertRules:
     """Every alert decision: feed it events with :meth:`on_event`, ask :meth:`due` now and then."""
 
@@ -202,7 +191,7 @@ class AlertRules:
         now = self._clock.now()
         alerts: list[Alert] = []
         for flaps in self._breakers.due(now):
-            alerts.append(self._summary("breaker", breaker_name(flaps.key), flaps,
+            alerts.append(self._summary("breaker", BreakerId.parse(flaps.key).name, flaps,
                                         self._states.get(flaps.key, "closed")))
         for flaps in self._backends.due(now):
             alerts.append(self._summary("backend", flaps.key, flaps, "down" if flaps.down else "up"))
@@ -261,7 +250,7 @@ class AlertRules:
 
     def _transition(self, event: BreakerTransition) -> list[Alert]:
         key, now = event.key, self._clock.now()
-        upstream, route = split_key(key)
+        upstream, route = astuple(BreakerId.parse(key))
         self._states[key] = event.to_state
         if event.forced_by:
             self._opened_at.pop(key, None)

@@ -32,12 +32,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from proxy.clock import Clock, SystemClock
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
-from proxy.policy.breaker import Action, Admission, BreakerPolicy, BreakerRecord, Random, State
-from proxy.state import redis_scripts as lua
+from proxy.policy.breaker import Action, Admission, BreakerRecord, Random, State
 from proxy.state.base import BreakerView, TransitionListener
 from proxy.state.memory import MemoryBreakerStore
-from proxy.state.redis_client import ERRORS, RedisHealth, cancel_tasks, connect, describe
+from proxy.state.redis import scripts as lua
+from proxy.state.redis.client import ERRORS, RedisHealth, cancel_tasks, connect, describe
 
 log = logging.getLogger("resilience_proxy.state")
 

@@ -1,5 +1,5 @@
 """Hot reload decisions: what changed on disk, whether a new config may replace the running one,
-and what to report about it. No asyncio here: the server polls and swaps (:mod:`proxy.server`).
+and what to report about it. No asyncio here: the server polls and swaps (:mod:`proxy.runtime.sidecar`).
 
 **Watching.** Every poll hashes the *content* of the config file, of every policy file the running
 config loaded, and the names of the ``*.yaml``/``*.yml`` files in their directories (so a file
@@ -130,7 +130,7 @@ def summarize(old: Config, new: Config) -> dict[str, list[str]]:
 
 
 @dataclass(frozen=True)
-class Attempt:
+class ReloadAttempt:
     """One reload attempt, as ``GET /admin/config`` shows it."""
 
     at: float
@@ -149,7 +149,7 @@ class RunningConfig:
     config: Config
     version: str
     loaded_at: float
-    last_attempt: Attempt | None = None
+    last_attempt: ReloadAttempt | None = None
 
     def describe(self) -> dict[str, object]:
         """The ``GET /admin/config`` body: sources, version, load time, the last attempt."""

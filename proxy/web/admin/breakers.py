@@ -15,26 +15,16 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from proxy.config.model import Config, Route, Upstream
-from proxy.guard import breaker_key, breaker_name
+from proxy.config.model import BreakerId, Config, Route, Upstream
 from proxy.policy.breaker import Action
 from proxy.state.base import BreakerStore, BreakerView
-from proxy.web.auth import check_token
-from proxy.web.auth import refuse as _refuse
-
-
-def _breakers(config: Config) -> list[tuple[Upstream, Route]]:
-    pairs = []
-    for upstream in config.upstreams:
-        for route in (*upstream.routes, upstream.default_route):
-            if route is not None and route.breaker is not None:
-                pairs.append((upstream, route))
-    return pairs
+from proxy.web.admin.auth import check_token
+from proxy.web.admin.auth import refuse as _refuse
 
 
 def _describe(upstream: Upstream, route: Route, view: BreakerView, now: float) -> dict[str, object]:
     return {
-        "upstream": upstream.name, "route": route.name, "name": breaker_name(upstream, route),
+        "upstream": upstream.name, "route": route.name, "name": BreakerId.of(upstream, route).name,
         "state": view.state.value, "reason": view.reason, "failures": view.failures,
         "open_until": view.open_until or None,
         "seconds_left": round(max(view.open_until - now, 0.0), 3) if view.open_until else None,
@@ -46,8 +36,8 @@ def add_breaker_routes(app: web.Application, current: Callable[[], Config], stor
     """``current`` returns the running config: the breakers listed and the token follow reloads."""
 
     async def list_breakers(_: web.Request) -> web.Response:
-        pairs = _breakers(current())
-        views = await store.views([breaker_key(u, r) for u, r in pairs])
+        pairs = current().breakers()
+        views = await store.views([BreakerId.of(u, r).key for u, r in pairs])
         now = time.time()
         return web.json_response({"breakers": [_describe(u, r, v, now) for (u, r), v in zip(pairs, views)]})
 
@@ -56,7 +46,7 @@ def add_breaker_routes(app: web.Application, current: Callable[[], Config], stor
         refused = check_token(request, config.admin.token)
         if refused is not None:
             return refused
-        found = {(u.name, r.name): (u, r) for u, r in _breakers(config)}.get((request.match_info["upstream"], request.match_info["route"]))
+        found = {(u.name, r.name): (u, r) for u, r in config.breakers()}.get((request.match_info["upstream"], request.match_info["route"]))
         if found is None:
             return _refuse(404, "no such breaker (see GET /admin/breakers)")
         actor = request.query.get("by", "").strip()[:64]
@@ -69,8 +59,8 @@ def add_breaker_routes(app: web.Application, current: Callable[[], Config], stor
         upstream, route = found
         assert route.breaker is not None
         action = Action(request.match_info["action"])
-        transition = await store.force(breaker_key(upstream, route), route.breaker, action, actor or "admin-api")
-        view = store.view(breaker_key(upstream, route))
+        transition = await store.force(BreakerId.of(upstream, route).key, route.breaker, action, actor or "admin-api")
+        view = store.view(BreakerId.of(upstream, route).key)
         return web.json_response({"transition": {"from": transition.from_state, "to": transition.to_state,
                                                  "reason": transition.reason},
                                   "breaker": _describe(upstream, route, view, time.time())})

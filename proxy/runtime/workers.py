@@ -18,13 +18,13 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from proxy.runtime.process import run_worker
+
 log = logging.getLogger("resilience_proxy")
 RESTART_DELAY = 1.0
 
 
 def _worker_main(config_path: str, watch_interval: float, supervisor: int) -> None:
-    from proxy.cli import run_worker
-
     raise SystemExit(run_worker(config_path, reuse_port=True, watch_interval=watch_interval, supervisor=supervisor))
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.observe.exposition import exposition
-from proxy.reload import Attempt, RunningConfig
+from proxy.config.running import ReloadAttempt, RunningConfig
 from proxy.state.base import BreakerStore
-from proxy.web.breakers_admin import add_breaker_routes
-from proxy.web.config_admin import add_config_routes
+from proxy.web.admin.breakers import add_breaker_routes
+from proxy.web.admin.config import add_config_routes
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Health:
 
 
 def admin_app(health: Health, running: Callable[[], RunningConfig], breakers: BreakerStore,
-              reload: Callable[[str], Awaitable[Attempt]], before_scrape: Callable[[], None] = lambda: None,
+              reload: Callable[[str], Awaitable[ReloadAttempt]], before_scrape: Callable[[], None] = lambda: None,
               ) -> web.Application:
     """``running`` returns the config that runs now (it changes on reload); ``before_scrape`` brings
     sampled gauges up to date, so the answering process reports its state of now."""

@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.reload import Attempt, RunningConfig
-from proxy.web.auth import check_token
+from proxy.config.running import ReloadAttempt, RunningConfig
+from proxy.web.admin.auth import check_token
 
 
 def add_config_routes(app: web.Application, running: Callable[[], RunningConfig],
-                      reload: Callable[[str], Awaitable[Attempt]]) -> None:
+                      reload: Callable[[str], Awaitable[ReloadAttempt]]) -> None:
     async def show(_: web.Request) -> web.Response:
         # The pid says which worker answered (with --workers N each has its own view).
         return web.json_response({**running().describe(), "pid": os.getpid()})

@@ -19,8 +19,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
-from proxy.policy.breaker import Admission, BreakerPolicy, Random, State
+from proxy.policy.breaker import Admission, Random, State
 from proxy.state.base import BreakerView
 
 _LUA = Path(__file__).parent / "lua"
@@ -59,7 +60,7 @@ async def _pipeline(client: aioredis.Redis, prefix: str, channel: str, calls: Se
                     random: Random) -> list[Any]:
     async with client.pipeline(transaction=False) as pipe:
         for script, key, policy, extra in calls:
-            pipe.evalsha(SHAS[script], 1, breaker_key(prefix, key), channel, key, now, random(),
+            pipe.evalsha(SHAS[script], 1, hash_key(prefix, key), channel, key, now, random(),
                          *policy_args(policy), *extra)
         return await pipe.execute(raise_on_error=False)
 
@@ -76,12 +77,12 @@ async def read(client: aioredis.Redis, prefix: str, keys: Sequence[str]) -> list
     """The stored views of ``keys``, in one round trip."""
     async with client.pipeline(transaction=False) as pipe:
         for key in keys:
-            pipe.hmget(breaker_key(prefix, key), VIEW_FIELDS)
+            pipe.hmget(hash_key(prefix, key), VIEW_FIELDS)
         rows = await pipe.execute()
     return [view_from(key, row) for key, row in zip(keys, rows)]
 
 
-def breaker_key(prefix: str, key: str) -> str:
+def hash_key(prefix: str, key: str) -> str:
     """``rp:{twilio/twilio_sms}:breaker``: the hash tag keeps a breaker on one Redis Cluster slot."""
     return f"{prefix}{{{key}}}:breaker"
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-FORMATS = ("generic", "twilio", "google")
 SOURCE = "resilience-proxy"
 
 TWILIO_DOCUMENTED = frozenset({20404, 20429, 20500, 20503})

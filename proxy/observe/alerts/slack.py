@@ -1,7 +1,7 @@
 """Slack alerts: the bus listener decides and queues; one background task talks to Slack.
 
 Only :meth:`SlackAlerts.on_event` runs in the request path, and it only asks
-:class:`~proxy.policy.alerting.AlertRules` what to say and puts that on a bounded queue: when the
+:class:`~proxy.observe.alerts.rules.AlertRules` what to say and puts that on a bounded queue: when the
 queue is full the new alert is dropped (a warning, and ``AlertSent(..., "dropped")``). One sender
 task posts them in order with slack-sdk's ``AsyncWebClient.chat_postMessage``, each call bounded
 by ``call_timeout``, so a dead or hanging Slack delays alerts and never requests.
@@ -30,8 +30,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import SlackSettings
 from proxy.events import AlertSent
-from proxy.observe.slack_format import Message, render
-from proxy.policy.alerting import Alert, AlertRules
+from proxy.observe.alerts.format import Message, render
+from proxy.observe.alerts.rules import Alert, AlertRules
 
 log = logging.getLogger("resilience_proxy.alerts")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.observe.scrub import scrub_text
-from proxy.policy.alerting import (
+from proxy.config.model import BreakerId
+from proxy.observe.alerts.rules import (
     Alert,
     BackendDown,
     BackendUp,
@@ -24,8 +24,8 @@ from proxy.policy.alerting import (
     ConfigRefused,
     ErrorRate,
     Flapping,
-    breaker_name,
 )
+from proxy.observe.scrub import scrub_text
 
 SECTION_LIMIT = 3000
 """Slack refuses a section or context text longer than this."""
@@ -79,7 +79,7 @@ def _words(alert: Alert) -> tuple[str, str, str, list[str]]:
     match alert:
         case BreakerOpened():
             key = f"{alert.upstream}/{alert.route}"
-            return ("🔴", breaker_name(key), f"circuit open: {alert.reason}", [
+            return ("🔴", BreakerId.parse(key).name, f"circuit open: {alert.reason}", [
                 f"upstream {alert.upstream}, route {alert.route}",
                 f"last error: {alert.last_error or 'none seen'}",
                 f"fails fast for {duration(alert.open_for)}, then probes",
@@ -87,7 +87,7 @@ def _words(alert: Alert) -> tuple[str, str, str, list[str]]:
         case BreakerRecovered():
             key = f"{alert.upstream}/{alert.route}"
             how_long = "" if alert.down_for is None else f" after {duration(alert.down_for)}"
-            return ("✅", breaker_name(key), f"recovered{how_long}", [
+            return ("✅", BreakerId.parse(key).name, f"recovered{how_long}", [
                 f"upstream {alert.upstream}, route {alert.route}",
                 alert.reason,
                 "opened on another replica: downtime unknown here" if alert.down_for is None else "",
@@ -97,7 +97,7 @@ def _words(alert: Alert) -> tuple[str, str, str, list[str]]:
             emoji, effect = {"forced open": ("⛔", "every call fails fast"),
                              "disabled": ("⚪", "every call passes, failures are not counted"),
                              "reset": ("↩️", "closed, counts cleared")}.get(alert.action, ("🛠️", ""))
-            return (emoji, breaker_name(key), f"circuit {alert.action} by {alert.by}", [
+            return (emoji, BreakerId.parse(key).name, f"circuit {alert.action} by {alert.by}", [
                 f"upstream {alert.upstream}, route {alert.route}", f"was {alert.was.replace('_', ' ')}", effect,
             ])
         case BackendDown():

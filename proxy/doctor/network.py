@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.config.model import Config, SlackSettings, StateSettings, Upstream
-from proxy.doctor import FAIL, PASS, SKIP, WARN, Result
+from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result
 
 CHECK_TIMEOUT = 5.0
 """Per check: long enough for a slow TLS handshake across the world, short enough to wait for."""
@@ -31,8 +31,9 @@ def _describe(error: BaseException) -> str:
 
 async def check_redis(state: StateSettings) -> list[Result]:
     """PING round trip, then SCRIPT LOAD of every breaker and rate-limit script."""
-    from proxy.state import redis_limits, redis_scripts
-    from proxy.state.redis_client import ERRORS, connect, without_password
+    from proxy.state.redis import limits as redis_limits
+    from proxy.state.redis import scripts as redis_scripts
+    from proxy.state.redis.client import ERRORS, connect, without_password
 
     shown = without_password(state.redis_url)
     client = connect(state.redis_url, CHECK_TIMEOUT, max_connections=1)
@@ -177,7 +178,7 @@ def _send_sentry_event(config: Config) -> Result:
     """Through sentry-sdk with the sidecar's own options; the SDK never says whether delivery worked."""
     import sentry_sdk
 
-    from proxy.observe.errors import sdk_options
+    from proxy.observe.sentry import sdk_options
 
     assert config.sentry is not None
     sentry_sdk.init(**sdk_options(config.sentry))

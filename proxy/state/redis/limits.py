@@ -36,10 +36,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from proxy.clock import Clock, SystemClock
-from proxy.policy.ratelimit import MICROS, Check, Verdict, micros
+from proxy.config.policy_values import MICROS, micros
+from proxy.policy.ratelimit import Check, Verdict
 from proxy.state.base import BackendUnavailable
-from proxy.state.redis_client import ERRORS, RedisHealth, cancel_tasks, connect, describe
-from proxy.state.redis_lane import Lane
+from proxy.state.redis.client import ERRORS, RedisHealth, cancel_tasks, connect, describe
+from proxy.state.redis.lane import Lane
 
 log = logging.getLogger("resilience_proxy.state")
 

@@ -7,7 +7,7 @@ import pytest
 from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
 from proxy.errors import BodyTooLarge, UpstreamConnectError, UpstreamTimeout
 from proxy.policy.classify import Outcome, classify
-from proxy.policy.routes import RouteTable, parse_body_fields
+from proxy.policy.routing import RouteTable, parse_body_fields
 
 FIVE_XX = frozenset(range(500, 600))
 

@@ -1,0 +1,49 @@
+"""One sidecar process: load the config, serve on uvloop until a stop signal, give the exit status.
+
+Used by ``run`` directly and by each ``--workers`` child (:mod:`proxy.runtime.workers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from proxy.config.load import load_config
+from proxy.errors import ConfigError
+
+log = logging.getLogger("resilience_proxy")
+
+
+def _loop_factory():  # type: ignore[no-untyped-def]
+    """uvloop where it is installed (it is a dependency; PyPy or Windows may lack it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: float = 0.5,
+               supervisor: int | None = None) -> int:
+    """Load the config and serve until a stop signal; the exit status."""
+    # SIGHUP means "reload" once serving; until the loop's handler is installed, it must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    from proxy.observe.logs import configure_logging
+    from proxy.runtime.sidecar import serve
+
+    configure_logging(config.log.level)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config, reuse_port=reuse_port, watch_interval=watch_interval or None,
+                             supervisor=supervisor))
+    except OSError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    return 0
