@@ -123,7 +123,7 @@ class RedisLimitStore(RedisHealth):
         try:
             with translated():
                 async with asyncio.timeout(self._timeout):
-                    return await SCRIPTS.call(self._client, script, keys, args, send=self._lane.execute)
+                    return await SCRIPTS.call(self._client, script, keys, args, execute=self._lane.execute)
         except BackendTimeout as error:
             self._backend_failures += 1
             self._suspect()

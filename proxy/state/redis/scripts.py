@@ -24,8 +24,8 @@ from redis.exceptions import NoScriptError
 
 LUA = Path(__file__).parent / "lua"
 
-Send = Callable[..., Awaitable[Any]]
-"""Sends one command and returns its reply: ``client.execute_command``, or a :class:`Lane`'s ``execute``."""
+Execute = Callable[..., Awaitable[Any]]
+"""Runs one command and returns its reply: ``client.execute_command``, or a :class:`Lane`'s ``execute``."""
 
 ScriptCall = tuple[str, Sequence[str], Sequence[Any]]
 """One script to run: its name, KEYS, ARGV."""
@@ -48,14 +48,14 @@ class Scripts:
             await pipe.execute()
 
     async def call(self, client: aioredis.Redis, name: str, keys: Sequence[str], args: Sequence[Any],
-                   send: Send | None = None) -> Any:
-        """EVALSHA ``name`` through ``send`` (default: ``client``); on NOSCRIPT load the scripts and run it again."""
-        send = send or client.execute_command
+                   execute: Execute | None = None) -> Any:
+        """EVALSHA ``name`` through ``execute`` (default: ``client``'s); on NOSCRIPT load the scripts, run it again."""
+        execute = execute or client.execute_command
         try:
-            return await send("EVALSHA", self.shas[name], len(keys), *keys, *args)
+            return await execute("EVALSHA", self.shas[name], len(keys), *keys, *args)
         except NoScriptError:  # a restart or SCRIPT FLUSH
             await self.load(client)
-            return await send("EVALSHA", self.shas[name], len(keys), *keys, *args)
+            return await execute("EVALSHA", self.shas[name], len(keys), *keys, *args)
 
     async def call_many(self, client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run ``calls`` in one pipeline, in order; the calls that met NOSCRIPT run again after a load.
