@@ -307,3 +307,12 @@ def test_a_redis_password_never_reaches_a_log_line() -> None:
     assert without_password("redis://:s3cret@redis.internal:6380/0") == "redis://:***@redis.internal:6380/0"
     assert without_password("rediss://app:s3cret@redis/1") == "rediss://app:***@redis/1"
     assert without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again_on_the_way(make_store: MakeStore,
+                                                                      redis_server: RedisServer) -> None:
+    store = await make_store()
+    with redis_server.client() as client:
+        client.script_flush()
+    await open_breaker(store)  # the record batch meets NOSCRIPT, loads the scripts and runs again
+    assert (store.backend_up, store.backend_failures) == (True, 0)

@@ -1,0 +1,38 @@
+"""The one translation point: what redis-py and the socket raise becomes BackendUnavailable, chained."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from proxy.state.base import BackendTimeout, BackendUnavailable
+from proxy.state.redis.client import translated
+
+
+@pytest.mark.parametrize("raised", [RedisConnectionError("Connection reset by peer"), ResponseError("WRONGTYPE"),
+                                    ConnectionRefusedError(111, "Connection refused"), ValueError("bad reply")])
+def test_a_redis_or_socket_failure_becomes_backend_unavailable_from_the_original(raised: Exception) -> None:
+    with pytest.raises(BackendUnavailable) as caught:
+        with translated():
+            raise raised
+    assert type(caught.value) is BackendUnavailable and caught.value.__cause__ is raised
+    assert str(caught.value) == str(raised)
+
+
+async def test_no_answer_in_time_is_a_backend_timeout() -> None:
+    with pytest.raises(BackendTimeout, match="TimeoutError"):
+        with translated():
+            async with asyncio.timeout(0):
+                await asyncio.sleep(1)
+
+
+def test_anything_else_and_our_own_errors_pass_untouched() -> None:
+    own = BackendUnavailable("Redis at redis://127.0.0.1:1 is down")
+    for raised in (KeyError("a bug"), own):
+        with pytest.raises(type(raised)) as caught:
+            with translated():
+                raise raised
+        assert caught.value is raised
