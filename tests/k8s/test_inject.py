@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from proxy.k8s.inject import CLASSIC_GRACE, Options, inject, parse_env, sidecar_container
-from tests.inject.helpers import documents
+from tests.k8s.helpers import documents
 
 OPTIONS = Options(env=(("TWILIO_BASE_URL", "/twilio"), ("SLACK_BASE_URL", "/slack")))
 IMAGE = "ghcr.io/resilience-proxy/resilience-proxy:0.1.0"
@@ -186,7 +186,7 @@ def test_the_injection_logic_is_pure() -> None:
     import subprocess
     import sys
 
-    from tests.inject.helpers import ROOT
+    from tests.k8s.helpers import ROOT
 
     banned = ["asyncio", "aiohttp", "redis", "prometheus_client", "sentry_sdk", "slack_sdk", "yaml", "jsonpatch"]
     code = f"import sys, proxy.k8s.inject; print(','.join(m for m in {banned!r} if m in sys.modules))"

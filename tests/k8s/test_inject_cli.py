@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from proxy.k8s.inject import Options, inject
-from tests.inject.helpers import MANIFESTS, documents, kubernetes_validate, kubernetes_versions, run_cli
+from tests.k8s.helpers import MANIFESTS, documents, kubernetes_validate, kubernetes_versions, run_cli
 
 WORKLOADS = MANIFESTS / "workloads.yaml"
 REPORT = [

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from proxy.k8s.inject import Options, inject
 from proxy.k8s.webhook import make_app, server_ssl_context
-from tests.inject.helpers import ROOT, kubernetes_validate
+from tests.k8s.helpers import ROOT, kubernetes_validate
 
 OPTIONS = Options(env=(("TWILIO_BASE_URL", "/twilio"),))
 

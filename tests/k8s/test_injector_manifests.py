@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from proxy.k8s.inject import DEFAULT_IMAGE
-from tests.inject.helpers import ROOT, kubernetes_validate, kubernetes_versions
+from tests.k8s.helpers import ROOT, kubernetes_validate, kubernetes_versions
 
 DIR = ROOT / "deploy" / "k8s" / "injector"
 KUBERNETES_FILES = ["namespace.yaml", "service.yaml", "deployment.yaml", "webhook.yaml"]

@@ -1,7 +1,7 @@
 """What only the Redis rate-limit store does: one round trip, keys that expire, replicas sharing
 buckets, and failing fast without Redis.
 
-Tests that kill or hang Redis start their own redis-server, as test_redis_store.py does. Waits
+Tests that kill or hang Redis start their own redis-server, as test_breakers.py does. Waits
 poll with a deadline; nothing sleeps a fixed time to let something happen.
 """
 
@@ -26,7 +26,7 @@ from proxy.state.base import BackendUnavailable
 from proxy.state.memory_limits import MemoryLimitStore
 from proxy.state.redis.limits import RedisLimitStore
 from tests.redis_server import RedisServer
-from tests.state.test_redis_store import eventually
+from tests.state.redis.test_breakers import eventually
 
 MakeStore = Callable[..., Awaitable[RedisLimitStore]]
 
