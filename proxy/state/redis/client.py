@@ -1,4 +1,6 @@
-"""The Redis client both stores use: a bounded pool, no retries, every wait within the timeout.
+"""The Redis client both stores use: a bounded pool, no retries, every wait within the timeout;
+and the one place where Redis failures become :class:`~proxy.state.base.BackendUnavailable`
+(:func:`translated`), so the stores catch only the project's own error.
 
 redis-py's default pool opens one connection per concurrent command and refuses the 101st
 ("Too many connections"), and each new connection costs a handshake of several round trips:
