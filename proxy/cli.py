@@ -24,10 +24,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.watch_interval < 0:
         print("--watch-interval must be 0 (off) or more", file=sys.stderr)
         return 2
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if metrics_dir:  # prometheus-client writes there but never creates it (an image sets the variable)
-        os.makedirs(metrics_dir, exist_ok=True)
     if args.workers == 1:
+        single_process_metrics()
         from proxy.runtime.process import run_worker
 
         return run_worker(args.config, watch_interval=args.watch_interval)
@@ -41,6 +39,18 @@ def _run(args: argparse.Namespace) -> int:
 
     configure_logging(config.log.level)
     return supervise(args.config, args.workers, args.watch_interval)
+
+
+def single_process_metrics() -> None:
+    """One process keeps its metrics in memory, whatever the environment says.
+
+    prometheus-client picks file-backed values (its multiprocess mode, several times slower per
+    increment) at import when ``PROMETHEUS_MULTIPROC_DIR`` is set; only ``--workers N`` needs them, and
+    the supervisor sets that variable for its workers itself. An inherited one (an older image or
+    manifest) is dropped before prometheus-client is imported.
+    """
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(name, None)
 
 
 def _plural(count: int, word: str) -> str:
