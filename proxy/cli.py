@@ -153,7 +153,7 @@ def _add_inject_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--mode", choices=["native", "classic"], default="native",
                         help="native: an init container with restartPolicy: Always (Kubernetes >= 1.29); classic: "
-                             "a second container (an object's resilience-proxy/mode annotation wins)")
+                             "a second container (an object's resilience-proxy.io/mode annotation wins)")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"sidecar image (default {DEFAULT_IMAGE})")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=/PREFIX",
                         help="set NAME=http://127.0.0.1:8080/PREFIX in the app containers (repeatable)")

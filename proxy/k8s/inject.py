@@ -58,7 +58,7 @@ JOB_KINDS = ("Job", "CronJob")
 
 @dataclass(frozen=True)
 class Options:
-    """What to inject: the default mode (an object's ``resilience-proxy/mode`` annotation wins), the image,
+    """What to inject: the default mode (an object's ``resilience-proxy.io/mode`` annotation wins), the image,
     and app env vars ``(NAME, "/prefix")`` pointed at the sidecar's data port."""
 
     mode: str = "native"
