@@ -145,7 +145,12 @@ def _injector(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    return serve_injector(args.listen, args.tls_cert, args.tls_key, options)
+    if args.reload_interval <= 0:
+        print("--reload-interval must be more than 0", file=sys.stderr)
+        return 2
+    single_process_metrics()
+    return serve_injector(args.listen, args.tls_cert, args.tls_key, options, metrics_listen=args.metrics_listen,
+                          reload_interval=args.reload_interval)
 
 
 def _add_inject_options(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     injector.add_argument("--tls-cert", required=True, help="server certificate (PEM)")
     injector.add_argument("--tls-key", required=True, help="its private key (PEM)")
     injector.add_argument("--listen", default="0.0.0.0:8443", help="host:port (default 0.0.0.0:8443)")
+    injector.add_argument("--metrics-listen", default="0.0.0.0:9901",
+                          help="plain-HTTP host:port for /metrics and /healthz (default 0.0.0.0:9901)")
+    injector.add_argument("--reload-interval", type=float, default=10.0, metavar="SECONDS",
+                          help="how often to look for a renewed certificate (default 10)")
     _add_inject_options(injector)
     injector.set_defaults(handler=_injector)
     args = parser.parse_args(argv)

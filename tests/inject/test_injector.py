@@ -22,7 +22,8 @@ import yaml
 from aiohttp import web
 
 from proxy.k8s.inject import Options, inject
-from proxy.k8s.webhook import make_app, server_ssl_context
+from proxy.k8s.certs import server_ssl_context
+from proxy.k8s.webhook import make_app
 from tests.inject.helpers import ROOT, kubernetes_validate
 
 OPTIONS = Options(env=(("TWILIO_BASE_URL", "/twilio"),))
