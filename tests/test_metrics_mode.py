@@ -73,3 +73,20 @@ async def test_two_workers_sum_in_a_fresh_dir_under_the_inherited_one(tmp_path: 
         assert (metrics_dir / "counter_4242.db").exists()
     finally:
         sidecar.stop()
+
+
+def test_workers_without_a_writable_metrics_dir_exit_with_a_clear_error(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(blocker / "metrics"))
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": "http://127.0.0.1:9"}}, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 20
+        while sidecar.process.poll() is None:
+            assert time.monotonic() < deadline, sidecar.log
+            time.sleep(0.05)
+        assert sidecar.process.returncode == 1
+        assert "cannot create the workers' metrics directory" in sidecar.log and "Traceback" not in sidecar.log
+    finally:
+        sidecar.stop()

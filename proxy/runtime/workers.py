@@ -39,9 +39,14 @@ def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> in
     on its own is replaced. Exit status 0 when every worker drained cleanly.
     """
     parent = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    metrics_dir = tempfile.mkdtemp(prefix="resilience-proxy-metrics-", dir=parent)
+    try:
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        metrics_dir = tempfile.mkdtemp(prefix="resilience-proxy-metrics-", dir=parent)
+    except OSError as error:  # a read-only root without a writable /tmp, say
+        log.error("cannot create the workers' metrics directory: %s", error,
+                  extra={"PROMETHEUS_MULTIPROC_DIR": parent})
+        return 1
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
