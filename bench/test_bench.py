@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import loads
+import metrics_mode
 import openloop
 import pytest
 import redisstats
@@ -493,3 +494,10 @@ def test_report_shipped_and_baseline_against_the_plain_sidecar_of_the_same_code(
     md = markdown(results, settings)
     assert "| sidecar+shipped@baseline | 4,000 | 3,500-4,100 | 57.1% | 66.7% |" in md
     assert "sidecar+shipped: 120.0% of the baseline's req/s" in md
+
+
+def test_metrics_mode_times_both_modes(tmp_path: Path) -> None:
+    """The file-backed run really writes files (it measures multiprocess mode), the other none."""
+    assert all(ns > 0 for ns in metrics_mode.one(1000, None, 0))
+    assert all(ns > 0 for ns in metrics_mode.one(1000, str(tmp_path), 0))
+    assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter", "histogram"]
