@@ -7,6 +7,7 @@ sum its workers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -69,7 +70,7 @@ async def test_two_workers_sum_in_a_fresh_dir_under_the_inherited_one(tmp_path: 
         deadline = time.monotonic() + 10
         while run_dir.exists():
             assert time.monotonic() < deadline, "the run's metrics dir was not removed"
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         assert (metrics_dir / "counter_4242.db").exists()
     finally:
         sidecar.stop()

@@ -22,7 +22,7 @@ from proxy.k8s.certs import not_after
 from tests.inject.helpers import ROOT
 from tests.metrics_text import sample_value
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def free_port() -> int:
@@ -104,20 +104,19 @@ def injector(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[ProjectedSecret, 
     secret.write(*pems(issue(ca, 90)))
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    log = open(tmp_path / "injector.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "injector", "--tls-cert", str(tmp_path / "tls.crt"),
-         "--tls-key", str(tmp_path / "tls.key"), "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", f"127.0.0.1:{metrics_port}", "--reload-interval", "0.1"],
-        cwd=ROOT, env=env, stderr=log, text=True)
-    try:
-        yield secret, port, metrics_port, process
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
-        log.close()
-        lines = (tmp_path / "injector.log").read_text().splitlines()
-        assert lines and all(json.loads(line)["msg"] for line in lines), "JSON log lines, as the sidecar's"
+    with open(tmp_path / "injector.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "injector", "--tls-cert", str(tmp_path / "tls.crt"),
+             "--tls-key", str(tmp_path / "tls.key"), "--listen", f"127.0.0.1:{port}",
+             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--reload-interval", "0.1"],
+            cwd=ROOT, env=env, stderr=log, text=True)
+        try:
+            yield secret, port, metrics_port, process
+        finally:
+            process.terminate()
+            assert process.wait(timeout=10) == 0
+    lines = (tmp_path / "injector.log").read_text().splitlines()
+    assert lines and all(json.loads(line)["msg"] for line in lines), "JSON log lines, as the sidecar's"
 
 
 def test_a_rotated_certificate_is_served_without_a_restart(ca: trustme.CA, injector, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
