@@ -13,14 +13,14 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# No PROMETHEUS_MULTIPROC_DIR: one process keeps its metrics in memory; `--workers N` creates its own
+# directory for their files under /tmp (or under PROMETHEUS_MULTIPROC_DIR when set).
 # The wheels are bind-mounted from the builder, so they never land in a layer of this image.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels resilience-proxy==0.1.0 \
     && groupadd --gid 10001 resilience-proxy \
-    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin resilience-proxy \
-    && install -d -o 10001 -g 10001 -m 0700 /tmp/metrics
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin resilience-proxy
 # A working default config; Kubernetes mounts the ConfigMap over /etc/resilience-proxy/.
 COPY deploy/k8s/base/config.yaml /etc/resilience-proxy/config.yaml
 COPY deploy/k8s/base/policies/ /etc/resilience-proxy/

@@ -52,7 +52,8 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = None) -> Service:
+def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = None,
+          env: dict[str, str] | None = None) -> Service:
     """Launch a pinned child in its own process group, output to logdir/name.log."""
     log = logdir / f"{name}.log"
     with log.open("wb") as out:
@@ -62,6 +63,7 @@ def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = 
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env=env,
             start_new_session=True,
         )
     return Service(name, proc, log)

@@ -31,12 +31,18 @@ POLICY_LIMITS: dict[str, tuple[float | None, float]] = {
 EVALSHA_PER_REQUEST: dict[str, float] = {"sidecar+limits-redis": 1.0}
 EVALSHA_TOLERANCE = 0.005
 BREAKER_TARGETS = tuple(POLICY_LIMITS)
-TARGETS = ("direct", "reference", "sidecar", *BREAKER_TARGETS)
+# The plain sidecar as the image runs it (access log on, PROMETHEUS_MULTIPROC_DIR set): compared with
+# the plain sidecar like a policy variant, with no target of its own.
+SHIPPED = "sidecar+shipped"
+COMPARED_TARGETS = (*BREAKER_TARGETS, SHIPPED)
+# --baseline DIR: every sidecar variant also run from DIR's code, as TARGET@baseline.
+BASELINE_SUFFIX = "@baseline"
+SIDECARS = ("sidecar", *COMPARED_TARGETS)
+TARGETS = ("direct", "reference", *SIDECARS, *(t + BASELINE_SUFFIX for t in SIDECARS))
 LABELS = {
     "direct": "direct (nginx)",
     "reference": "reference proxy",
-    "sidecar": "sidecar",
-    **{t: t for t in BREAKER_TARGETS},
+    **{t: t for t in TARGETS[2:]},
 }
 MIN_THROUGHPUT_RATIO = 0.70  # sidecar req/s over reference req/s
 MAX_ADDED_MS = {"p50": 0.5, "p99": 1.0}  # over direct, at TARGET_RATE
@@ -176,14 +182,38 @@ def breaker_verdict(results: Results, name: str) -> dict[str, Any]:
     return out
 
 
-def added_vs_sidecar(results: Results, name: str, rate: str, q: str = "p50") -> float | None:
-    """Variant percentile minus the plain sidecar's (ms): what its policies and backend cost."""
+def added_vs_sidecar(results: Results, name: str, rate: str, q: str = "p50", plain: str | None = None) -> float | None:
+    """Variant percentile minus the plain sidecar's of the same code (ms): what its policies and backend cost."""
+    plain = plain or _plain_of(name)
     try:
         variant = results[name]["openloop"][rate]["latency_ms"][q]
-        plain = results["sidecar"]["openloop"][rate]["latency_ms"][q]
+        base = results[plain]["openloop"][rate]["latency_ms"][q]
     except KeyError:
         return None
-    return round(variant - plain, 3)
+    return round(variant - base, 3)
+
+
+def _plain_of(name: str) -> str:
+    return "sidecar" + (BASELINE_SUFFIX if name.endswith(BASELINE_SUFFIX) else "")
+
+
+def _compared(name: str) -> bool:
+    """Shown against the plain sidecar (of the same code)."""
+    return name.removesuffix(BASELINE_SUFFIX) in COMPARED_TARGETS
+
+
+def baseline_lines(results: Results) -> list[str]:
+    """Before/after: each sidecar target of this tree against the same target run from --baseline's code."""
+    lines = []
+    for name in SIDECARS:
+        before, after = results.get(name + BASELINE_SUFFIX, {}), results.get(name, {})
+        if "wrk" not in before or "wrk" not in after:
+            continue
+        ratio = after["wrk"]["rps"] / before["wrk"]["rps"]
+        p50 = added_vs_sidecar(results, name, TARGET_RATE, plain=name + BASELINE_SUFFIX)
+        lines.append(f"{name}: {ratio:.1%} of the baseline's req/s ({before['wrk']['rps']:,.0f} -> "
+                     f"{after['wrk']['rps']:,.0f})" + ("" if p50 is None else f", p50 at {TARGET_RATE}/s {p50:+.3f} ms"))
+    return lines
 
 
 def _yes_no(flag: bool | None) -> str:
@@ -204,13 +234,13 @@ def _wrk_lines(results: Results, present: list[str], settings: dict[str, Any]) -
         )
     ]
     ref_rps = results.get("reference", {}).get("wrk", {}).get("rps")
-    plain_rps = results.get("sidecar", {}).get("wrk", {}).get("rps")
     for name in present:
         w = results[name]["wrk"]
         spread = f"  ({w['rps_min']:,.0f}-{w['rps_max']:,.0f})" if rounds > 1 else ""
         rel = f"   {w['rps'] / ref_rps:6.1%} of reference" if ref_rps and name.startswith("sidecar") else ""
-        if plain_rps and name in BREAKER_TARGETS:
-            rel += f", {w['rps'] / plain_rps:6.1%} of sidecar"
+        plain_rps = results.get(_plain_of(name), {}).get("wrk", {}).get("rps")
+        if plain_rps and _compared(name):
+            rel += f", {w['rps'] / plain_rps:6.1%} of {_plain_of(name)}"
         errs = w["non_2xx"] + w["socket_errors"]
         lines.append(f"  {LABELS[name]:<{width}}{w['rps']:>10,.0f}{spread}{rel}{f'   errors {errs}' if errs else ''}")
     return lines
@@ -236,8 +266,8 @@ def _openloop_lines(results: Results, present: list[str], settings: dict[str, An
         ms = r["latency_ms"]
         added = added_latency(results, name, key) if name != "direct" else None
         extra = f"   {added['p50']:+.3f} / {added['p99']:+.3f} / {added['p99.9']:+.3f}" if added else ""
-        over_plain = added_vs_sidecar(results, name, key) if name in BREAKER_TARGETS else None
-        extra += f"   p50 {over_plain:+.3f} over sidecar" if over_plain is not None else ""
+        over_plain = added_vs_sidecar(results, name, key) if _compared(name) else None
+        extra += f"   p50 {over_plain:+.3f} over {_plain_of(name)}" if over_plain is not None else ""
         noisy = f"   [noisy {r['noisy_runs']}/{r['runs']}]" if r["noisy_runs"] else ""
         lines.append(
             f"  {LABELS[name]:<{width}}{r['achieved_rate']:>6.0f} {r['errors']:>4}"
@@ -290,6 +320,8 @@ def table(results: Results, settings: dict[str, Any]) -> str:
                 "(CPU contention from other processes); tails of those runs are not trustworthy."
             ),
         ]
+    if before_after := baseline_lines(results):
+        lines += ["", "This tree against --baseline's code, same rounds:", *(f"  {x}" for x in before_after)]
     redis = [line for name in BREAKER_TARGETS if (line := redis_line(results, name))]
     if redis:
         lines += [
@@ -333,9 +365,8 @@ def markdown(results: Results, settings: dict[str, Any]) -> str:
     and a line per Redis variant gives its Redis commands per proxied request.
     """
     present = [t for t in TARGETS if "wrk" in results.get(t, {})]
-    variants = any(name in BREAKER_TARGETS for name in present)
+    variants = any(_compared(name) for name in present)
     ref_rps = results.get("reference", {}).get("wrk", {}).get("rps")
-    plain_rps = results.get("sidecar", {}).get("wrk", {}).get("rps")
     head, rule = "| target | wrk req/s (median) | min-max | vs reference |", "|---|---:|---:|---:|"
     lines = [head + (" vs sidecar |" if variants else ""), rule + ("---:|" if variants else "")]
     for name in present:
@@ -343,7 +374,8 @@ def markdown(results: Results, settings: dict[str, Any]) -> str:
         rel = f"{w['rps'] / ref_rps:.1%}" if ref_rps and name != "direct" else ""
         row = f"| {LABELS[name]} | {w['rps']:,.0f} | {w['rps_min']:,.0f}-{w['rps_max']:,.0f} | {rel} |"
         if variants:
-            row += f" {w['rps'] / plain_rps:.1%} |" if plain_rps and name in BREAKER_TARGETS else "  |"
+            plain_rps = results.get(_plain_of(name), {}).get("wrk", {}).get("rps")
+            row += f" {w['rps'] / plain_rps:.1%} |" if plain_rps and _compared(name) else "  |"
         lines.append(row)
     for rate in settings["rates"]:
         key = str(rate)
@@ -362,9 +394,11 @@ def markdown(results: Results, settings: dict[str, Any]) -> str:
             plus = [f"{added[q]:+.3f}" for q in QUANTILES] if added else ["", "", ""]
             cells = [f"{ms[q]:.3f}" for q in ("p50", "p90", "p99", "p99.9", "max")] + plus + [str(r["errors"])]
             if variants:
-                over = added_vs_sidecar(results, name, key) if name in BREAKER_TARGETS else None
+                over = added_vs_sidecar(results, name, key) if _compared(name) else None
                 cells.append("" if over is None else f"{over:+.3f}")
             lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    if before_after := baseline_lines(results):
+        lines += ["", *before_after]
     redis = [line for name in BREAKER_TARGETS if (line := redis_line(results, name))]
     if redis:
         lines += ["", *redis]

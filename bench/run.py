@@ -32,7 +32,7 @@ from typing import Any
 import loads
 import procs
 import redisstats
-from report import aggregate, table, verdict
+from report import BASELINE_SUFFIX, aggregate, table, verdict
 from variants import VARIANTS, Variant, parse_variants, ports_of, write_config
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--access-log", action="store_true",
                    help="sidecar writes its JSON access line per request (the production default) to its log file")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="also run every sidecar variant from the code in DIR (a checkout of main, say) as "
+                        "TARGET@baseline, measured in the same interleaved rounds: before/after in one run")
     p.add_argument("--out", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--python", default=sys.executable, help="interpreter for the proxies and openloop")
     p.add_argument("--proxy-cpu", type=int, default=0)
@@ -86,13 +89,23 @@ def parse_args() -> argparse.Namespace:
         args.variants = [] if args.skip_sidecar else parse_variants(args.sidecars)
     except ValueError as exc:
         p.error(str(exc))
+    if args.baseline is not None and not (args.baseline / "proxy" / "__main__.py").exists():
+        p.error(f"--baseline {args.baseline}: no proxy/__main__.py there")
     return args
+
+
+def sidecar_runs(args: argparse.Namespace) -> list[tuple[Variant, Path, str]]:
+    """(variant, code directory, target suffix) of every sidecar process: this tree's, then the baseline's."""
+    runs = [(v, REPO_DIR, "") for v in args.variants]
+    if args.baseline is not None:
+        runs += [(v, args.baseline.resolve(), BASELINE_SUFFIX) for v in args.variants]
+    return runs
 
 
 def bench_ports(args: argparse.Namespace) -> list[int]:
     """Every port this run will listen on; each must be free and none may repeat."""
     ports = [args.upstream_port, args.reference_port]
-    for index, _ in enumerate(args.variants):
+    for index, _ in enumerate(sidecar_runs(args)):
         ports += ports_of(index, args.sidecar_port, args.admin_port)
     if any(v.uses_redis for v in args.variants):
         ports.append(args.redis_port)
@@ -191,14 +204,15 @@ def start_servers(
 
     redis_error = start_redis(args, tmp, services) if any(v.uses_redis for v in args.variants) else None
     redis_watch: dict[str, int] = {}
-    for index, variant in enumerate(args.variants):
+    for index, (variant, code, suffix) in enumerate(sidecar_runs(args)):
         port, admin_port = ports_of(index, args.sidecar_port, args.admin_port)
+        target = variant.target + suffix
         if variant.uses_redis and redis_error is not None:
-            targets[variant.target] = {"error": f"redis-server did not start: {redis_error}"}
+            targets[target] = {"error": f"redis-server did not start: {redis_error}"}
             continue
-        targets[variant.target] = start_sidecar(args, tmp, services, variant, port, admin_port)
-        if variant.uses_redis and isinstance(targets[variant.target], str):
-            redis_watch[variant.target] = admin_port
+        targets[target] = start_sidecar(args, tmp, services, variant, port, admin_port, code, suffix)
+        if variant.uses_redis and isinstance(targets[target], str):
+            redis_watch[target] = admin_port
     return targets, redis_watch
 
 
@@ -215,25 +229,41 @@ def start_redis(args: argparse.Namespace, tmp: Path, services: list[procs.Servic
     return None
 
 
+def sidecar_env(variant: Variant, code: Path, confdir: Path) -> dict[str, str]:
+    """The sidecar's environment: its code first on the path; PROMETHEUS_MULTIPROC_DIR only where the
+    variant says so, pointing at an existing directory (as the image's ``install -d`` made one)."""
+    env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(code)
+    if variant.multiproc_env:
+        metrics = confdir / "metrics"
+        metrics.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    return env
+
+
 def start_sidecar(
-    args: argparse.Namespace, tmp: Path, services: list[procs.Service], variant: Variant, port: int, admin_port: int
+    args: argparse.Namespace, tmp: Path, services: list[procs.Service], variant: Variant, port: int, admin_port: int,
+    code: Path = REPO_DIR, suffix: str = "",
 ) -> Any:
-    """Start one sidecar variant from a generated config; a start failure is reported, not fatal."""
-    if not (REPO_DIR / "proxy" / "__main__.py").exists():
-        msg = f"{REPO_DIR / 'proxy' / '__main__.py'} does not exist yet"
-        print(f"{variant.target} skipped: {msg}", file=sys.stderr)
+    """Start one sidecar variant (from the code in ``code``) from a generated config; a start failure is
+    reported, not fatal."""
+    target = variant.target + suffix
+    if not (code / "proxy" / "__main__.py").exists():
+        msg = f"{code / 'proxy' / '__main__.py'} does not exist yet"
+        print(f"{target} skipped: {msg}", file=sys.stderr)
         return {"error": msg}
     conf = write_config(
-        tmp / variant.target,
+        tmp / target,
         variant,
         port=port,
         admin_port=admin_port,
         upstream_port=args.upstream_port,
-        access_log=args.access_log,
+        access_log=args.access_log if variant.access_log is None else variant.access_log,
         redis_port=args.redis_port if variant.uses_redis else None,
     )
     cmd = [args.python, "-m", "proxy", "run", "--config", str(conf)]
-    sidecar = procs.start(variant.target, cmd, args.proxy_cpu, tmp, cwd=REPO_DIR)
+    env = sidecar_env(variant, code, tmp / target)
+    sidecar = procs.start(target, cmd, args.proxy_cpu, tmp, cwd=code, env=env)
     services.append(sidecar)
     try:
         procs.wait_ready(sidecar, admin_port, "/healthz", deadline=20)
@@ -241,7 +271,7 @@ def start_sidecar(
         if variant.uses_redis:
             check_redis_in_use(sidecar, args.redis_port, admin_port)
     except procs.ServiceError as exc:
-        print(f"\n{variant.target.upper()} DID NOT START: {exc}\n", file=sys.stderr)
+        print(f"\n{target.upper()} DID NOT START: {exc}\n", file=sys.stderr)
         procs.stop(sidecar)
         return {"error": str(exc), "command": " ".join(cmd), "config": conf.read_text()}
     return f"http://127.0.0.1:{port}/bench{PATH}"
@@ -393,6 +423,7 @@ def main() -> int:
         "load_cpu": args.load_cpu,
         "sidecars": [v.name for v in args.variants],
         "access_log": args.access_log,
+        "baseline": None if args.baseline is None else str(args.baseline),
     }
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
@@ -407,7 +438,7 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON written to {args.out}", file=sys.stderr)
-    return 1 if any("error" in results.get(v.target, {}) for v in args.variants) else 0
+    return 1 if any("error" in results.get(v.target + suffix, {}) for v, _, suffix in sidecar_runs(args)) else 0
 
 
 if __name__ == "__main__":

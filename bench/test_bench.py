@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import loads
+import metrics_mode
 import openloop
 import pytest
 import redisstats
@@ -442,3 +443,61 @@ def test_parse_sidecar_metrics() -> None:
         "limit_decisions": {"allowed": 2480, "rejected": 2},
     }
     assert run.parse_metrics("") == {"backend_up": None, "requests": 0, "limit_decisions": {}}
+
+
+def test_shipped_variant_runs_as_the_image_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Access log on whatever --access-log says, PROMETHEUS_MULTIPROC_DIR set to an existing directory; the
+    other variants never inherit the runner's own PROMETHEUS_MULTIPROC_DIR."""
+    shipped, plain = VARIANTS["shipped"], VARIANTS["plain"]
+    assert (shipped.target, shipped.access_log, shipped.multiproc_env) == ("sidecar+shipped", True, True)
+    conf = write_config(tmp_path / "s", shipped, port=18090, admin_port=19911, upstream_port=18000,
+                        access_log=True, redis_port=None)
+    config = load_config(conf, environ={})
+    assert config.log.access is True and config.upstreams[0].default_route.breaker is None
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/elsewhere")
+    env = run.sidecar_env(shipped, Path("/code"), tmp_path / "s")
+    assert env["PYTHONPATH"] == "/code" and Path(env["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in run.sidecar_env(plain, Path("/code"), tmp_path / "p")
+
+
+def test_baseline_runs_every_variant_again_from_the_other_code(tmp_path: Path) -> None:
+    class Args:
+        variants = parse_variants("plain,shipped")
+        baseline = tmp_path
+        upstream_port, reference_port, sidecar_port, admin_port, redis_port = 18000, 18081, 18080, 19901, 16379
+
+    runs = run.sidecar_runs(Args())  # type: ignore[arg-type]
+    assert [(v.target + suffix, code) for v, code, suffix in runs] == [
+        ("sidecar", run.REPO_DIR), ("sidecar+shipped", run.REPO_DIR),
+        ("sidecar@baseline", tmp_path), ("sidecar+shipped@baseline", tmp_path)]
+    ports = run.bench_ports(Args())  # type: ignore[arg-type]
+    assert len(set(ports)) == len(ports) == 2 + 2 * 4
+
+
+def test_report_shipped_and_baseline_against_the_plain_sidecar_of_the_same_code() -> None:
+    results = aggregate({
+        "direct": _rounds(200000, 0.1, 0.3),
+        "reference": _rounds(7000, 0.4, 0.9),
+        "sidecar": _rounds(6000, 0.45, 1.0),
+        "sidecar+shipped": _rounds(4800, 0.55, 1.1),
+        "sidecar@baseline": _rounds(6000, 0.45, 1.0),
+        "sidecar+shipped@baseline": _rounds(4000, 0.65, 1.2),
+    })
+    settings = {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10, "warmup_seconds": 2,
+                "rates": [2000]}
+    text = table(results, settings)
+    assert "68.6% of reference,  80.0% of sidecar\n" in text
+    assert "57.1% of reference,  66.7% of sidecar@baseline" in text
+    assert "p50 +0.200 over sidecar@baseline" in text
+    assert "sidecar+shipped: 120.0% of the baseline's req/s (4,000 -> 4,800), p50 at 2000/s -0.100 ms" in text
+    assert "sidecar: 100.0% of the baseline's req/s (6,000 -> 6,000), p50 at 2000/s +0.000 ms" in text
+    md = markdown(results, settings)
+    assert "| sidecar+shipped@baseline | 4,000 | 3,500-4,100 | 57.1% | 66.7% |" in md
+    assert "sidecar+shipped: 120.0% of the baseline's req/s" in md
+
+
+def test_metrics_mode_times_both_modes(tmp_path: Path) -> None:
+    """The file-backed run really writes files (it measures multiprocess mode), the other none."""
+    assert all(ns > 0 for ns in metrics_mode.one(1000, None, 0))
+    assert all(ns > 0 for ns in metrics_mode.one(1000, str(tmp_path), 0))
+    assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter", "histogram"]

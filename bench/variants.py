@@ -12,6 +12,9 @@ backend, so the gap between two variants is what those cost:
 - ``limits-redis``: three rate limits on the upstream (``org``, ``ip`` and ``global`` keys), buckets in
   Redis, no breaker, no retries. The amounts are so large that nothing is ever rejected: this measures
   what checking costs (one EVALSHA per request for all three), not what rejecting does.
+- ``shipped``: ``plain`` as the image and ``inject`` run it: access log on (the config's default) and,
+  as the image of 0.1.0 set it, ``PROMETHEUS_MULTIPROC_DIR`` pointing at an existing directory (the
+  runner creates one per run). The gap to ``plain`` is what running as shipped costs.
 
 Pure text generation, so the tests can load the result with the sidecar's own config loader.
 """
@@ -32,6 +35,8 @@ class Variant:
     backend: str  # "memory" or "redis"
     retries: bool = False
     limits: bool = False
+    access_log: bool | None = None  # None: as --access-log says
+    multiproc_env: bool = False  # started with PROMETHEUS_MULTIPROC_DIR set
 
     @property
     def uses_redis(self) -> bool:
@@ -46,6 +51,7 @@ VARIANTS = {
         Variant("breakers-redis", "sidecar+breakers-redis", breakers=True, backend="redis"),
         Variant("retries", "sidecar+retries", breakers=False, backend="memory", retries=True),
         Variant("limits-redis", "sidecar+limits-redis", breakers=False, backend="redis", limits=True),
+        Variant("shipped", "sidecar+shipped", breakers=False, backend="memory", access_log=True, multiproc_env=True),
     )
 }
 # Written out even where it equals the sidecar's default, so a change of default can't change the bench.

@@ -24,10 +24,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.watch_interval < 0:
         print("--watch-interval must be 0 (off) or more", file=sys.stderr)
         return 2
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if metrics_dir:  # prometheus-client writes there but never creates it (an image sets the variable)
-        os.makedirs(metrics_dir, exist_ok=True)
     if args.workers == 1:
+        single_process_metrics()
         from proxy.runtime.process import run_worker
 
         return run_worker(args.config, watch_interval=args.watch_interval)
@@ -41,6 +39,18 @@ def _run(args: argparse.Namespace) -> int:
 
     configure_logging(config.log.level)
     return supervise(args.config, args.workers, args.watch_interval)
+
+
+def single_process_metrics() -> None:
+    """One process keeps its metrics in memory, whatever the environment says.
+
+    prometheus-client picks file-backed values (its multiprocess mode, several times slower per
+    increment) at import when ``PROMETHEUS_MULTIPROC_DIR`` is set; only ``--workers N`` needs them, and
+    the supervisor sets that variable for its workers itself. An inherited one (an older image or
+    manifest) is dropped before prometheus-client is imported.
+    """
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(name, None)
 
 
 def _plural(count: int, word: str) -> str:
@@ -135,7 +145,12 @@ def _injector(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    return serve_injector(args.listen, args.tls_cert, args.tls_key, options)
+    if args.reload_interval <= 0:
+        print("--reload-interval must be more than 0", file=sys.stderr)
+        return 2
+    single_process_metrics()
+    return serve_injector(args.listen, args.tls_cert, args.tls_key, options, metrics_listen=args.metrics_listen,
+                          reload_interval=args.reload_interval)
 
 
 def _add_inject_options(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +158,7 @@ def _add_inject_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--mode", choices=["native", "classic"], default="native",
                         help="native: an init container with restartPolicy: Always (Kubernetes >= 1.29); classic: "
-                             "a second container (an object's resilience-proxy/mode annotation wins)")
+                             "a second container (an object's resilience-proxy.io/mode annotation wins)")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"sidecar image (default {DEFAULT_IMAGE})")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=/PREFIX",
                         help="set NAME=http://127.0.0.1:8080/PREFIX in the app containers (repeatable)")
@@ -187,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     injector.add_argument("--tls-cert", required=True, help="server certificate (PEM)")
     injector.add_argument("--tls-key", required=True, help="its private key (PEM)")
     injector.add_argument("--listen", default="0.0.0.0:8443", help="host:port (default 0.0.0.0:8443)")
+    injector.add_argument("--metrics-listen", default="0.0.0.0:9901",
+                          help="plain-HTTP host:port for /metrics and /healthz (default 0.0.0.0:9901)")
+    injector.add_argument("--reload-interval", type=float, default=10.0, metavar="SECONDS",
+                          help="how often to look for a renewed certificate (default 10)")
     _add_inject_options(injector)
     injector.set_defaults(handler=_injector)
     args = parser.parse_args(argv)

@@ -108,23 +108,3 @@ def test_run_on_a_busy_port_fails_with_a_clear_message(tmp_path: Path) -> None:
         result = run_cli("run", "--config", "config.yaml", cwd=tmp_path)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "address already in use" in result.stderr
-
-
-def test_run_creates_the_prometheus_multiprocess_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """An image sets PROMETHEUS_MULTIPROC_DIR; an emptyDir that hides it must not stop the sidecar."""
-    import asyncio
-    import os
-
-    from tests.processes import SidecarProcess
-
-    metrics_dir = tmp_path / "not-yet" / "metrics"
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    try:
-        sidecar = SidecarProcess(tmp_path, {"api": {"url": "http://127.0.0.1:9"}})
-    finally:
-        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    try:
-        asyncio.run(sidecar.wait_ready())
-        assert metrics_dir.is_dir() and any(metrics_dir.iterdir()), "metrics written to the created directory"
-    finally:
-        sidecar.stop()

@@ -17,21 +17,25 @@ DEFAULT_IMAGE = f"ghcr.io/resilience-proxy/resilience-proxy:{__version__}"
 CONTAINER = "resilience-proxy"
 CONFIG_VOLUME = "resilience-proxy-config"
 CONFIG_MAP = "resilience-proxy-config"
-CONFIG_DIR = "/etc/resilience-proxy/"
+CONFIG_MOUNT = "/etc/resilience-proxy"
 TMP_VOLUME = "resilience-proxy-tmp"
-# prometheus-client does not create PROMETHEUS_MULTIPROC_DIR (the first metric write fails without it): it
-# is an emptyDir of its own, as in deploy/k8s/base.
-METRICS_VOLUME = "resilience-proxy-metrics"
-METRICS_DIR = "/tmp/metrics"
 SECRET = "resilience-proxy-secrets"
 SECRET_KEYS = ("ADMIN_TOKEN", "SLACK_BOT_TOKEN", "SENTRY_DSN", "REDIS_URL")
 DATA_URL = "http://127.0.0.1:8080"
 ADMIN_PORT = 9901
+ADMIN_PORT_NAME = "rp-admin"
 
-ANNOTATION_INJECT = "resilience-proxy/inject"
-ANNOTATION_MODE = "resilience-proxy/mode"
-ANNOTATION_INJECTED = "resilience-proxy/injected"
-ANNOTATION_INJECTED_MODE = "resilience-proxy/injected-mode"
+# One prefix, a domain we own, for the namespace/pod label the webhook selects on and for the annotations
+# (as linkerd.io/inject and sidecar.istio.io/inject).
+PREFIX = "resilience-proxy.io/"
+ANNOTATION_INJECT = PREFIX + "inject"
+ANNOTATION_MODE = PREFIX + "mode"
+ANNOTATION_INJECTED = PREFIX + "injected"
+ANNOTATION_INJECTED_MODE = PREFIX + "injected-mode"
+LABEL_INJECT = PREFIX + "inject"
+# Still read (never written): manifests annotated before 0.2 said ``resilience-proxy/inject: disabled``;
+# ignoring that opt-out would inject pods their owners excluded.
+LEGACY_PREFIX = "resilience-proxy/"
 MODES = ("native", "classic")
 
 # Classic mode: the sidecar waits PRESTOP_WAIT before it is sent SIGTERM, so the app (stopped in parallel)
@@ -54,7 +58,7 @@ JOB_KINDS = ("Job", "CronJob")
 
 @dataclass(frozen=True)
 class Options:
-    """What to inject: the default mode (an object's ``resilience-proxy/mode`` annotation wins), the image,
+    """What to inject: the default mode (an object's ``resilience-proxy.io/mode`` annotation wins), the image,
     and app env vars ``(NAME, "/prefix")`` pointed at the sidecar's data port."""
 
     mode: str = "native"
@@ -135,18 +139,38 @@ def _annotations(obj: dict[str, Any]) -> dict[str, Any]:
     return annotations if isinstance(annotations, dict) else {}
 
 
+def _labels(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    return labels if isinstance(labels, dict) else {}
+
+
+def _wanted(obj: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
+    """``inject`` and ``mode`` as asked for. Later wins: the object, then its pod template; a label
+    (``inject`` only, current prefix only: the one the webhook selects on), then an annotation; the
+    legacy prefix, then the current one."""
+    wanted: dict[str, str] = {}
+    for owner in (obj, pod):
+        keys = ((_labels(owner), "inject", (PREFIX,)),
+                *((_annotations(owner), key, (LEGACY_PREFIX, PREFIX)) for key in ("inject", "mode")))
+        for source, key, prefixes in keys:
+            for prefix in prefixes:
+                if source.get(prefix + key) is not None:
+                    wanted[key] = str(source[prefix + key])
+    return wanted
+
+
 def _inject_pod(kind: str, name: str, obj: dict[str, Any], pod: dict[str, Any], options: Options) -> Outcome:
-    # The pod template's annotations win over the object's.
-    wanted = {**_annotations(obj), **_annotations(pod)}
-    if str(wanted.get(ANNOTATION_INJECT, "")).lower() == "disabled":
-        return Outcome(kind, name, "skipped", f"annotated {ANNOTATION_INJECT}: disabled")
+    wanted = _wanted(obj, pod)
+    if wanted.get("inject", "").lower() == "disabled":
+        return Outcome(kind, name, "skipped", f"{ANNOTATION_INJECT}: disabled")
     spec = pod.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list):
         return Outcome(kind, name, "skipped", "no pod spec with containers")
     if spec.get("hostNetwork") is True:
         return Outcome(kind, name, "skipped",
                        "hostNetwork: true: the sidecar's data port 127.0.0.1:8080 would be on the node's loopback")
-    mode = str(wanted.get(ANNOTATION_MODE) or options.mode)
+    mode = wanted.get("mode") or options.mode
     if mode not in MODES:
         return Outcome(kind, name, "skipped", f"{ANNOTATION_MODE}: {mode!r} is not native or classic")
     existing = _find_sidecar(spec)
@@ -195,11 +219,17 @@ def _ensure_volumes(spec: dict[str, Any]) -> None:
     if not isinstance(volumes, list):
         volumes = spec["volumes"] = []
     names = {v.get("name") for v in volumes if isinstance(v, dict)}
-    if CONFIG_VOLUME not in names:
-        volumes.append({"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP}})
-    for name in (TMP_VOLUME, METRICS_VOLUME):
-        if name not in names:
-            volumes.append({"name": name, "emptyDir": {"sizeLimit": "64Mi"}})
+    volumes.extend(volume for volume in sidecar_volumes() if volume["name"] not in names)
+
+
+def sidecar_volumes() -> list[dict[str, Any]]:
+    """The pod volumes the sidecar mounts (deploy/k8s/base declares the same; tests/deploy checks it).
+
+    The root filesystem is read-only: ``/tmp`` (an emptyDir) is the only writable place; ``--workers N``
+    keeps its metric files in a directory it creates there.
+    """
+    return [{"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP}},
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
 
 
 def _ensure_app_env(spec: dict[str, Any], env: tuple[tuple[str, str], ...]) -> None:
@@ -222,21 +252,22 @@ def _ensure_app_env(spec: dict[str, Any], env: tuple[tuple[str, str], ...]) -> N
 
 
 def sidecar_container(image: str, mode: str) -> dict[str, Any]:
-    """The sidecar's container spec (the same for the CLI, the webhook and deploy/k8s)."""
+    """The sidecar's container spec: the one source for the CLI, the webhook and deploy/k8s (whose
+    base and classic overlay tests/deploy renders and compares with this)."""
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-        return {"httpGet": {"path": path, "port": ADMIN_PORT}, "periodSeconds": period,
+        return {"httpGet": {"path": path, "port": ADMIN_PORT_NAME}, "periodSeconds": period,
                 "failureThreshold": failures}
 
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
-        "args": ["run", "--config", CONFIG_DIR + "config.yaml"],
+        "args": ["run", "--config", CONFIG_MOUNT + "/config.yaml"],
         # The data port 8080 listens on 127.0.0.1 only and is not declared: a Service could not reach it.
-        "ports": [{"name": "rp-admin", "containerPort": ADMIN_PORT}],
-        "env": [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR}] + [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
-            for key in SECRET_KEYS],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "ports": [{"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+        "env": [{"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
+                for key in SECRET_KEYS],
+        # No CPU limit: throttling a proxy adds latency to every call (deploy/k8s/README.md).
+        "resources": {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
         "startupProbe": probe("/healthz", 1, 30),
         "livenessProbe": probe("/healthz", 10, 3),
         "readinessProbe": probe("/readyz", 5, 2),
@@ -246,9 +277,8 @@ def sidecar_container(image: str, mode: str) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
-            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
-            {"name": METRICS_VOLUME, "mountPath": METRICS_DIR},
         ],
     }
     if mode == "native":

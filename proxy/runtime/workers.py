@@ -2,8 +2,11 @@
 
 The supervisor only starts, watches and stops workers; it never serves. Each worker is a
 fresh interpreter (spawned, not forked, so no event loop or socket leaks across), binds the
-data and admin ports with SO_REUSEPORT, and writes its metrics under a shared
-``PROMETHEUS_MULTIPROC_DIR`` so that whichever worker answers ``/metrics`` reports the totals.
+data and admin ports with SO_REUSEPORT, and writes its metrics under a directory the supervisor
+creates for this run (``PROMETHEUS_MULTIPROC_DIR`` for the workers) so that whichever worker answers
+``/metrics`` reports the totals. An inherited ``PROMETHEUS_MULTIPROC_DIR`` only says where to create
+it: a fresh directory per run holds no files of an earlier run's workers (an emptyDir outlives a
+container restart), and it is removed at exit.
 """
 
 from __future__ import annotations
@@ -35,11 +38,16 @@ def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> in
     here after ``POST /admin/reload``, so that all follow the one that answered). A worker that dies
     on its own is replaced. Exit status 0 when every worker drained cleanly.
     """
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    own_metrics_dir = metrics_dir is None
-    if own_metrics_dir:
-        metrics_dir = tempfile.mkdtemp(prefix="resilience-proxy-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    parent = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    try:
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        metrics_dir = tempfile.mkdtemp(prefix="resilience-proxy-metrics-", dir=parent)
+    except OSError as error:  # a read-only root without a writable /tmp, say
+        log.error("cannot create the workers' metrics directory: %s", error,
+                  extra={"PROMETHEUS_MULTIPROC_DIR": parent})
+        return 1
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
     hangups: list[int] = []
@@ -96,8 +104,7 @@ def supervise(config_path: str, workers: int, watch_interval: float = 0.5) -> in
         for process in running:
             if process.is_alive():
                 process.kill()
-        if own_metrics_dir and metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _mark_dead(pid: int | None) -> None:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from proxy.config.load import load_config
+from proxy.k8s.inject import sidecar_container, sidecar_volumes
 from tests.deploy.render import K8S, KUSTOMIZATIONS, REPO, kustomize_command, render, render_subset
 
 # Native sidecars validate from 1.28 (feature gate) and are on by default from 1.29; 1.37 is the newest
@@ -148,7 +149,7 @@ def test_sidecar_shape(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["resources"]["requests"] and container["resources"]["limits"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["PROMETHEUS_MULTIPROC_DIR"]["value"] == "/tmp/metrics"
+    assert "PROMETHEUS_MULTIPROC_DIR" not in env  # one worker keeps its metrics in memory
     for key in ("ADMIN_TOKEN", "SLACK_BOT_TOKEN", "SENTRY_DSN", "REDIS_URL"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "resilience-proxy-secrets", "key": key,
                                                          "optional": True}
@@ -156,9 +157,18 @@ def test_sidecar_shape(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     assert mounts["/etc/resilience-proxy"]["readOnly"] is True
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes[mounts["/etc/resilience-proxy"]["name"]]["configMap"]["name"] == "resilience-proxy-config"
-    # Read-only root: /tmp and the metrics dir (prometheus-client does not create it) are emptyDirs.
-    for path in ("/tmp", "/tmp/metrics"):
-        assert "emptyDir" in volumes[mounts[path]["name"]]
+    # Read-only root: /tmp, where --workers N creates its metrics directory, is an emptyDir.
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+def test_the_sidecar_is_exactly_what_inject_adds(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """One container spec: the manifests and `resilience-proxy inject` (and the webhook) never drift apart."""
+    name, objects = rendered
+    [template] = [t for t in pod_specs(objects) if sidecar(t)]
+    mode = "classic" if name == "classic" else "native"
+    assert sidecar(template) == sidecar_container(IMAGE, mode)
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert [volumes.get(v["name"]) for v in sidecar_volumes()] == sidecar_volumes()
 
 
 def test_configmap_loads_with_the_sidecars_loader(rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_a_deployment_with_two_app_containers_gets_exactly_this() -> None:
     assert result.obj["spec"]["replicas"] == 2
     template = result.obj["spec"]["template"]
     assert template["metadata"] == {"labels": {"app": "notifier"}, "annotations": {
-        "resilience-proxy/injected": "0.1.0", "resilience-proxy/injected-mode": "native"}}
+        "resilience-proxy.io/injected": "0.1.0", "resilience-proxy.io/injected-mode": "native"}}
     spec = template["spec"]
     assert list(spec) == ["containers", "volumes", "initContainers"]
     assert spec["containers"] == [
@@ -41,7 +41,6 @@ def test_a_deployment_with_two_app_containers_gets_exactly_this() -> None:
         {"name": "cache", "emptyDir": {}},
         {"name": "resilience-proxy-config", "configMap": {"name": "resilience-proxy-config"}},
         {"name": "resilience-proxy-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        {"name": "resilience-proxy-metrics", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     secret = [{"name": key, "valueFrom": {"secretKeyRef": {
         "name": "resilience-proxy-secrets", "key": key, "optional": True}}}
@@ -50,18 +49,17 @@ def test_a_deployment_with_two_app_containers_gets_exactly_this() -> None:
         "name": "resilience-proxy",
         "image": IMAGE,
         "args": ["run", "--config", "/etc/resilience-proxy/config.yaml"],
-        "ports": [{"name": "rp-admin", "containerPort": 9901}],
-        "env": [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/metrics"}, *secret],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "startupProbe": {"httpGet": {"path": "/healthz", "port": 9901}, "periodSeconds": 1, "failureThreshold": 30},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9901}, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9901}, "periodSeconds": 5, "failureThreshold": 2},
+        "ports": [{"name": "rp-admin", "containerPort": 9901, "protocol": "TCP"}],
+        "env": secret,
+        "resources": {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": "rp-admin"}, "periodSeconds": 1, "failureThreshold": 30},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "rp-admin"}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "rp-admin"}, "periodSeconds": 5, "failureThreshold": 2},
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumeMounts": [{"name": "resilience-proxy-config", "mountPath": "/etc/resilience-proxy/", "readOnly": True},
-                         {"name": "resilience-proxy-tmp", "mountPath": "/tmp"},
-                         {"name": "resilience-proxy-metrics", "mountPath": "/tmp/metrics"}],
+        "volumeMounts": [{"name": "resilience-proxy-config", "mountPath": "/etc/resilience-proxy", "readOnly": True},
+                         {"name": "resilience-proxy-tmp", "mountPath": "/tmp"}],
         "restartPolicy": "Always",
     }]
     assert original == _by_name(documents(), "notifier")  # the input is not mutated
@@ -76,7 +74,7 @@ def test_the_report_has_one_line_per_object_saying_why() -> None:
         "service/ledger skipped: not a workload",
         "pod/node-probe skipped: hostNetwork: true: the sidecar's data port 127.0.0.1:8080 would be on the "
         "node's loopback",
-        "deployment/legacy skipped: annotated resilience-proxy/inject: disabled",
+        "deployment/legacy skipped: resilience-proxy.io/inject: disabled",
         "daemonset/shipper injected: classic",
         "job/backfill injected: native",
     ]
@@ -114,7 +112,7 @@ def test_classic_mode_adds_a_second_container_that_stops_after_the_app() -> None
     assert "restartPolicy" not in sidecar
     assert sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["python", "-c", "import time; time.sleep(15)"]}}}
     assert spec["terminationGracePeriodSeconds"] == CLASSIC_GRACE == 45
-    assert result.obj["spec"]["template"]["metadata"]["annotations"]["resilience-proxy/injected-mode"] == "classic"
+    assert result.obj["spec"]["template"]["metadata"]["annotations"]["resilience-proxy.io/injected-mode"] == "classic"
 
 
 def test_classic_mode_keeps_a_longer_grace_period() -> None:
@@ -140,7 +138,7 @@ def test_a_cronjob_is_injected_in_its_job_template() -> None:
     result = inject(_by_name(documents(), "reminders"))
     template = result.obj["spec"]["jobTemplate"]["spec"]["template"]
     assert [c["name"] for c in template["spec"]["initContainers"]] == ["resilience-proxy"]
-    assert template["metadata"]["annotations"]["resilience-proxy/injected"] == "0.1.0"
+    assert template["metadata"]["annotations"]["resilience-proxy.io/injected"] == "0.1.0"
 
 
 def test_a_native_sidecar_goes_before_existing_init_containers() -> None:
@@ -152,11 +150,41 @@ def test_a_native_sidecar_goes_before_existing_init_containers() -> None:
 
 def test_disabled_on_the_pod_template_wins_and_mode_annotations_are_checked() -> None:
     deployment = copy.deepcopy(_by_name(documents(), "notifier"))
-    deployment["spec"]["template"]["metadata"]["annotations"] = {"resilience-proxy/inject": "disabled"}
-    assert inject(deployment).outcomes[0].reason == "annotated resilience-proxy/inject: disabled"
-    deployment["spec"]["template"]["metadata"]["annotations"] = {"resilience-proxy/mode": "sidecar"}
+    deployment["spec"]["template"]["metadata"]["annotations"] = {"resilience-proxy.io/inject": "disabled"}
+    assert inject(deployment).outcomes[0].reason == "resilience-proxy.io/inject: disabled"
+    deployment["spec"]["template"]["metadata"]["annotations"] = {"resilience-proxy.io/mode": "sidecar"}
     assert str(inject(deployment).outcomes[0]) == (
-        "deployment/notifier skipped: resilience-proxy/mode: 'sidecar' is not native or classic")
+        "deployment/notifier skipped: resilience-proxy.io/mode: 'sidecar' is not native or classic")
+
+
+@pytest.mark.parametrize(("where", "key", "status"), [
+    ("template-label", "resilience-proxy.io/inject", "skipped"),  # what the webhook's objectSelector reads
+    ("object-label", "resilience-proxy.io/inject", "skipped"),
+    ("template-annotation", "resilience-proxy/inject", "skipped"),  # legacy prefix: an opt-out is still one
+    ("object-annotation", "resilience-proxy/inject", "skipped"),
+    ("template-annotation", "resilience-proxy.io/inject", "skipped"),
+    ("template-label", "resilience-proxy/inject", "injected"),  # never a label we selected on
+])
+def test_one_prefix_for_the_label_and_annotations_and_the_legacy_opt_out_still_counts(
+        where: str, key: str, status: str) -> None:
+    deployment = copy.deepcopy(_by_name(documents(), "notifier"))
+    owner, field = where.split("-")
+    metadata = deployment["spec"]["template"]["metadata"] if owner == "template" else deployment["metadata"]
+    metadata.setdefault(f"{field}s", {})[key] = "disabled"
+    (outcome,) = inject(deployment).outcomes
+    assert outcome.status == status, outcome
+
+
+def test_the_legacy_mode_annotation_is_read_and_the_current_prefix_wins() -> None:
+    deployment = copy.deepcopy(_by_name(documents(), "notifier"))
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"] = {"resilience-proxy/mode": "classic"}
+    assert str(inject(deployment).outcomes[0]) == "deployment/notifier injected: classic"
+    annotations["resilience-proxy.io/mode"] = "native"
+    result = inject(deployment)
+    assert str(result.outcomes[0]) == "deployment/notifier injected: native"
+    assert set(result.obj["spec"]["template"]["metadata"]["annotations"]) == {
+        "resilience-proxy/mode", "resilience-proxy.io/mode", "resilience-proxy.io/injected",
+        "resilience-proxy.io/injected-mode"}
 
 
 def test_malformed_objects_are_skipped_not_crashed_on() -> None:

@@ -18,7 +18,7 @@ REPORT = [
     "service/ledger skipped: not a workload",
     "pod/node-probe skipped: hostNetwork: true: the sidecar's data port 127.0.0.1:8080 would be on the node's "
     "loopback",
-    "deployment/legacy skipped: annotated resilience-proxy/inject: disabled",
+    "deployment/legacy skipped: resilience-proxy.io/inject: disabled",
     "daemonset/shipper injected: classic",
     "job/backfill injected: native",
 ]

@@ -22,7 +22,8 @@ import yaml
 from aiohttp import web
 
 from proxy.k8s.inject import Options, inject
-from proxy.k8s.webhook import make_app, server_ssl_context
+from proxy.k8s.certs import server_ssl_context
+from proxy.k8s.webhook import make_app
 from tests.k8s.helpers import ROOT, kubernetes_validate
 
 OPTIONS = Options(env=(("TWILIO_BASE_URL", "/twilio"),))
@@ -124,8 +125,8 @@ async def test_a_pod_gets_a_patch_that_makes_it_the_injected_pod(url: str, clien
     assert [c["name"] for c in patched["spec"]["initContainers"]] == ["resilience-proxy"]
     assert patched["spec"]["containers"][0]["env"] == [
         {"name": "TWILIO_BASE_URL", "value": "http://127.0.0.1:8080/twilio"}]
-    assert patched["metadata"]["annotations"] == {"resilience-proxy/injected": "0.1.0",
-                                                  "resilience-proxy/injected-mode": "native"}
+    assert patched["metadata"]["annotations"] == {"resilience-proxy.io/injected": "0.1.0",
+                                                  "resilience-proxy.io/injected-mode": "native"}
     checked = {**patched, "metadata": {**patched["metadata"], "name": "notifier-7d9f8c6b5-abcde"}}
     (tmp_path / "pod.yaml").write_text(yaml.safe_dump(checked, sort_keys=False))
     validation = kubernetes_validate(tmp_path / "pod.yaml", "1.29.0")
@@ -140,7 +141,7 @@ async def test_what_cannot_be_injected_is_allowed_without_a_patch(url: str, clie
                                                                   change: str) -> None:
     obj: Any = pod()
     if change == "disabled":
-        obj["metadata"]["annotations"] = {"resilience-proxy/inject": "disabled"}
+        obj["metadata"]["annotations"] = {"resilience-proxy.io/inject": "disabled"}
     elif change == "hostNetwork":
         obj["spec"]["hostNetwork"] = True
     elif change == "malformed":

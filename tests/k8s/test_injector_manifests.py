@@ -11,7 +11,7 @@ from proxy.k8s.inject import DEFAULT_IMAGE
 from tests.k8s.helpers import ROOT, kubernetes_validate, kubernetes_versions
 
 DIR = ROOT / "deploy" / "k8s" / "injector"
-KUBERNETES_FILES = ["namespace.yaml", "service.yaml", "deployment.yaml", "webhook.yaml"]
+KUBERNETES_FILES = ["namespace.yaml", "service.yaml", "deployment.yaml", "pdb.yaml", "webhook.yaml"]
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -66,7 +66,22 @@ def test_the_injector_deployment_is_hardened_and_uses_its_certificate() -> None:
     (mount,) = container["volumeMounts"]
     assert args[args.index("--tls-cert") + 1] == f"{mount['mountPath']}/tls.crt"
     assert args[args.index("--tls-key") + 1] == f"{mount['mountPath']}/tls.key"
+    assert "subPath" not in mount  # a subPath mount never receives the renewed certificate
     (volume,) = template["spec"]["volumes"]
     _, certificate = load("cert-manager.yaml")
     assert volume == {"name": mount["name"], "secret": {"secretName": certificate["spec"]["secretName"]}}
-    assert args[args.index("--listen") + 1].endswith(f":{container['ports'][0]['containerPort']}")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert args[args.index("--listen") + 1].endswith(f":{ports['https']}")
+    # The certificate's expiry is scraped from the plain-HTTP metrics port.
+    assert args[args.index("--metrics-listen") + 1].endswith(f":{ports['metrics']}")
+    annotations = template["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (str(ports["metrics"]), "/metrics")
+
+
+def test_a_disruption_budget_keeps_one_injector_up() -> None:
+    (budget,) = load("pdb.yaml")
+    (deployment,) = load("deployment.yaml")
+    assert budget["kind"] == "PodDisruptionBudget" and budget["spec"]["minAvailable"] == 1
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert deployment["spec"]["replicas"] > budget["spec"]["minAvailable"]

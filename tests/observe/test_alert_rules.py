@@ -10,7 +10,9 @@ import re
 from pathlib import Path
 
 import aiohttp
+from prometheus_client import generate_latest
 
+from proxy.k8s.webhook import InjectorMetrics
 from tests.conftest import StartSidecar, admin_url
 from tests.metrics_text import promtool
 
@@ -20,7 +22,7 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 def test_the_alert_rules_are_valid() -> None:
     result = promtool("check", "rules", str(RULES / "alerts.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert "SUCCESS: 5 rules found" in result.stdout
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:
@@ -36,5 +38,11 @@ async def test_the_rules_use_only_metric_names_the_sidecar_exposes(
     sidecar = await start_sidecar({"api": {"url": url}})
     async with http.get(admin_url(sidecar) + "/metrics") as response:
         exposed = set(re.findall(r"^# TYPE (\w+) ", await response.text(), re.MULTILINE))
-    used = set(re.findall(r"\bresilience_proxy_\w+", (RULES / "alerts.yaml").read_text()))
+    used = set(re.findall(r"\bresilience_proxy_(?!injector_)\w+", (RULES / "alerts.yaml").read_text()))
+    assert used and used <= exposed, f"not exposed: {used - exposed}"
+
+
+def test_the_injector_rules_use_only_metric_names_the_injector_exposes() -> None:
+    exposed = set(re.findall(r"^# TYPE (\w+) ", generate_latest(InjectorMetrics().registry).decode(), re.MULTILINE))
+    used = set(re.findall(r"\bresilience_proxy_injector_\w+", (RULES / "alerts.yaml").read_text()))
     assert used and used <= exposed, f"not exposed: {used - exposed}"
