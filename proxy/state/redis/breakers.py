@@ -11,9 +11,13 @@ half-open breaker whose probe slots are taken says so locally until they may ret
 Transitions go to the ``emit`` of the store whose script made them, so a fleet emits each one
 exactly once.
 
-When a Redis call fails the store stops calling Redis and serves everything from an embedded
+When Redis fails the store stops calling it and serves everything from an embedded
 :class:`MemoryBreakerStore`, seeded with the views it last knew (open and forced breakers stay
-so); a request waits on a dead Redis at most ``timeout``, once. A PING every ``retry_interval``
+so). An error that proves Redis gone (refused, reset) does that at once; a call that only ran out
+of time does it only after a PING also goes unanswered (``CONFIRM_FACTOR`` timeouts each): a late
+event loop must never let this process admit probes that the fleet decides once. So a probe
+admission waits on a hung Redis at most twice ``CONFIRM_FACTOR`` timeouts, once; a request that
+merely timed out while Redis still answers is refused (the breaker is not closed anyway). A PING every ``retry_interval``
 in the background notices Redis coming back: then the local state is dropped, every view is read
 from Redis again (the source of truth) and the subscription resumes. An operator action taken
 meanwhile applies to this process only and is not replayed: ``backend_up`` is False while it
@@ -35,10 +39,18 @@ from proxy.clock import Clock, SystemClock
 from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
 from proxy.policy.breaker import Action, Admission, BreakerRecord, Random, State
-from proxy.state.base import BackendUnavailable, BreakerView, TransitionEmit, ignore
+from proxy.state.base import BackendTimeout, BackendUnavailable, BreakerView, TransitionEmit, ignore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.redis import breaker_scripts as lua
-from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
+from proxy.state.redis.client import (
+    CONFIRM_FACTOR,
+    RedisHealth,
+    cancel_tasks,
+    close_quietly,
+    connect,
+    describe,
+    translated,
+)
 
 log = logging.getLogger("resilience_proxy.state")
 
@@ -75,6 +87,7 @@ class RedisBreakerStore(RedisHealth):
         self._flusher: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
         self._fallback = self._new_fallback()
+        self._admitting: dict[str, asyncio.Lock] = {}
 
     # -- the BreakerStore protocol ----------------------------------------------------------------
 
@@ -87,8 +100,22 @@ class RedisBreakerStore(RedisHealth):
     async def admit(self, key: str, policy: BreakerPolicy) -> Admission:
         if not self._up:
             return await self._fallback.admit(key, policy)
+        decided = self._decided_locally(key, policy)
+        if decided is not None:
+            return decided
+        # One admission per breaker in flight in this process: when an open breaker's time ends, a burst
+        # of callers costs Redis the fleet's probe slots plus one refusal, not a round trip each.
+        async with self._admitting.setdefault(key, asyncio.Lock()):
+            if not self._up:
+                return await self._fallback.admit(key, policy)
+            decided = self._decided_locally(key, policy)
+            if decided is not None:
+                return decided
+            return await self._ask(key, policy)
+
+    def _decided_locally(self, key: str, policy: BreakerPolicy) -> Admission | None:
+        """What the view already decides, at no round trip; None for a request that may be a probe."""
         view, now = self.view(key), self._clock.now()
-        # What the view already decides costs no round trip; only a request that may be a probe asks Redis.
         if view.admits_freely:
             return Admission(True)
         if view.state == State.FORCED_OPEN:
@@ -98,10 +125,19 @@ class RedisBreakerStore(RedisHealth):
         if view.state == State.HALF_OPEN and now < view.open_until and \
                 self._probes_taken.get(key) == (view.version, view.open_until):
             return Admission(False, retry_after=max(view.open_until - now, 1.0))  # no slot returns before
+        return None
+
+    async def _ask(self, key: str, policy: BreakerPolicy) -> Admission:
+        """Redis decides whether this request is a probe. Only a confirmed outage lets this process decide
+        alone: a call that merely ran late (a busy event loop, a cold pool) may still have taken a slot."""
         try:
             with translated():
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
                     (reply,) = await self._run([("admit", key, policy, ())])
+        except BackendTimeout as error:
+            if await self._outage_confirmed(error):
+                return await self._fallback.admit(key, policy)
+            return Admission(False, retry_after=1.0)  # Redis answers: whether this call took a slot is unknown
         except BackendUnavailable as error:
             self._down(error)
             return await self._fallback.admit(key, policy)
@@ -130,7 +166,7 @@ class RedisBreakerStore(RedisHealth):
                         async with asyncio.timeout(self._timeout):
                             (reply,) = await self._run([("force", key, policy, (action.value, actor))])
                 except BackendUnavailable as error:
-                    self._down(error)
+                    await self._failed(error)
                 else:
                     return self._apply(key, reply)[0]
         return await self._fallback.force(key, policy, action, actor)
@@ -141,7 +177,7 @@ class RedisBreakerStore(RedisHealth):
                 with translated():
                     return await self._refresh(keys)
             except BackendUnavailable as error:
-                self._down(error)
+                await self._failed(error)
         return await self._fallback.views(keys)
 
     async def flush(self) -> None:
@@ -153,7 +189,8 @@ class RedisBreakerStore(RedisHealth):
 
     async def start(self) -> None:
         """Connect and subscribe; if Redis does not answer, start on local state and keep trying."""
-        self._client = connect(self._url, self._timeout)
+        # Connections and replies may take the confirmation's time: giving up is the callers' decision.
+        self._client = connect(self._url, self._timeout * CONFIRM_FACTOR)
         self._flusher = self._spawn(self._flush_loop())
         self._spawn(self._refresh_loop())
         try:
@@ -210,6 +247,12 @@ class RedisBreakerStore(RedisHealth):
         try:
             with translated():
                 replies = await self._run(calls)
+        except BackendTimeout as error:
+            if await self._outage_confirmed(error, unsent=calls):
+                return
+            # Redis answers: the scripts may have run, so replaying them here could count twice.
+            log.warning("breaker outcomes of %d calls may not have reached Redis (no answer in time)", len(calls))
+            return
         except BackendUnavailable as error:
             self._down(error, unsent=calls)
             return
@@ -266,7 +309,7 @@ class RedisBreakerStore(RedisHealth):
                     with translated():
                         await self._refresh(list(self._views))
                 except BackendUnavailable as error:
-                    self._down(error)
+                    await self._failed(error)
 
     async def _subscribe_loop(self, pubsub: Any) -> None:
         try:
@@ -302,6 +345,30 @@ class RedisBreakerStore(RedisHealth):
         self._fallback = self._new_fallback()
         self._up = True
         self._subscriber = self._spawn(self._subscribe_loop(pubsub))
+
+    async def _failed(self, error: BackendUnavailable) -> None:
+        """A failed call: an error that proves Redis gone takes the store down; a timeout only once confirmed."""
+        if isinstance(error, BackendTimeout):
+            await self._outage_confirmed(error)
+        else:
+            self._down(error)
+
+    async def _outage_confirmed(self, error: BackendTimeout, unsent: Sequence[lua.Call] = ()) -> bool:
+        """After a timeout, a PING allowed ``CONFIRM_FACTOR`` times the timeout says whether Redis is gone;
+        only then does this process decide alone (``_down``). True when it is down."""
+        self._backend_failures += 1
+        if not self._up:
+            self._replay(unsent)
+            return True
+        assert self._client is not None
+        try:
+            with translated():
+                async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
+                    await self._client.ping()
+        except BackendUnavailable as confirmed:
+            self._down(confirmed if not isinstance(confirmed, BackendTimeout) else error, unsent)
+            return True
+        return False
 
     def _down(self, error: BaseException, unsent: Sequence[lua.Call] = ()) -> None:
         """Stop calling Redis: serve from local state, starting from the views known so far."""

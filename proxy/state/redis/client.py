@@ -70,6 +70,12 @@ async def close_quietly(close: Callable[[], Awaitable[Any]]) -> None:
         await close()
 
 
+CONFIRM_FACTOR = 4
+"""How many timeouts a confirming PING may take: a call that ran out of time takes a store down only
+when Redis then fails to answer a PING in this many timeouts (under load the event loop itself can be
+late by more than a 50 ms timeout while Redis answered in time)."""
+
+
 def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
     """A client for ``url`` that never retries on its own (the stores decide what a failure means)."""
     no_retry = Retry(NoBackoff(), 0)

@@ -35,14 +35,19 @@ from proxy.clock import Clock, SystemClock
 from proxy.config.policy_values import MICROS, micros
 from proxy.policy.ratelimit import Check, Verdict
 from proxy.state.base import BackendTimeout, BackendUnavailable
-from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
+from proxy.state.redis.client import (
+    CONFIRM_FACTOR,
+    RedisHealth,
+    cancel_tasks,
+    close_quietly,
+    connect,
+    describe,
+    translated,
+)
 from proxy.state.redis.lane import Lane
 from proxy.state.redis.scripts import Scripts
 
 log = logging.getLogger("resilience_proxy.state")
-
-CONFIRM_FACTOR = 4
-"""How many timeouts a confirming PING may take before a timed-out request takes the store down."""
 
 SCRIPTS = Scripts("ratelimit", "ratelimit_hold")
 
