@@ -82,8 +82,7 @@ class Sidecar:
         self.access_log = access_log or AccessLog(enabled=config.log.access)
         # Kept across reloads with the stores: retry budgets, and the limiter's local-share buckets.
         self.guard = Guard(self.breakers, emit=self.events.emit)
-        self.limiter = Limiter(self.limits)
-        self.limiter.add_listener(self.events.emit)
+        self.limiter = Limiter(self.limits, emit=self.events.emit)
         self.dataplane = DataPlane(config, self.events, self.access_log, self.guard, self.limiter)
         self._retired: set[DataPlane] = set()
         self._tasks: set[asyncio.Task[None]] = set()
