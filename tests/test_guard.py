@@ -106,7 +106,7 @@ async def test_retries_back_off_exponentially_on_the_injected_clock_and_let_go_o
 
 
 async def test_the_last_answer_is_relayed_when_the_attempts_are_spent() -> None:
-    guard, fake, clock, events, _, chosen = setup(script=[503] * 4)
+    guard, fake, _, events, _, chosen = setup(script=[503] * 4)
     reply = await run(guard, fake, chosen)
     assert (reply.status, reply.number) == (503, 4)
     assert events[-2:] == [AttemptEnded("api", DEFAULT_ROUTE, 4, 503, None, 0.1),

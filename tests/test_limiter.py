@@ -27,7 +27,10 @@ UPSTREAM = Upstream(name="api", url="http://127.0.0.1:1", prefix="/api", timeout
 ORG = {"X-Org-Id": "acme"}
 
 
-def limit(name: str = "per-org", kind: KeyKind = KeyKind.ORG, rate: Rate = Rate(2, 60.0, 1), **options: object
+TWO_A_MINUTE = Rate(2, 60.0, 1)
+
+
+def limit(name: str = "per-org", kind: KeyKind = KeyKind.ORG, rate: Rate = TWO_A_MINUTE, **options: object
           ) -> LimitPolicy:
     return LimitPolicy(name, kind, rate, **options)  # type: ignore[arg-type]
 

@@ -1,4 +1,5 @@
-"""The data-plane request handler: route, guard (breaker, retries), relay, answer errors, record.
+"""The data-plane request handler: a request passes its stages once each, in order (route, admit
+limits, body, attempts under the breaker, relay); errors are answered and every request recorded.
 
 Served by aiohttp's low-level ``web.Server`` rather than an ``Application``: one handler sees
 every request, including CONNECT and absolute-form targets that a router would 404 before we
@@ -28,8 +29,8 @@ from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
 from proxy.policy.retry import body_key, fetch_duplicate, parse_retry_after
 from proxy.policy.routing import BODY_LIMIT, Resolved, Router, RouteTable, parse_body_fields
-from proxy.web.duplicates import DUPLICATE_HEADER, fetch_created
 from proxy.web.body import BodyStream, check_length, read_small_body, request_body
+from proxy.web.duplicates import DUPLICATE_HEADER, fetch_created
 from proxy.web.exchange import Exchange
 from proxy.web.forward import UpstreamClient, read_error_body, relay, try_once
 from proxy.web.responses import error_response
@@ -41,7 +42,7 @@ ATTEMPTS_HEADER = "X-Resilience-Attempts"
 
 
 class Call(NamedTuple):
-    """What each attempt of one request needs; the guard hands it back to :meth:`DataPlane._try_upstream` unopened."""
+    """What each attempt of one request needs; the guard hands it back to :func:`try_upstream` unopened."""
 
     client: UpstreamClient
     request: web.BaseRequest
@@ -49,6 +50,8 @@ class Call(NamedTuple):
     body: BodyStream | bytes | None
     route: Route
     checks: Sequence[Check]
+    """The request's rate-limit buckets, held if the upstream throttles it."""
+    limiter: Limiter
 
 
 _NO_CHECKS: Sequence[Check] = ()
@@ -77,8 +80,6 @@ class DataPlane:
         self.events = events
         self.guard = guard
         self.limiter = limiter
-        self._attempt = self._try_upstream
-        """Bound once: the guard is handed the same callable for every request."""
         self._org_header = config.org_header
         self._client_ip_header = config.client_ip_header
         self.access_log = access_log
@@ -147,15 +148,15 @@ class DataPlane:
         exchange.route = route.name
         added = {"X-Request-Id": request_id}
         checks = await self._admit(request, upstream, route, captures, added) if route.rate_limits else _NO_CHECKS
-        body = await request_body(request, upstream, route.retry, buffered, exchange)
         retry = route.retry
+        body = await request_body(request, upstream, retry, buffered, exchange)
         buffered = body if isinstance(body, bytes) else None
         key = body_key(retry, parse_body_fields(request.headers.get("Content-Type", ""), buffered)
                        if retry.idempotent_when_body_has and buffered is not None else None)
         keyed = key is not None or bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
         client, url = self.clients[upstream.name], resolved.url
         final = await self.guard.run(upstream, route, request.method, not isinstance(body, BodyStream), keyed,
-                                     self._attempt, Call(client, request, url, body, route, checks))
+                                     try_upstream, Call(client, request, url, body, route, checks, self.limiter))
         exchange.attempts = final.number
         if final.failure is not None:
             raise final.failure
@@ -193,13 +194,15 @@ class DataPlane:
         added.update(fields)
         return checks
 
-    async def _try_upstream(self, call: Call, timeout: float) -> Reply:
-        """One attempt, for the guard. A throttling answer is told to the limiter at once, so that the
-        fleet holds the request's buckets while this request may still wait to retry."""
-        reply = await try_once(call.client, call.request, call.url, call.body, timeout)
-        reason = throttle_reason(reply.status, reply.peeked)
-        if reason is not None:
-            reply.throttle = reason
-            self.limiter.throttled(call.client.upstream, call.route, call.checks, reply.status, reason,
-                                   parse_retry_after(reply.retry_after, time.time()))
-        return reply
+
+async def try_upstream(call: Call, timeout: float) -> Reply:
+    """One attempt, as the guard makes it. A throttling answer is told to the limiter at once, so that
+    the fleet holds the request's buckets from when the upstream said so, while this request may still
+    wait to retry."""
+    reply = await try_once(call.client, call.request, call.url, call.body, timeout)
+    reason = throttle_reason(reply.status, reply.peeked)
+    if reason is not None:
+        reply.throttle = reason
+        call.limiter.throttled(call.client.upstream, call.route, call.checks, reply.status, reason,
+                               parse_retry_after(reply.retry_after, time.time()))
+    return reply

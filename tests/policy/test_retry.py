@@ -9,8 +9,8 @@ import pytest
 
 from proxy.config.policy_values import CONNECT_ERROR, TIMEOUT, RetryPolicy
 from proxy.policy.retry import (
-    RetryFacts,
     RetryBudget,
+    RetryFacts,
     backoff,
     body_key,
     decide,
