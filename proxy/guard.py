@@ -83,6 +83,9 @@ AttemptFn = Callable[[Call, float], Awaitable[Reply]]
 
 
 class Guard:
+    """The breakers and the retry loop around one request's attempts; one per process, across reloads
+    (it keeps the retry budgets)."""
+
     def __init__(self, store: BreakerStore, *, clock: Clock | None = None,
                  random: Callable[[], float] = _random.random, emit: Callable[[object], None] = lambda _: None) -> None:
         self.store = store

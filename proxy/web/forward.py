@@ -5,7 +5,8 @@ jar: a shared jar would hand one client's cookies to the next). Bodies are never
 whole: chunks are relayed as they come, and ``write()`` waits while the client is slow.
 The upstream's bytes are relayed as they are: no decompression, no redirects followed.
 
-This is the one place where aiohttp's client exceptions become :mod:`proxy.errors`.
+This is the one place where aiohttp's client exceptions become :mod:`proxy.errors`; what each
+means (a breaker failure, a retry kind) is :mod:`proxy.policy.classify`'s call.
 """
 
 from __future__ import annotations
