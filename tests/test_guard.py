@@ -167,12 +167,12 @@ async def test_a_breaker_that_opens_on_the_failing_attempt_stops_the_retry() -> 
 
 async def test_a_breaker_opened_meanwhile_rejects_the_retry_with_circuit_open() -> None:
     breaker = BreakerPolicy(consecutive_failures=5, open_for=30.0, jitter=0.0)
-    guard, fake, _, events, store, chosen = setup(breaker=breaker, script=[503, 200])
+    guard, fake, clock, events, store, chosen = setup(breaker=breaker, script=[503, 200])
 
     async def force_open_during_the_wait(seconds: float) -> None:
         await store.force(KEY, breaker, Action.FORCE_OPEN, "oncall")
 
-    guard._clock.sleep = force_open_during_the_wait  # type: ignore[method-assign]
+    clock.sleep = force_open_during_the_wait  # type: ignore[method-assign]
     with pytest.raises(CircuitOpen) as rejected:
         await run(guard, fake, chosen)
     assert "forced open by oncall" in rejected.value.message
