@@ -2,33 +2,33 @@
 
 A closed breaker is decided from the store's local view, without I/O; only a breaker that is
 not closed asks the store (which admits the fleet's probes atomically). Every attempt's
-outcome, read at the response head, feeds the breaker. Retries follow the pure rules of
-:mod:`proxy.policy.retry`; tenacity runs the loop (attempts, waits, the hook before each sleep).
-The web layer supplies the attempt itself, so nothing here touches HTTP.
+outcome, read at the response head, feeds the breaker; what it means is the classifier's call
+(:mod:`proxy.policy.classify`). Retries follow the pure rules of :mod:`proxy.policy.retry`;
+tenacity runs the loop (attempts, waits, the hook before each sleep), on the injected clock's
+time and sleep. The caller hands in the attempt itself (a function and its inputs), so nothing
+here touches HTTP, and gets the final :class:`Reply` back.
 """
 
 from __future__ import annotations
 
 import math
 import random as _random
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, stop_never
 
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import BreakerId, Route, Upstream
-from proxy.config.policy_values import CONNECT_ERROR, RESET, TIMEOUT, BreakerPolicy, RetryPolicy
-from proxy.errors import CircuitOpen, ProxyError, UpstreamConnectError, UpstreamTimeout
+from proxy.config.policy_values import BreakerPolicy, RetryPolicy
+from proxy.errors import CircuitOpen, ProxyError
 from proxy.events import AttemptEnded, CircuitRejected, RetryDecided
 from proxy.policy.breaker import State
-from proxy.policy.classify import Outcome, classify
-from proxy.policy.retry import AttemptResult, Decision, RetryBudget, decide, parse_retry_after, retryable
+from proxy.policy.classify import BreakerCount, breaker_count, retry_facts
+from proxy.policy.retry import Decision, RetryBudget, RetryFacts, decide, parse_retry_after, retryable
 from proxy.state.base import BreakerStore
 
-_NOT_REACHED = frozenset({"connection_refused", "dns_error", "connection_timeout"})
 _ASK = object()
 """The local view cannot decide: the store must be asked."""
 
@@ -43,46 +43,49 @@ class Ticket:
     probe: bool
 
 
-@dataclass
-class Attempt:
-    """One attempt as the web layer reports it."""
+@dataclass(slots=True)
+class Reply:
+    """One try at the upstream, up to its response head: the answer, or the failure that stood in for one."""
 
     status: int = 0
     """The upstream's status; 0 when there was no answer."""
-    error: ProxyError | None = None
+    failure: ProxyError | None = None
+    """Why there was no answer."""
     retry_after: str | None = None
+    """The answer's Retry-After header, as sent."""
     seconds: float = 0.0
     """To the response head."""
-    answer: Any = None
-    """The upstream response, for the web layer to relay."""
+    response: Any = None
+    """The upstream response, for the web layer to relay (it has ``release()``)."""
     body: bytes | None = None
-    """The answer's body when it was read whole to be understood (a small error body)."""
-    throttled: bool = False
-    """The upstream said "slow down" (429, or a 403 whose body gives a throttling reason)."""
-    discard: Callable[[], None] = field(default=lambda: None)
-    """Lets go of ``answer`` when another attempt replaces it."""
+    """The answer's body when it was read whole to be understood (a small error body), as it came."""
+    peeked: bytes | None = None
+    """That body decoded, for the classifier."""
+    throttle: str | None = None
+    """Why the upstream said "slow down" (:func:`proxy.policy.classify.throttle_reason`); None if it did not."""
+    number: int = 1
+    """Which attempt this was (1 for the first): on the final reply, how many were made."""
+
+    @property
+    def error(self) -> str | None:
+        """The Proxy-Status error type of the failure; None for an answer."""
+        return self.failure.proxy_status if self.failure is not None else None
+
+    def release(self) -> None:
+        """Let go of the response (another attempt replaces it)."""
+        if self.response is not None:
+            self.response.release()
 
 
-Send = Callable[[float], Awaitable[Attempt]]
-"""Makes one attempt with the given timeout."""
-
-
-def as_result(attempt: Attempt, now: float) -> AttemptResult:
-    """The facts the retry rules need about an attempt."""
-    error = attempt.error
-    if error is None:
-        return AttemptResult(attempt.status, retry_after=parse_retry_after(attempt.retry_after, now),
-                             throttled=attempt.throttled)
-    if error.proxy_status in _NOT_REACHED:
-        return AttemptResult(CONNECT_ERROR, reached_upstream=False)
-    if isinstance(error, UpstreamTimeout):
-        return AttemptResult(TIMEOUT)
-    if isinstance(error, UpstreamConnectError):
-        return AttemptResult("tls_error", reached_upstream=False)
-    return AttemptResult(RESET)
+Call = TypeVar("Call")
+AttemptFn = Callable[[Call, float], Awaitable[Reply]]
+"""Makes one try with ``call``'s inputs and the given timeout; reports a failure in the reply, never raises one."""
 
 
 class Guard:
+    """The breakers and the retry loop around one request's attempts; one per process, across reloads
+    (it keeps the retry budgets)."""
+
     def __init__(self, store: BreakerStore, *, clock: Clock | None = None,
                  random: Callable[[], float] = _random.random, emit: Callable[[object], None] = lambda _: None) -> None:
         self.store = store
@@ -91,31 +94,35 @@ class Guard:
         self._random = random
         self._budgets: dict[str, RetryBudget] = {}
 
-    async def run(self, upstream: Upstream, route: Route, method: str, replayable: bool,
-                  has_idempotency_header: bool, send: Send) -> tuple[Attempt, int]:
-        """Attempts until one is final; returns it and how many were made. Raises CircuitOpen when
-        the breaker rejects the first attempt, or rejects a retry after the breaker opened meanwhile."""
+    async def run(self, upstream: Upstream, route: Route, method: str, replayable: bool, has_idempotency_key: bool,
+                  attempt: AttemptFn[Call], call: Call) -> Reply:
+        """Attempts until one is final; returns it (``number`` says how many were made). Raises CircuitOpen
+        when the breaker rejects the first attempt, or rejects a retry after the breaker opened meanwhile."""
         policy = route.retry
         timeout = policy.per_try_timeout or upstream.timeout
-        if not policy.attempts or not replayable:
-            return await self._attempt(upstream, route, send, timeout), 1
-        budget = self._budget(BreakerId.of(upstream, route).key, policy)
+        retries = bool(policy.attempts) and replayable
+        key = BreakerId.of(upstream, route).key if retries or route.breaker is not None else ""
+        if not retries:
+            return await self._attempt(upstream, route, key, attempt, call, timeout, 1)
+        budget = self._budget(key, policy)
         budget.record_request(self._clock.now())
-        first = await self._attempt(upstream, route, send, timeout)
-        if not retryable(policy, as_result(first, 0.0)):
-            return first, 1  # the usual case: a healthy answer costs no retry machinery
-        return await self._retry(upstream, route, method, has_idempotency_header, send, first, budget)
+        first = await self._attempt(upstream, route, key, attempt, call, timeout, 1)
+        if not retryable(policy, retry_facts(first.status, first.error, None, first.throttle is not None)):
+            return first  # the usual case: a healthy answer costs no retry machinery
+        return await self._retry(upstream, route, key, method, has_idempotency_key, attempt, call, first, budget)
 
-    async def _attempt(self, upstream: Upstream, route: Route, send: Send, timeout: float, number: int = 1) -> Attempt:
+    async def _attempt(self, upstream: Upstream, route: Route, key: str, attempt: AttemptFn[Call], call: Call,
+                       timeout: float, number: int) -> Reply:
         """One attempt through the breaker, its outcome reported to it."""
-        ticket = self.admit_freely(upstream, route)
+        ticket = self._admit_freely(route, key)
         if ticket is _ASK:
-            ticket = await self.enter(upstream, route)
-        result = await send(timeout)
-        self.leave(ticket, result.status, result.error, result.seconds)
-        self._emit(AttemptEnded(upstream.name, route.name, number, result.status,
-                                result.error.proxy_status if result.error else None, result.seconds))
-        return result
+            ticket = await self._enter(upstream, route, key)
+        reply = await attempt(call, timeout)
+        reply.number = number
+        error = reply.error
+        self._leave(ticket, reply.status, error, reply.seconds)
+        self._emit(AttemptEnded(upstream.name, route.name, number, reply.status, error, reply.seconds))
+        return reply
 
     def _budget(self, key: str, policy: RetryPolicy) -> RetryBudget:
         budget = self._budgets.get(key)
@@ -124,22 +131,26 @@ class Guard:
             budget = self._budgets[key] = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
         return budget
 
-    async def _retry(self, upstream: Upstream, route: Route, method: str, has_idempotency_header: bool,
-                     send: Send, first: Attempt, budget: RetryBudget) -> tuple[Attempt, int]:
+    def _facts(self, reply: Reply) -> RetryFacts:
+        return retry_facts(reply.status, reply.error, parse_retry_after(reply.retry_after, self._clock.now()),
+                           reply.throttle is not None)
+
+    async def _retry(self, upstream: Upstream, route: Route, key: str, method: str, has_idempotency_key: bool,
+                     attempt: AttemptFn[Call], call: Call, first: Reply, budget: RetryBudget) -> Reply:
         """Tenacity's loop, resuming from a first attempt that the rules may want repeated."""
         policy = route.retry
-        key = BreakerId.of(upstream, route).key
-        started = time.monotonic() - first.seconds
+        clock = self._clock
+        started = clock.monotonic() - first.seconds
         pending, made = [first], 1
         decision = Decision(False)
 
-        async def next_attempt() -> Attempt:
+        async def next_attempt() -> Reply:
             nonlocal made
             if pending:
                 return pending.pop()
             made += 1
-            left = policy.deadline - (time.monotonic() - started)
-            return await self._attempt(upstream, route, send,
+            left = policy.deadline - (clock.monotonic() - started)
+            return await self._attempt(upstream, route, key, attempt, call,
                                        max(0.001, min(policy.per_try_timeout or upstream.timeout, left)), made)
 
         def should_retry(state: RetryCallState) -> bool:
@@ -147,44 +158,40 @@ class Guard:
             assert state.outcome is not None
             if state.outcome.failed:
                 return False
-            result = as_result(state.outcome.result(), self._clock.now())
-            decision = decide(policy, method, result, state.attempt_number, time.monotonic() - started,
-                              has_idempotency_header, self._random)
+            facts = self._facts(state.outcome.result())
+            decision = decide(policy, method, facts, state.attempt_number, clock.monotonic() - started,
+                              has_idempotency_key, self._random)
             if decision.retry and not self.store.view(key).admits_freely:
                 decision = Decision(False, reason="breaker open")
-            if decision.retry and not budget.try_retry(self._clock.now()):
+            if decision.retry and not budget.try_retry(clock.now()):
                 decision = Decision(False, reason="retry budget exhausted")
             if decision.reason != "not retryable":
                 self._emit(RetryDecided(upstream.name, route.name, decision.retry,
-                                        str(result.kind) if decision.retry else decision.reason, decision.delay))
+                                        str(facts.kind) if decision.retry else decision.reason, decision.delay))
             return decision.retry
 
         def let_go(state: RetryCallState) -> None:
             assert state.outcome is not None
-            state.outcome.result().discard()
+            state.outcome.result().release()
 
         retrying = AsyncRetrying(retry=should_retry, wait=lambda _: decision.delay, stop=stop_never,
-                                 before_sleep=let_go, reraise=True)
-        final: Attempt = await retrying(next_attempt)
-        return final, made
+                                 before_sleep=let_go, reraise=True, sleep=clock.sleep)
+        return await retrying(next_attempt)  # type: ignore[no-any-return]
 
-    def admit_freely(self, upstream: Upstream, route: Route) -> Ticket | None | object:
+    def _admit_freely(self, route: Route, key: str) -> Ticket | None | object:
         """The ticket when the local view decides (no breaker, or a closed one); ``_ASK`` otherwise."""
         policy = route.breaker
         if policy is None:
             return None
-        key = BreakerId.of(upstream, route).key
         if self.store.view(key).admits_freely:
             return Ticket(key, policy, route.failure_statuses, probe=False)
         return _ASK
 
-    async def enter(self, upstream: Upstream, route: Route) -> Ticket | None:
+    async def _enter(self, upstream: Upstream, route: Route, key: str) -> Ticket | None:
         """Admit the request or raise CircuitOpen; None when the route has no breaker."""
         policy = route.breaker
         if policy is None:
             return None
-        breaker = BreakerId.of(upstream, route)
-        key = breaker.key
         view = self.store.view(key)
         if view.admits_freely:
             return Ticket(key, policy, route.failure_statuses, probe=False)
@@ -194,14 +201,14 @@ class Guard:
         self._emit(CircuitRejected(upstream.name, route.name))
         forced = self.store.view(key)
         how = f"forced open by {forced.forced_by}" if forced.state == State.FORCED_OPEN else "open"
-        raise CircuitOpen(f"circuit {breaker.name} {how}", upstream=upstream.name,
+        raise CircuitOpen(f"circuit {BreakerId.of(upstream, route).name} {how}", upstream=upstream.name,
                           retry_after=max(1, math.ceil(admission.retry_after)))
 
-    def leave(self, ticket: Ticket | None, status: int, error: ProxyError | None, seconds: float) -> None:
+    def _leave(self, ticket: Ticket | None, status: int, error: str | None, seconds: float) -> None:
         """Report how the attempt went; requests the sidecar refused itself are not counted."""
         if ticket is None:
             return
-        outcome = classify(status, error, ticket.failure_statuses, seconds=seconds,
-                           slow_call=ticket.policy.slow_call)
-        if outcome != Outcome.IGNORED:
-            self.store.record(ticket.key, ticket.policy, outcome == Outcome.FAILURE, ticket.probe)
+        count = breaker_count(status, error, ticket.failure_statuses, seconds=seconds,
+                              slow_call=ticket.policy.slow_call)
+        if count is not BreakerCount.IGNORED:
+            self.store.record(ticket.key, ticket.policy, count is BreakerCount.FAILURE, ticket.probe)

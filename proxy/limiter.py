@@ -18,8 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from proxy.clock import Clock, SystemClock
@@ -39,8 +38,7 @@ HOLD_MAX = 600.0
 """The longest upstream Retry-After honoured for a bucket; a longer one is treated as this long."""
 _CACHE_MAX = 50_000
 _SHADOW_LOG_EVERY = 10.0
-
-LimitListener = Callable[[LimitDecision | UpstreamThrottled], None]
+_NO_FIELDS: Mapping[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -52,37 +50,26 @@ class Blocked:
 
 
 class Limiter:
-    def __init__(self, store: LimitStore, *, clock: Clock | None = None) -> None:
+    def __init__(self, store: LimitStore, *, clock: Clock | None = None,
+                 emit: Callable[[object], None] = lambda _: None) -> None:
+        """``emit``: where the limiter's events go (the event bus), as for the Guard."""
         self.store = store
         self._clock = clock or SystemClock()
+        self._emit = emit
         self._local = MemoryLimitStore(self._clock)
         """Local shares of the rates while the store is down."""
         self._blocked: dict[tuple[str, str], Blocked] = {}
-        self._listeners: list[LimitListener] = []
         self._shadow_seen: dict[str, tuple[float, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add_listener(self, listener: LimitListener) -> None:
-        self._listeners.append(listener)
-
-    def checks(self, upstream: Upstream, route: Route, facts: RequestFacts) -> list[Check]:
-        """The buckets this request spends; raises MissingLimitKey for ``on_missing_key: reject``."""
-        checks = []
-        for limit in route.rate_limits:
-            value = key_value(limit, facts)
-            if value is None:
-                if limit.on_missing_key == MissingKey.REJECT:
-                    raise MissingLimitKey(f"rate limit {limit.name} needs {_describe_key(limit, facts)}",
-                                          upstream=upstream.name)
-                if limit.on_missing_key == MissingKey.SKIP:
-                    continue
-                value = ANONYMOUS
-            checks.append(Check(limit, upstream.name, f"{limit.name}:{value}", limit.rate_for(value)))
-        return checks
-
-    async def admit(self, upstream: Upstream, route: Route, checks: Sequence[Check]) -> dict[str, str]:
-        """Let the request pass and return its RateLimit header fields, or raise RateLimited
-        (or LimitUnavailable for a ``deny`` limit while the store is down)."""
+    async def admit(self, upstream: Upstream, route: Route,
+                    facts: RequestFacts) -> tuple[Sequence[Check], Mapping[str, str]]:
+        """Let the request pass: the buckets it spent (to hold them if the upstream throttles it) and its
+        RateLimit header fields. Raises MissingLimitKey (``on_missing_key: reject``), RateLimited, or
+        LimitUnavailable (a ``deny`` limit while the store is down)."""
+        checks = self._checks(upstream, route, facts)
+        if not checks:
+            return checks, _NO_FIELDS
         now = self._clock.now()
         verdicts = self._cached(checks, now)
         degraded = False
@@ -103,19 +90,29 @@ class Limiter:
                                        "unavailable", upstream=upstream.name, limit=check.limit.name)
             raise self._rejection(upstream, check, verdicts[refused])
         shown = ratelimit.most_restrictive(checks, verdicts)
-        return rate_limit_headers(checks[shown].rate, verdicts[shown]) if shown is not None else {}
+        return checks, rate_limit_headers(checks[shown].rate, verdicts[shown]) if shown is not None else _NO_FIELDS
+
+    def _checks(self, upstream: Upstream, route: Route, facts: RequestFacts) -> list[Check]:
+        """The buckets this request spends; raises MissingLimitKey for ``on_missing_key: reject``."""
+        checks = []
+        for limit in route.rate_limits:
+            value = key_value(limit, facts)
+            if value is None:
+                if limit.on_missing_key == MissingKey.REJECT:
+                    raise MissingLimitKey(f"rate limit {limit.name} needs {_describe_key(limit, facts)}",
+                                          upstream=upstream.name)
+                if limit.on_missing_key == MissingKey.SKIP:
+                    continue
+                value = ANONYMOUS
+            checks.append(Check(limit, upstream.name, f"{limit.name}:{value}", limit.rate_for(value)))
+        return checks
 
     def throttled(self, upstream: Upstream, route: Route, checks: Sequence[Check], status: int, reason: str,
                   retry_after: float | None) -> None:
-        """The upstream says we call it too often: tell the listeners and, when it said how long to
-        wait, hold this request's buckets that long for the fleet (capped at :data:`HOLD_MAX`)."""
+        """The upstream says we call it too often: say so and, when it said how long to wait, hold
+        this request's buckets that long for the fleet (capped at :data:`HOLD_MAX`)."""
         seconds = min(retry_after, HOLD_MAX) if retry_after is not None else None
-        event = UpstreamThrottled(upstream.name, route.name, status, reason, seconds)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("rate-limit listener failed")
+        self._emit(UpstreamThrottled(upstream.name, route.name, status, reason, seconds))
         if seconds:
             self.hold(checks, seconds)
 
@@ -213,16 +210,11 @@ class Limiter:
                 self._log_shadow(upstream, check)
             else:
                 continue
-            event = LimitDecision(upstream.name, route.name, check.limit.name, outcome)
-            for listener in self._listeners:
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("rate-limit decision listener failed")
+            self._emit(LimitDecision(upstream.name, route.name, check.limit.name, outcome))
 
     def _log_shadow(self, upstream: Upstream, check: Check) -> None:
         """At most one line per limit every few seconds, with how many calls it would have rejected."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         name = f"{upstream.name}/{check.limit.name}"
         since, count = self._shadow_seen.get(name, (now, 0))
         count += 1

@@ -12,11 +12,10 @@ from typing import Any
 from proxy.config import values as v
 from proxy.config.limits import path_captures, read_limits
 from proxy.config.model import DEFAULT_ROUTE, Route
-from proxy.config.policy_values import CONDITIONS, BreakerPolicy, RetryPolicy
+from proxy.config.policy_values import CONDITIONS, TOO_MANY_REQUESTS, BreakerPolicy, RetryPolicy
 from proxy.config.reader import Section
 
 DEFAULT_FAILURE_STATUSES = frozenset(range(500, 600))
-TOO_MANY_REQUESTS = 429
 
 
 def _whole_seconds(value: Any) -> int:

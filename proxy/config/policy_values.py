@@ -42,6 +42,8 @@ KINDS = frozenset({CONNECT_ERROR, TIMEOUT, RESET})
 RATE_LIMITED = "rate_limited"
 """A condition, not a kind: a 429, or any answer the upstream's body marks as throttling."""
 CONDITIONS = KINDS | {RATE_LIMITED}
+TOO_MANY_REQUESTS = 429
+"""The upstream's "slow down": a rate-limit signal, never a breaker failure."""
 DUPLICATE_STATUS = 409
 """What an insert answers when the client-chosen id already exists (Google Calendar's ``duplicate``)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})

@@ -42,12 +42,7 @@ from typing import Any
 from proxy.config.model import SentrySettings
 from proxy.events import BackendChanged, BreakerTransition, RequestEnded
 from proxy.observe.scrub import scrub_breadcrumb, scrub_event
-
-UPSTREAM_FAILURES = frozenset({
-    "connection_refused", "dns_error", "tls_certificate_error", "tls_protocol_error", "connection_terminated",
-    "http_protocol_error", "http_response_incomplete", "connection_timeout", "http_response_timeout",
-})
-"""Proxy-Status error types of an upstream that could not answer (the sidecar's own 502/504)."""
+from proxy.policy.classify import worth_reporting
 
 CLOSE_TIMEOUT = 2.0
 """Longest wait for queued reports at shutdown: a dead Sentry must not hold up a rollout."""
@@ -113,7 +108,7 @@ class SentryReporter:
         if self._sdk is None:
             return
         if isinstance(event, RequestEnded):
-            if event.error in UPSTREAM_FAILURES and event.upstream is not None and event.status in (502, 504):
+            if event.upstream is not None and worth_reporting(event.status, event.error):
                 self._report_failure(event)
         elif isinstance(event, BreakerTransition):
             reason = f": {event.reason}" if event.reason else ""

@@ -1,44 +1,131 @@
-"""What an attempt's result means for the breaker (and, later, for retries): one classifier.
+"""What an attempt's outcome means: the one classifier every consumer asks (pure).
 
-Connect errors, timeouts, broken responses and the route's failure statuses (5xx by default)
-are failures. 429 is a rate-limit signal, never a failure. Any other answer proves the upstream
-alive: a success. Requests the sidecar refused itself say nothing about the upstream.
+An outcome is a status the upstream answered, or the Proxy-Status error type (RFC 9209) of an
+attempt that got no response head. From it alone this module says:
+
+- for the breaker (:func:`breaker_count`): connect errors, timeouts, broken responses and the
+  route's failure statuses (5xx by default) are failures; 429 is a rate-limit signal, never a
+  failure; any other answer proves the upstream alive; what the sidecar refused itself is ignored;
+- for the retry rules (:func:`retry_facts`): which kind it was (``connect_error``, ``timeout``,
+  ``reset``, or the status) and whether the request may have reached the upstream;
+- for the rate limits (:func:`throttle_reason`): whether the upstream said "slow down" (a 429,
+  or a 403 whose small JSON body gives one of Google's throttling reasons), and why;
+- for the observers, from a finished request: whether it is worth a Sentry report
+  (:func:`worth_reporting`) and whether it counts against the upstream's error rate
+  (:func:`upstream_failed`).
+
+The web layer turns aiohttp's exceptions into :mod:`proxy.errors` (which carry the error types);
+it decides nothing about what they mean.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 
-from proxy.errors import ProxyError, UpstreamError
+from proxy.config.policy_values import CONNECT_ERROR, RESET, TIMEOUT, TOO_MANY_REQUESTS
+from proxy.errors import BodyTooLarge, InternalError, NoRoute, RequestRejected
+from proxy.policy.retry import RetryFacts
 
-RATE_LIMITED = 429
+TLS_ERROR = "tls_error"
+"""A retry kind no ``on`` list can name: a TLS failure will fail the same way again."""
+CLIENT_DISCONNECTED = "client_disconnected"
+"""The error type of a request whose client went away before its answer."""
 
 
-class Outcome(str, Enum):
+class BreakerCount(str, Enum):
+    """What one attempt counts as in its route's breaker."""
+
     SUCCESS = "success"
     FAILURE = "failure"
     IGNORED = "ignored"
 
 
-def classify(status: int, error: ProxyError | None, failure_statuses: frozenset[int], *,
-             seconds: float = 0.0, slow_call: float = 0.0) -> Outcome:
-    """``status`` as relayed (0 if none), ``error`` the sidecar's own error if it answered itself."""
+@dataclass(frozen=True)
+class NoAnswer:
+    """What an attempt that got no response head means."""
+
+    kind: str
+    """Its retry kind."""
+    reached: bool
+    """False when the request certainly never reached the upstream (so even a POST may be repeated)."""
+
+
+NO_ANSWER: Mapping[str, NoAnswer] = {
+    "connection_refused": NoAnswer(CONNECT_ERROR, reached=False),
+    "dns_error": NoAnswer(CONNECT_ERROR, reached=False),
+    "connection_timeout": NoAnswer(CONNECT_ERROR, reached=False),
+    "tls_certificate_error": NoAnswer(TLS_ERROR, reached=False),
+    "tls_protocol_error": NoAnswer(TLS_ERROR, reached=False),
+    "http_response_timeout": NoAnswer(TIMEOUT, reached=True),
+    "http_response_incomplete": NoAnswer(RESET, reached=True),
+    "http_protocol_error": NoAnswer(RESET, reached=True),
+    "connection_terminated": NoAnswer(RESET, reached=True),
+}
+"""The error types of an upstream that could not answer an attempt (the sidecar's own 502 and 504)."""
+
+SIDECAR_ANSWERS = frozenset({
+    RequestRejected.proxy_status, NoRoute.proxy_status, BodyTooLarge.proxy_status, InternalError.proxy_status,
+    CLIENT_DISCONNECTED,
+})
+"""Error types of answers the sidecar gave without the upstream's part: rate limits, bad requests,
+its own bugs, a client that left. They say nothing about the upstream."""
+REPORTED_STATUSES = frozenset({502, 504})
+
+
+def breaker_count(status: int, error: str | None, failure_statuses: frozenset[int], *,
+                  seconds: float = 0.0, slow_call: float = 0.0) -> BreakerCount:
+    """``status`` as answered (0 if none), ``error`` the attempt's error type when it got no answer."""
     if error is not None:
-        return Outcome.FAILURE if isinstance(error, UpstreamError) else Outcome.IGNORED
-    if status == RATE_LIMITED:
-        return Outcome.IGNORED
+        return BreakerCount.FAILURE if error in NO_ANSWER else BreakerCount.IGNORED
+    if status == TOO_MANY_REQUESTS:
+        return BreakerCount.IGNORED
     if status in failure_statuses:
-        return Outcome.FAILURE
+        return BreakerCount.FAILURE
     if slow_call and seconds > slow_call:
-        return Outcome.FAILURE
-    return Outcome.SUCCESS
+        return BreakerCount.FAILURE
+    return BreakerCount.SUCCESS
+
+
+def retry_facts(status: int, error: str | None, retry_after: float | None = None,
+                throttled: bool = False) -> RetryFacts:
+    """The facts the retry rules weigh. An error the sidecar raised itself during an attempt keeps its
+    own type as the kind: no ``on`` list names it, so it is never retried."""
+    if error is None:
+        return RetryFacts(status, retry_after=retry_after, throttled=throttled)
+    meaning = NO_ANSWER.get(error)
+    if meaning is None:
+        return RetryFacts(error)
+    return RetryFacts(meaning.kind, reached_upstream=meaning.reached)
+
+
+def worth_reporting(status: int, error: str | None) -> bool:
+    """A final answer worth a Sentry report: the sidecar's own 502/504 because the upstream could not answer."""
+    return error in NO_ANSWER and status in REPORTED_STATUSES
+
+
+def upstream_failed(status: int, error: str | None) -> bool | None:
+    """Did the upstream fail this request, as its callers saw it? None: it says nothing about it.
+
+    A failure is a 5xx (relayed or the sidecar's, breaker fast-fails included) or an error the
+    sidecar set because the upstream could not answer (a body cut short too); 4xx answers are successes.
+    """
+    if error in SIDECAR_ANSWERS:
+        return None
+    return status >= 500 or error is not None
 
 
 THROTTLE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 """Google's 403 reasons that mean "slow down" (``quotaExceeded`` is a daily quota: not a rate signal)."""
 PEEKED_STATUS = 403
 """The one status whose meaning depends on its (small, JSON) body."""
+
+
+def body_decides(status: int) -> bool:
+    """Whether an answer's meaning depends on its body, so the web layer should read a small one whole."""
+    return status == PEEKED_STATUS
 
 
 def google_reasons(error_body: bytes | None) -> list[str] | None:
@@ -58,7 +145,7 @@ def google_reasons(error_body: bytes | None) -> list[str] | None:
 
 def throttle_reason(status: int, error_body: bytes | None) -> str | None:
     """Why the upstream's answer is a throttling signal, or None: ``429``, or Google's 403 reason."""
-    if status == RATE_LIMITED:
+    if status == TOO_MANY_REQUESTS:
         return "429"
     if status != PEEKED_STATUS:
         return None

@@ -9,8 +9,8 @@ Google Calendar event ``id``). A 5xx or a response timeout on Twilio's Messages 
 have sent the SMS: never retried by default.
 
 ``rate_limited`` in ``on`` means "the upstream told us to slow down": a 429, or a 403 whose small
-JSON body gives a throttling reason (Google's ``rateLimitExceeded``); the web layer reads that
-body and reports it as ``AttemptResult.throttled``.
+JSON body gives a throttling reason (Google's ``rateLimitExceeded``): :mod:`proxy.policy.classify`
+says so, and builds the :class:`RetryFacts` these rules weigh.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from proxy.config.policy_values import DUPLICATE_STATUS, RATE_LIMITED, SAFE_METHODS, RetryPolicy
+from proxy.config.policy_values import DUPLICATE_STATUS, RATE_LIMITED, SAFE_METHODS, TOO_MANY_REQUESTS, RetryPolicy
 
 Random = Callable[[], float]
 
+
 @dataclass(frozen=True)
-class AttemptResult:
-    """What one attempt came to, as the retry decision needs it."""
+class RetryFacts:
+    """What one attempt came to, as the retry decision needs it (built by :func:`proxy.policy.classify.retry_facts`)."""
 
     kind: str | int
     """CONNECT_ERROR, TIMEOUT, RESET, or the status code the upstream answered."""
@@ -51,37 +52,39 @@ def backoff(policy: RetryPolicy, retry_number: int, random: Random) -> float:
     return max(0.0, base * (1 + policy.jitter * (2 * random() - 1)))
 
 
-def retryable(policy: RetryPolicy, result: AttemptResult) -> bool:
-    """Is ``result`` one of the conditions in ``policy.on``?"""
-    return result.kind in policy.on or (RATE_LIMITED in policy.on and (result.throttled or result.kind == 429))
+def retryable(policy: RetryPolicy, facts: RetryFacts) -> bool:
+    """Is ``facts`` one of the conditions in ``policy.on``?"""
+    if facts.kind in policy.on:
+        return True
+    return RATE_LIMITED in policy.on and (facts.throttled or facts.kind == TOO_MANY_REQUESTS)
 
 
-def may_repeat(policy: RetryPolicy, method: str, result: AttemptResult, has_idempotency_header: bool) -> bool:
+def may_repeat(policy: RetryPolicy, method: str, facts: RetryFacts, has_idempotency_header: bool) -> bool:
     """Would sending this request again risk doing its side effect twice? ``has_idempotency_header``:
     the request carries the route's idempotency key (header or body field)."""
-    if method in SAFE_METHODS or policy.idempotent or not result.reached_upstream:
+    if method in SAFE_METHODS or policy.idempotent or not facts.reached_upstream:
         return True
-    if isinstance(result.kind, int) and result.kind in policy.not_processed:
+    if isinstance(facts.kind, int) and facts.kind in policy.not_processed:
         return True
     return has_idempotency_header
 
 
-def decide(policy: RetryPolicy, method: str, result: AttemptResult, retry_number: int, elapsed: float,
+def decide(policy: RetryPolicy, method: str, facts: RetryFacts, retry_number: int, elapsed: float,
            has_idempotency_header: bool, random: Random) -> Decision:
-    """Whether to make retry ``retry_number`` after ``result``, ``elapsed`` seconds into the request.
+    """Whether to make retry ``retry_number`` after ``facts``, ``elapsed`` seconds into the request.
 
     The retry budget is asked separately, last, so that a refused retry is counted only once.
     """
-    if not retryable(policy, result):
+    if not retryable(policy, facts):
         return Decision(False, reason="not retryable")
     if retry_number > policy.attempts:
         return Decision(False, reason="attempts exhausted")
-    if not may_repeat(policy, method, result, has_idempotency_header):
+    if not may_repeat(policy, method, facts, has_idempotency_header):
         return Decision(False, reason="not idempotent")
-    if result.retry_after is not None:
-        if result.retry_after > policy.retry_after_max:
+    if facts.retry_after is not None:
+        if facts.retry_after > policy.retry_after_max:
             return Decision(False, reason="retry-after too long")
-        delay = result.retry_after
+        delay = facts.retry_after
     else:
         delay = backoff(policy, retry_number, random)
     if elapsed + delay >= policy.deadline:

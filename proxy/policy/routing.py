@@ -112,6 +112,23 @@ class RouteTable:
         self.has_routes = bool(self._routes)
         self._body_routes = any(route.body for route in upstream.routes)
 
+    def by_head(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        """The route and its captures when the request's method and path decide it: what :meth:`match`
+        gives without a body. ``(None, {})`` when a body condition may decide (:meth:`needs_body`):
+        then read the body and :meth:`match` with its fields. One pass, for the usual request."""
+        first: tuple[Route, dict[str, str]] | None = None
+        for compiled in self._routes:
+            captures = compiled.head_matches(method, path)
+            if captures is None:
+                continue
+            if compiled.route.body:
+                return None, {}
+            if first is None:
+                first = compiled.route, captures
+                if not self._body_routes:
+                    break
+        return first or (self.default, {})
+
     def needs_body(self, method: str, path: str) -> bool:
         """Whether deciding the route for this request means reading its body first."""
         return self._body_routes and any(

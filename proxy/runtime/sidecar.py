@@ -33,6 +33,15 @@ from aiohttp import web
 
 from proxy.config.load import load_config
 from proxy.config.model import Address, Config
+from proxy.config.running import (
+    ChangeDetector,
+    ReloadAttempt,
+    RunningConfig,
+    fingerprint,
+    restart_only_changes,
+    summarize,
+    watched_files,
+)
 from proxy.errors import ConfigError, Problem
 from proxy.events import BackendChanged, ConfigReloaded, EventBus
 from proxy.guard import Guard
@@ -43,15 +52,6 @@ from proxy.observe.gauges import Sampler
 from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
 from proxy.observe.sentry import SentryReporter
-from proxy.config.running import (
-    ReloadAttempt,
-    ChangeDetector,
-    RunningConfig,
-    fingerprint,
-    restart_only_changes,
-    summarize,
-    watched_files,
-)
 from proxy.state.stores import Stores, open_stores
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
@@ -98,8 +98,7 @@ class Sidecar:
         self.access_log = access_log or AccessLog(enabled=config.log.access)
         # Kept across reloads with the stores: retry budgets, and the limiter's local-share buckets.
         self.guard = Guard(self.breakers, emit=self.events.emit)
-        self.limiter = Limiter(self.limits)
-        self.limiter.add_listener(self.events.emit)
+        self.limiter = Limiter(self.limits, emit=self.events.emit)
         self.dataplane = DataPlane(config, self.events, self.access_log, self.guard, self.limiter)
         self._stack.push_async_callback(self._close_planes)  # made here, so closed even if start() never ran
         self._retired: set[DataPlane] = set()

@@ -1,4 +1,5 @@
-"""The data-plane request handler: route, guard (breaker, retries), relay, answer errors, record.
+"""The data-plane request handler: a request passes its stages once each, in order (route, admit
+limits, body, attempts under the breaker, relay); errors are answered and every request recorded.
 
 Served by aiohttp's low-level ``web.Server`` rather than an ``Application``: one handler sees
 every request, including CONNECT and absolute-form targets that a router would 404 before we
@@ -12,40 +13,48 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from aiohttp import web
 
 from proxy.config.model import Config, Route, Upstream
 from proxy.errors import InternalError, ProxyError
 from proxy.events import EventBus, RequestEnded
-from proxy.guard import Attempt, Guard
+from proxy.guard import Guard, Reply
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
-from proxy.policy.classify import PEEKED_STATUS, names_other_conflict, throttle_reason
+from proxy.policy.classify import CLIENT_DISCONNECTED, names_other_conflict, throttle_reason
 from proxy.policy.limitkeys import RequestFacts
 from proxy.policy.ratelimit import Check
 from proxy.policy.retry import body_key, fetch_duplicate, parse_retry_after
 from proxy.policy.routing import BODY_LIMIT, Resolved, Router, RouteTable, parse_body_fields
+from proxy.web.body import BodyStream, check_length, read_small_body, request_body
 from proxy.web.duplicates import DUPLICATE_HEADER, fetch_created
-from proxy.web.forward import (
-    Exchange,
-    UpstreamClient,
-    attempt,
-    check_length,
-    expects_continue,
-    open_body,
-    read_error_body,
-    read_small_body,
-    relay,
-    send_continue,
-)
+from proxy.web.exchange import Exchange
+from proxy.web.forward import UpstreamClient, read_error_body, relay, try_once
 from proxy.web.responses import error_response
 
 log = logging.getLogger("resilience_proxy")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 ATTEMPTS_HEADER = "X-Resilience-Attempts"
 """How many attempts the answer took (1 when it was not retried)."""
+
+
+class Call(NamedTuple):
+    """What each attempt of one request needs; the guard hands it back to :func:`try_upstream` unopened."""
+
+    client: UpstreamClient
+    request: web.BaseRequest
+    url: str
+    body: BodyStream | bytes | None
+    route: Route
+    checks: Sequence[Check]
+    """The request's rate-limit buckets, held if the upstream throttles it."""
+    limiter: Limiter
+
+
+_NO_CHECKS: Sequence[Check] = ()
 
 
 class DataPlane:
@@ -110,7 +119,7 @@ class DataPlane:
         except ConnectionError:
             # The client went away; nothing can reach it, and it is not the sidecar's error.
             # aiohttp finds the transport closed and drops this placeholder quietly.
-            exchange.status, exchange.error = exchange.status or 499, "client_disconnected"
+            exchange.status, exchange.error = exchange.status or 499, CLIENT_DISCONNECTED
             response = web.Response(status=499, reason="Client Closed Request")
         except Exception:
             log.exception("unexpected error while proxying", extra={"request_id": request_id})
@@ -131,82 +140,69 @@ class DataPlane:
 
     async def _proxy(self, request: web.BaseRequest, resolved: Resolved, exchange: Exchange,
                      request_id: str) -> web.StreamResponse:
-        """Choose the route, make the attempts its policies allow, relay the final answer."""
+        """The stages, each entered once and in order: route, admit limits, body, attempts under the
+        breaker, relay."""
         upstream = resolved.upstream
         check_length(request, upstream)
         route, captures, buffered = await self._route(request, resolved)
         exchange.route = route.name
-        checks: list[Check] = []
         added = {"X-Request-Id": request_id}
-        if route.rate_limits:
-            facts = RequestFacts(request.headers, request.remote, captures, self._org_header, self._client_ip_header)
-            checks = self.limiter.checks(upstream, route, facts)
-            if checks:
-                added.update(await self.limiter.admit(upstream, route, checks))
+        checks = await self._admit(request, upstream, route, captures, added) if route.rate_limits else _NO_CHECKS
         retry = route.retry
-        replayable = True
-        if retry.attempts and buffered is None and request.body_exists:
-            buffered = await read_small_body(request, retry.replay_limit)  # kept for replay
-            replayable = buffered is not None
-        if buffered is None and request.body_exists and expects_continue(request):
-            await send_continue(request)
-        body = open_body(request, upstream, exchange, buffered)
-        client, url = self.clients[upstream.name], resolved.url
-
-        async def send(timeout: float) -> Attempt:
-            """One attempt, its failure reported as a value so that the retry rules can weigh it."""
-            started = time.perf_counter()
-            try:
-                answer = await attempt(client, request, url, body, timeout)
-            except ProxyError as error:
-                return Attempt(error=error, seconds=time.perf_counter() - started)
-            result = Attempt(status=answer.status, retry_after=answer.headers.get("Retry-After"),
-                             seconds=time.perf_counter() - started, answer=answer, discard=answer.release)
-            if answer.status == 429 or answer.status == PEEKED_STATUS:
-                await self._throttle_signal(upstream, route, checks, result)
-            return result
-
+        body = await request_body(request, upstream, retry, buffered, exchange)
+        buffered = body if isinstance(body, bytes) else None
         key = body_key(retry, parse_body_fields(request.headers.get("Content-Type", ""), buffered)
                        if retry.idempotent_when_body_has and buffered is not None else None)
         keyed = key is not None or bool(retry.idempotency_header and request.headers.get(retry.idempotency_header))
-        final, exchange.attempts = await self.guard.run(upstream, route, request.method, replayable, keyed, send)
-        if final.error is not None:
-            raise final.error
+        client, url = self.clients[upstream.name], resolved.url
+        final = await self.guard.run(upstream, route, request.method, not isinstance(body, BodyStream), keyed,
+                                     try_upstream, Call(client, request, url, body, route, checks, self.limiter))
+        exchange.attempts = final.number
+        if final.failure is not None:
+            raise final.failure
         exchange.status = final.status
-        added[ATTEMPTS_HEADER] = str(exchange.attempts)
-        if key is not None and fetch_duplicate(retry, final.status, exchange.attempts, key):
-            kept = await read_error_body(final.answer)  # the 409, relayed if the lookup finds nothing
+        added[ATTEMPTS_HEADER] = str(final.number)
+        if key is not None and fetch_duplicate(retry, final.status, final.number, key):
+            kept = await read_error_body(final.response)  # the 409, relayed if the lookup finds nothing
             other = names_other_conflict(kept[1] if kept else None)
             created = None if other else await fetch_created(client, request, url, key, upstream.timeout)
             if created is not None:
-                final.answer.release()
+                final.release()
                 added[DUPLICATE_HEADER] = "fetched"
                 return await relay(created, request, exchange, upstream, added)
             final.body = kept[0] if kept else None
-        return await relay(final.answer, request, exchange, upstream, added, final.body)
-
-    async def _throttle_signal(self, upstream: Upstream, route: Route, checks: list[Check], result: Attempt) -> None:
-        """A 429 (or Google's 403 rateLimitExceeded) is a rate signal: counted, and its Retry-After
-        holds this request's buckets for the fleet."""
-        read = await read_error_body(result.answer) if result.status == PEEKED_STATUS else None
-        if read is not None:
-            result.body = read[0]
-        reason = throttle_reason(result.status, read[1] if read else None)
-        result.throttled = reason is not None
-        if reason is not None:
-            wait = parse_retry_after(result.retry_after, time.time())
-            self.limiter.throttled(upstream, route, checks, result.status, reason, wait)
+        return await relay(final.response, request, exchange, upstream, added, final.body)
 
     async def _route(self, request: web.BaseRequest, resolved: Resolved) -> tuple[Route, dict[str, str], bytes | None]:
         """The request's route, its path captures, and its body if it had to be read to decide (small bodies only)."""
         table = self.routes[resolved.upstream.name]
         if not table.has_routes:
             return table.default, {}, None
-        buffered = fields = None
-        if table.needs_body(request.method, resolved.path):
-            buffered = await read_small_body(request, BODY_LIMIT)
-            if buffered is not None:
-                fields = parse_body_fields(request.headers.get("Content-Type", ""), buffered)
+        route, captures = table.by_head(request.method, resolved.path)
+        if route is not None:
+            return route, captures, None
+        buffered = await read_small_body(request, BODY_LIMIT)
+        fields = parse_body_fields(request.headers.get("Content-Type", ""), buffered) if buffered is not None else None
         route, captures = table.match(request.method, resolved.path, fields)
         return route, captures, buffered
 
+    async def _admit(self, request: web.BaseRequest, upstream: Upstream, route: Route, captures: dict[str, str],
+                     added: dict[str, str]) -> Sequence[Check]:
+        """The route's rate limits: raises when one rejects; adds the RateLimit fields to ``added``."""
+        facts = RequestFacts(request.headers, request.remote, captures, self._org_header, self._client_ip_header)
+        checks, fields = await self.limiter.admit(upstream, route, facts)
+        added.update(fields)
+        return checks
+
+
+async def try_upstream(call: Call, timeout: float) -> Reply:
+    """One attempt, as the guard makes it. A throttling answer is told to the limiter at once, so that
+    the fleet holds the request's buckets from when the upstream said so, while this request may still
+    wait to retry."""
+    reply = await try_once(call.client, call.request, call.url, call.body, timeout)
+    reason = throttle_reason(reply.status, reply.peeked)
+    if reason is not None:
+        reply.throttle = reason
+        call.limiter.throttled(call.client.upstream, call.route, call.checks, reply.status, reason,
+                               parse_retry_after(reply.retry_after, time.time()))
+    return reply

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from aiohttp import ClientResponse, web
 
 from proxy.errors import ProxyError
-from proxy.web.forward import UpstreamClient, attempt
+from proxy.web.forward import UpstreamClient, open_response
 
 DUPLICATE_HEADER = "X-Resilience-Duplicate"
 """``fetched``: the answer is the GET of a resource a retried insert found already created."""
@@ -34,7 +34,7 @@ async def fetch_created(client: UpstreamClient, request: web.BaseRequest, url: s
                         timeout: float) -> ClientResponse | None:
     """The upstream's 2xx answer for the resource ``key`` under ``url``; None when there is none."""
     try:
-        answer = await attempt(client, request, resource_url(url, key), None, timeout, method="GET")
+        answer = await open_response(client, request, resource_url(url, key), None, timeout, method="GET")
     except ProxyError:
         return None
     if 200 <= answer.status < 300:

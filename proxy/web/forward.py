@@ -5,61 +5,37 @@ jar: a shared jar would hand one client's cookies to the next). Bodies are never
 whole: chunks are relayed as they come, and ``write()`` waits while the client is slow.
 The upstream's bytes are relayed as they are: no decompression, no redirects followed.
 
-This is the one place where aiohttp's client exceptions become :mod:`proxy.errors`.
+This is the one place where aiohttp's client exceptions become :mod:`proxy.errors`; what each
+means (a breaker failure, a retry kind) is :mod:`proxy.policy.classify`'s call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import zlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from proxy.config.model import Upstream
-from proxy.errors import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamResponseError, UpstreamTimeout
+from proxy.errors import (
+    BodyTooLarge,
+    ProxyError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResponseError,
+    UpstreamTimeout,
+)
+from proxy.guard import Reply
+from proxy.policy.classify import body_decides
+from proxy.web.body import BodyStream
+from proxy.web.exchange import Exchange
 from proxy.web.headers import HeaderPolicy, to_client
 
-_CHUNK = 64 * 1024
 ERROR_BODY_LIMIT = 16 * 1024
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-@dataclass
-class Exchange:
-    """What the forwarder learnt about one request, for the access log and metrics."""
-
-    status: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    truncated: bool = False
-    """The upstream failed after the response head was sent: the client got a cut-short body."""
-    error: str | None = None
-    """The Proxy-Status error type of a failure, for the access log."""
-    attempts: int = 0
-    route: str | None = None
-
-
-class BodyStream:
-    """The client's request body as an async iterator that enforces the size limit while streaming."""
-
-    def __init__(self, request: web.BaseRequest, limit: int, exchange: Exchange) -> None:
-        self._content = request.content
-        self._limit = limit
-        self._exchange = exchange
-        self.too_large = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._content.iter_chunked(_CHUNK):
-            self._exchange.bytes_in += len(chunk)
-            if self._exchange.bytes_in > self._limit:
-                self.too_large = True
-                raise BodyTooLarge(f"request body over {self._limit} bytes")
-            yield chunk
 
 
 class UpstreamClient:
@@ -85,28 +61,30 @@ class UpstreamClient:
         await self.session.close()
 
 
-def check_length(request: web.BaseRequest, upstream: Upstream) -> None:
-    """Refuse an announced body over the limit before anything is read or sent (413)."""
-    length = request.content_length
-    if length is not None and length > upstream.max_request_body:
-        raise BodyTooLarge(f"request body of {length} bytes is over the limit of {upstream.max_request_body} bytes",
-                           upstream=upstream.name)
-
-
-def open_body(request: web.BaseRequest, upstream: Upstream, exchange: Exchange,
-              buffered: bytes | None) -> BodyStream | bytes | None:
-    """The body to send: bytes already read (replayable), a one-shot stream, or None."""
-    if buffered is not None:
-        exchange.bytes_in = len(buffered)
-        return buffered
-    return BodyStream(request, upstream.max_request_body, exchange) if request.body_exists else None
-
-
 _BODY_HEADERS = ("Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding", "Expect")
 
 
-async def attempt(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
-                  timeout: float, method: str | None = None) -> aiohttp.ClientResponse:
+async def try_once(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
+                   timeout: float) -> Reply:
+    """One try at the upstream, up to its response head, as a value: a failure is reported, not raised,
+    so that the guard can weigh it. An answer whose meaning depends on its body (the classifier says
+    which) has its small JSON body read whole here, to be judged and then relayed as it came."""
+    started = time.perf_counter()
+    try:
+        response = await open_response(client, request, url, body, timeout)
+    except ProxyError as failure:
+        return Reply(failure=failure, seconds=time.perf_counter() - started)
+    reply = Reply(response.status, retry_after=response.headers.get("Retry-After"),
+                  seconds=time.perf_counter() - started, response=response)
+    if body_decides(response.status):
+        read = await read_error_body(response)
+        if read is not None:
+            reply.body, reply.peeked = read
+    return reply
+
+
+async def open_response(client: UpstreamClient, request: web.BaseRequest, url: str, body: BodyStream | bytes | None,
+                        timeout: float, method: str | None = None) -> aiohttp.ClientResponse:
     """Send the request once and wait for the response head; failures raise a ProxyError.
 
     ``method``: send a bodiless request of this method instead (the client's credentials kept),
@@ -192,29 +170,6 @@ async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchan
         return response
     finally:
         answer.release()
-
-
-def expects_continue(request: web.BaseRequest) -> bool:
-    """Whether the client waits for ``100 Continue`` before sending its body."""
-    return request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue"
-
-
-async def send_continue(request: web.BaseRequest) -> None:
-    """Answer ``Expect: 100-continue`` (once we know the request will be forwarded)."""
-    await request.writer.write(_CONTINUE)
-
-
-async def read_small_body(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The whole body if it announces a length up to ``limit``; None (nothing read) otherwise."""
-    length = request.content_length
-    if length is None or length > limit or not request.body_exists:
-        return None
-    if expects_continue(request):
-        await send_continue(request)
-    try:
-        return await request.content.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        raise ConnectionResetError("client closed the connection during the upload") from exc
 
 
 def _translate(exc: BaseException, upstream: Upstream, waiting_for: str,

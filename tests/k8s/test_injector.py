@@ -21,8 +21,8 @@ import trustme
 import yaml
 from aiohttp import web
 
-from proxy.k8s.inject import Options, inject
 from proxy.k8s.certs import server_ssl_context
+from proxy.k8s.inject import Options, inject
 from proxy.k8s.webhook import make_app
 from tests.k8s.helpers import ROOT, kubernetes_validate
 

@@ -9,8 +9,8 @@ import pytest
 
 from proxy.config.policy_values import CONNECT_ERROR, TIMEOUT, RetryPolicy
 from proxy.policy.retry import (
-    AttemptResult,
     RetryBudget,
+    RetryFacts,
     backoff,
     body_key,
     decide,
@@ -48,47 +48,47 @@ def test_retry_after_in_seconds_and_as_an_http_date() -> None:
 
 
 @pytest.mark.parametrize(("method", "result", "retry"), [
-    ("GET", AttemptResult(503), True),
-    ("GET", AttemptResult(TIMEOUT), True),
-    ("GET", AttemptResult(500), False),                                # not in `on`
-    ("POST", AttemptResult(503), False),                               # may have been processed
-    ("POST", AttemptResult(TIMEOUT), False),                           # may have sent the SMS
-    ("POST", AttemptResult(CONNECT_ERROR, reached_upstream=False), True),
-    ("PUT", AttemptResult(503), True),
-    ("DELETE", AttemptResult(502), True),
+    ("GET", RetryFacts(503), True),
+    ("GET", RetryFacts(TIMEOUT), True),
+    ("GET", RetryFacts(500), False),                                # not in `on`
+    ("POST", RetryFacts(503), False),                               # may have been processed
+    ("POST", RetryFacts(TIMEOUT), False),                           # may have sent the SMS
+    ("POST", RetryFacts(CONNECT_ERROR, reached_upstream=False), True),
+    ("PUT", RetryFacts(503), True),
+    ("DELETE", RetryFacts(502), True),
 ])
-def test_side_effects_are_never_repeated(method: str, result: AttemptResult, retry: bool) -> None:
+def test_side_effects_are_never_repeated(method: str, result: RetryFacts, retry: bool) -> None:
     assert decide(POLICY, method, result, 1, 0.0, False, middle).retry is retry
 
 
 def test_post_may_repeat_when_declared_idempotent_proven_unprocessed_or_keyed() -> None:
-    failed = AttemptResult(429)
+    failed = RetryFacts(429)
     assert not decide(POLICY, "POST", failed, 1, 0.0, False, middle).retry
     assert decide(RetryPolicy(not_processed=frozenset({429})), "POST", failed, 1, 0.0, False, middle).retry
-    assert decide(RetryPolicy(idempotent=True), "POST", AttemptResult(503), 1, 0.0, False, middle).retry
-    assert decide(POLICY, "POST", AttemptResult(503), 1, 0.0, True, middle).retry
+    assert decide(RetryPolicy(idempotent=True), "POST", RetryFacts(503), 1, 0.0, False, middle).retry
+    assert decide(POLICY, "POST", RetryFacts(503), 1, 0.0, True, middle).retry
 
 
 def test_retry_after_is_honoured_and_capped() -> None:
-    honoured = decide(POLICY, "GET", AttemptResult(429, retry_after=3.0), 1, 0.0, False, middle)
+    honoured = decide(POLICY, "GET", RetryFacts(429, retry_after=3.0), 1, 0.0, False, middle)
     assert (honoured.retry, honoured.delay) == (True, 3.0)
-    too_long = decide(RetryPolicy(retry_after_max=10), "GET", AttemptResult(503, retry_after=60.0), 1, 0.0, False,
+    too_long = decide(RetryPolicy(retry_after_max=10), "GET", RetryFacts(503, retry_after=60.0), 1, 0.0, False,
                       middle)
     assert (too_long.retry, too_long.reason) == (False, "retry-after too long")
 
 
 def test_a_wait_past_the_deadline_fails_fast() -> None:
     policy = RetryPolicy(deadline=5.0)
-    assert decide(policy, "GET", AttemptResult(503), 3, 0.5, False, middle).retry  # 0.5 + 4 < 5
-    late = decide(policy, "GET", AttemptResult(503), 3, 1.5, False, middle)
+    assert decide(policy, "GET", RetryFacts(503), 3, 0.5, False, middle).retry  # 0.5 + 4 < 5
+    late = decide(policy, "GET", RetryFacts(503), 3, 1.5, False, middle)
     assert (late.retry, late.reason) == (False, "deadline")
-    assert decide(policy, "GET", AttemptResult(429, retry_after=6.0), 1, 0.0, False, middle).reason == "deadline"
+    assert decide(policy, "GET", RetryFacts(429, retry_after=6.0), 1, 0.0, False, middle).reason == "deadline"
 
 
 def test_attempts_run_out() -> None:
-    assert decide(POLICY, "GET", AttemptResult(503), 3, 0.0, False, middle).retry
-    assert decide(POLICY, "GET", AttemptResult(503), 4, 0.0, False, middle).reason == "attempts exhausted"
-    assert decide(RetryPolicy(attempts=0), "GET", AttemptResult(503), 1, 0.0, False, middle).retry is False
+    assert decide(POLICY, "GET", RetryFacts(503), 3, 0.0, False, middle).retry
+    assert decide(POLICY, "GET", RetryFacts(503), 4, 0.0, False, middle).reason == "attempts exhausted"
+    assert decide(RetryPolicy(attempts=0), "GET", RetryFacts(503), 1, 0.0, False, middle).retry is False
 
 
 def test_budget_allows_a_share_of_requests_plus_a_floor() -> None:
@@ -112,12 +112,12 @@ def test_budget_forgets_requests_older_than_its_window() -> None:
 
 def test_rate_limited_matches_429_and_throttling_answers_only() -> None:
     policy = RetryPolicy(on=frozenset({"rate_limited"}), idempotent=True)
-    assert retryable(policy, AttemptResult(429))
-    assert retryable(policy, AttemptResult(403, throttled=True))
-    assert not retryable(policy, AttemptResult(403))  # quotaExceeded and other 403s
-    assert not retryable(RetryPolicy(on=frozenset({503})), AttemptResult(403, throttled=True))
-    assert decide(policy, "POST", AttemptResult(403, throttled=True), 1, 0.0, False, middle).retry
-    assert decide(policy, "POST", AttemptResult(403), 1, 0.0, False, middle).reason == "not retryable"
+    assert retryable(policy, RetryFacts(429))
+    assert retryable(policy, RetryFacts(403, throttled=True))
+    assert not retryable(policy, RetryFacts(403))  # quotaExceeded and other 403s
+    assert not retryable(RetryPolicy(on=frozenset({503})), RetryFacts(403, throttled=True))
+    assert decide(policy, "POST", RetryFacts(403, throttled=True), 1, 0.0, False, middle).retry
+    assert decide(policy, "POST", RetryFacts(403), 1, 0.0, False, middle).reason == "not retryable"
 
 
 def test_body_key_makes_a_post_repeatable_only_when_present() -> None:

@@ -1,12 +1,10 @@
-"""Route matching and failure classification: pure functions, no I/O."""
+"""Route matching: pure functions, no I/O."""
 
 from __future__ import annotations
 
 import pytest
 
 from proxy.config.model import DEFAULT_ROUTE, Route, Upstream
-from proxy.errors import BodyTooLarge, UpstreamConnectError, UpstreamTimeout
-from proxy.policy.classify import Outcome, classify
 from proxy.policy.routing import RouteTable, parse_body_fields
 
 FIVE_XX = frozenset(range(500, 600))
@@ -52,6 +50,18 @@ def test_only_requests_that_could_match_a_body_route_need_their_body_read() -> N
     assert not TABLE.needs_body("POST", "/2010-04-01/Accounts/AC1/Calls.json")
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", MESSAGES), ("GET", MESSAGES), ("GET", "/2010-04-01/Accounts/AC1/Messages/SM9.json"),
+    ("GET", "/2010-04-01/Accounts/AC1/Calls"), ("PUT", "/elsewhere"),
+])
+def test_the_head_decides_the_route_unless_a_body_route_could_match(method: str, path: str) -> None:
+    chosen, captured = TABLE.by_head(method, path)
+    if TABLE.needs_body(method, path):
+        assert (chosen, captured) == (None, {})
+    else:
+        assert (chosen, captured) == TABLE.match(method, path, None)
+
+
 @pytest.mark.parametrize(("content_type", "data", "fields"), [
     ("application/x-www-form-urlencoded", b"To=whatsapp%3A%2B1555&Body=hi+there", {"To": "whatsapp:+1555",
                                                                                   "Body": "hi there"}),
@@ -63,19 +73,3 @@ def test_only_requests_that_could_match_a_body_route_need_their_body_read() -> N
 ])
 def test_body_fields(content_type: str, data: bytes, fields) -> None:  # type: ignore[no-untyped-def]
     assert parse_body_fields(content_type, data) == fields
-
-
-@pytest.mark.parametrize(("status", "error", "outcome"), [
-    (200, None, Outcome.SUCCESS), (201, None, Outcome.SUCCESS), (404, None, Outcome.SUCCESS),
-    (500, None, Outcome.FAILURE), (503, None, Outcome.FAILURE), (429, None, Outcome.IGNORED),
-    (0, UpstreamConnectError("x", upstream="t"), Outcome.FAILURE),
-    (0, UpstreamTimeout("x", upstream="t"), Outcome.FAILURE),
-    (0, BodyTooLarge("x"), Outcome.IGNORED),
-])
-def test_one_classifier_for_every_outcome(status: int, error, outcome: Outcome) -> None:  # type: ignore[no-untyped-def]
-    assert classify(status, error, FIVE_XX) == outcome
-
-
-def test_slow_calls_count_as_failures_when_configured() -> None:
-    assert classify(200, None, FIVE_XX, seconds=3.0, slow_call=2.0) == Outcome.FAILURE
-    assert classify(200, None, FIVE_XX, seconds=3.0, slow_call=0.0) == Outcome.SUCCESS

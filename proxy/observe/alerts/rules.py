@@ -25,33 +25,18 @@ from typing import ClassVar
 from proxy.clock import Clock
 from proxy.config.model import BreakerId, SlackSettings
 from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, ConfigReloaded, RequestEnded
-from proxy.observe.alerts.damping import FlapGate, Flaps, FailureWindow
+from proxy.observe.alerts.damping import FailureWindow, FlapGate, Flaps
+from proxy.policy.classify import upstream_failed
 
-NOT_ABOUT_THE_UPSTREAM = frozenset({
-    "http_request_denied", "destination_not_found", "http_request_error", "client_disconnected",
-    "proxy_internal_error",
-})
-"""Answers the sidecar gave without the upstream's part: rate limits, bad requests, its own bugs."""
 CIRCUIT_OPEN = "destination_unavailable"
 OPEN_STATES = frozenset({"open", "half_open"})
 OVERRIDES = {"forced_open": "forced open", "disabled": "disabled", "closed": "reset"}
 
 
-def request_failed(status: int, error: str | None) -> bool | None:
-    """Did the upstream fail this request, as its callers saw it? None: it says nothing about it.
-
-    A failure is a 5xx (relayed or the sidecar's, breaker fast-fails included) or an error the
-    sidecar set because the upstream could not answer; 4xx answers are successes.
-    """
-    if error in NOT_ABOUT_THE_UPSTREAM:
-        return None
-    return status >= 500 or error is not None
-
-
 def describe_failure(status: int, error: str | None, message: str = "") -> str | None:
     """A short line for "last error", or None when this was no upstream error."""
     if error is not None:
-        if error in NOT_ABOUT_THE_UPSTREAM or error == CIRCUIT_OPEN:
+        if upstream_failed(status, error) is None or error == CIRCUIT_OPEN:
             return None
         return f"{error}: {message}" if message else error
     return f"HTTP {status}" if status >= 500 else None
@@ -223,7 +208,7 @@ class AlertRules:
                 self._last_errors[f"{event.upstream}/{event.route}"] = description
         if not self._settings.error_rate:
             return []
-        failed = request_failed(event.status, event.error)
+        failed = upstream_failed(event.status, event.error)
         return [] if failed is None else self._count(event.upstream, failed)
 
     def _count(self, upstream: str, failed: bool) -> list[Alert]:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.observe.exposition import exposition
 from proxy.config.running import ReloadAttempt, RunningConfig
+from proxy.observe.exposition import exposition
 from proxy.state.base import BreakerStore
 from proxy.web.admin.breakers import add_breaker_routes
 from proxy.web.admin.config import add_config_routes

@@ -21,8 +21,8 @@ from proxy.observe.alerts.rules import (
     BreakerRecovered,
     ErrorRate,
     Flapping,
-    request_failed,
 )
+from proxy.policy.classify import upstream_failed
 
 KEY = "twilio/twilio_sms"
 
@@ -182,7 +182,7 @@ def test_the_error_rate_is_told_once_crossing_above_and_once_back_below() -> Non
 
 
 def test_the_error_rate_window_slides_and_counts_only_what_concerns_the_upstream() -> None:
-    assert [request_failed(*case) for case in [
+    assert [upstream_failed(*case) for case in [
         (503, None), (502, "connection_refused"), (503, "destination_unavailable"), (200, None), (404, None),
         (429, None), (429, "http_request_denied"), (499, "client_disconnected"), (500, "proxy_internal_error"),
     ]] == [True, True, True, False, False, False, None, None, None]
