@@ -80,6 +80,11 @@ class UpstreamClient:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.timeout),
             raise_for_status=False,
         )
+        # aiohttp resends a GET/PUT/DELETE once, silently, when the connection drops: an attempt that
+        # the retry policy, its budget and the breaker never see (and a second send with retries
+        # off). The sidecar's own retries decide on ``reset``. No public switch: its test client
+        # sets the same attribute.
+        self.session._retry_connection = False
 
     async def close(self) -> None:
         await self.session.close()

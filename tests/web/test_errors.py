@@ -42,6 +42,22 @@ async def test_reset_before_the_response_head_is_a_502(http: aiohttp.ClientSessi
             assert_proxy_error(response, 502, "connection_terminated", await response.json())
 
 
+async def test_a_dropped_get_put_or_delete_is_sent_once_when_retries_are_off(
+        http: aiohttp.ClientSession, start_sidecar: StartSidecar) -> None:
+    """``retry: false`` means one send: the HTTP client must not repeat an idempotent request behind
+    the sidecar's back (uncounted by attempts, budget and breaker)."""
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.transport.abort()
+
+    async with RawUpstream(reset) as upstream:
+        sidecar = await start_sidecar({"flaky": {"url": upstream.url, "prefix": "/flaky"}})
+        for method in ("GET", "PUT", "DELETE"):
+            upstream.connections = 0
+            async with http.request(method, base_url(sidecar) + "/flaky/x") as response:
+                assert (response.status, upstream.connections) == (502, 1), method
+
+
 async def test_garbage_instead_of_http_is_a_502(http: aiohttp.ClientSession, start_sidecar: StartSidecar) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request_head(reader)
