@@ -247,11 +247,18 @@ def _translate(exc: BaseException, upstream: Upstream, waiting_for: str,
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamResponseError(f"{name}: response body cut short", upstream=name)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return UpstreamResponseError(f"{name}: invalid HTTP response ({exc.message})", upstream=name,
+        return UpstreamResponseError(f"{name}: invalid HTTP response ({_parser_reason(exc.message)})", upstream=name,
                                      proxy_status="http_protocol_error")
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
         return UpstreamResponseError(f"{name}: connection closed before {waiting_for}", upstream=name,
                                      proxy_status="connection_terminated")
     if isinstance(exc, aiohttp.ClientError):
-        return UpstreamResponseError(f"{name}: {type(exc).__name__}: {exc}", upstream=name)
+        return UpstreamResponseError(f"{name}: {type(exc).__name__}", upstream=name)  # its text may hold the URL's query
     return None
+
+
+def _parser_reason(message: str) -> str:
+    """The parser's reason without the bytes it quotes (``Invalid header value char:\n\n  b'Set-Cookie: ...'``):
+    the message reaches the client, the logs, Sentry and Slack, and the quoted line may hold a secret."""
+    reason = message.split("\n", 1)[0].split("'", 1)[0].split('"', 1)[0].strip().rstrip(":").strip()
+    return reason[:120] or "unreadable"
