@@ -50,6 +50,7 @@ from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
+from proxy.web.tls import upstream_context
 
 log = logging.getLogger("resilience_proxy")
 # Well above the idle reuse window of the SDKs' HTTP clients, so that a client never sends a
@@ -295,7 +296,7 @@ def unusable_ca_bundles(config: Config) -> list[Problem]:
     for upstream in config.upstreams:
         if upstream.ca_bundle:
             try:
-                ssl.create_default_context(cafile=upstream.ca_bundle)
+                upstream_context(upstream.ca_bundle)
             except (OSError, ssl.SSLError) as error:
                 problems.append(Problem(upstream.source, 0, 0, f"upstreams.{upstream.name}.ca_bundle",
                                         f"cannot load {upstream.ca_bundle}: {error}"))

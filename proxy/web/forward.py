@@ -11,7 +11,6 @@ This is the one place where aiohttp's client exceptions become :mod:`proxy.error
 from __future__ import annotations
 
 import asyncio
-import ssl
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from yarl import URL
 from proxy.config.model import Upstream
 from proxy.errors import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamResponseError, UpstreamTimeout
 from proxy.web.headers import HeaderPolicy, to_client
+from proxy.web.tls import upstream_context
 
 _CHUNK = 64 * 1024
 ERROR_BODY_LIMIT = 16 * 1024
@@ -68,7 +68,7 @@ class UpstreamClient:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.headers = HeaderPolicy(upstream)
-        context = ssl.create_default_context(cafile=upstream.ca_bundle)
+        context = upstream_context(upstream.ca_bundle)  # the system's CAs plus the bundle's
         connector = aiohttp.TCPConnector(
             limit=upstream.max_connections, ttl_dns_cache=60, ssl=context, enable_cleanup_closed=True
         )
