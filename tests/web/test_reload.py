@@ -218,7 +218,8 @@ async def test_a_ca_bundle_without_a_certificate_refuses_the_reload(  # type: ig
     plane = sidecar.dataplane
     status, body = await reload(http, sidecar)
     assert status == 422 and len(body["problems"]) == 1
-    assert body["problems"][0].startswith(f"{policy}: upstreams.tls.ca_bundle: cannot load {policy.parent / 'ca.pem'}: ")
+    assert body["problems"][0] == f"{policy}:6:5: upstreams.tls.ca_bundle: cannot load {policy.parent / 'ca.pem'}: " \
+                                  "no PEM certificate in it"
     assert sidecar.dataplane is plane
 
 
