@@ -76,10 +76,9 @@ async def test_any_aiohttp_server_in_the_process_is_covered(caplog: pytest.LogCa
         with caplog.at_level(logging.DEBUG, logger="aiohttp"):
             for request in MALFORMED:
                 assert (await send_raw(port, request)).status == 400
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"http://127.0.0.1:{port}/?key=SECRETKEY",
-                                    headers={"Referer": "SECRETHEADER"}) as response:
-                    assert response.status == 404
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/?key=SECRETKEY",
+                                headers={"Referer": "SECRETHEADER"}) as response:
+                assert response.status == 404
     finally:
         await runner.cleanup()
     records = [r for r in caplog.records if r.name.startswith("aiohttp")]
@@ -88,15 +87,14 @@ async def test_any_aiohttp_server_in_the_process_is_covered(caplog: pytest.LogCa
 
 
 async def test_sentry_sees_no_byte_of_a_malformed_request(
-        start_sidecar: StartSidecar, fake_sentry: FakeSentry) -> None:
+        start_sidecar: StartSidecar, fake_sentry: FakeSentry, http: aiohttp.ClientSession) -> None:
     sidecar = await start_sidecar({"api": {"url": f"http://127.0.0.1:{free_port()}", "prefix": "/api"}},
                                   errors={"sentry": {"dsn": fake_sentry.dsn, "environment": "test"}})
     port = int(base_url(sidecar).rsplit(":", 1)[1])
     for request in MALFORMED:
         assert (await send_raw(port, request)).status == 400
-    async with aiohttp.ClientSession() as http:  # an upstream failure: one event, carrying the breadcrumbs
-        async with http.get(base_url(sidecar) + "/api/x") as response:
-            assert response.status == 502
+    async with http.get(base_url(sidecar) + "/api/x") as response:  # one event, carrying the breadcrumbs
+        assert response.status == 502
     await flush()
     [event] = fake_sentry.events
     crumbs = [crumb for crumb in event["breadcrumbs"]["values"] if crumb.get("category") == "aiohttp.server"]

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
-from aiohttp import web
 from yarl import URL
 
 from tests.conftest import StartSidecar, base_url, free_port
@@ -166,37 +162,6 @@ async def test_never_an_open_proxy(start_sidecar: StartSidecar, request_bytes: b
     assert response.header("Proxy-Status").startswith("resilience-proxy; error=")
     assert json.loads(response.body)["status"] == status
     assert hits == 0
-
-
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-async def test_upstream_tls_is_verified_and_a_ca_bundle_can_be_added(
-    http: aiohttp.ClientSession, start_sidecar: StartSidecar, aiohttp_server, tls_ca: trustme.CA, tmp_path: Path,
-) -> None:  # type: ignore[no-untyped-def]
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    app = web.Application()
-
-    async def secure(_: web.Request) -> web.Response:
-        return web.json_response({"secure": True})
-
-    app.router.add_get("/{tail:.*}", secure)
-    server = await aiohttp_server(app, ssl=server_context)
-    (tmp_path / "policies").mkdir(exist_ok=True)
-    tls_ca.cert_pem.write_to_path(str(tmp_path / "policies" / "ca.pem"))
-
-    trusted = await start_sidecar({
-        "secure": {"url": f"https://127.0.0.1:{server.port}", "prefix": "/secure", "ca_bundle": "ca.pem"},
-        "untrusted": {"url": f"https://127.0.0.1:{server.port}", "prefix": "/untrusted"},
-    })
-    async with http.get(base_url(trusted) + "/secure/x") as response:
-        assert response.status == 200
-        assert await response.json() == {"secure": True}
-    async with http.get(base_url(trusted) + "/untrusted/x") as response:
-        assert_proxy_error(response, 502, "tls_certificate_error", await response.json())
 
 
 async def test_no_connection_in_time_is_a_504_connection_timeout(

@@ -4,15 +4,14 @@ as it came; none becomes the sidecar's own 500."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import StartSidecar, base_url
+from tests.conftest import StartSidecar, admin_url, base_url
 from tests.rawhttp import RawUpstream, read_request_head, send_raw
 
 FAST = {"initial": "50ms", "multiplier": 1, "max": "50ms", "jitter": 0}
@@ -111,3 +110,13 @@ async def test_an_upstream_header_with_a_control_character_is_left_out_and_the_a
         async with http.post(base_url(sidecar) + "/api/x", data=b"To=x") as response:
             assert (response.status, await response.read()) == (201, b"{}")
             assert response.headers["X-Kept"] == "yes" and "Set-Cookie" not in response.headers
+
+
+@pytest.mark.parametrize(("body", "status"), [(DEEP_JSON, 400), (b"\xff\xfe", 400), (b"[1, 2]", 200)])
+async def test_an_admin_body_that_is_not_json_is_a_400_never_a_500(
+        body: bytes, status: int, http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    sidecar = await start_sidecar({"api": {"url": url, "prefix": "/api"}}, admin={"listen": "127.0.0.1:0", "token": "t"})
+    async with http.post(admin_url(sidecar) + "/admin/breakers/api/default/force-open", data=body,
+                         headers={"Authorization": "Bearer t", "Content-Type": "application/json"}) as response:
+        assert response.status == status

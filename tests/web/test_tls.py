@@ -1,4 +1,4 @@
-"""``ca_bundle`` adds CAs to the system's trust store; it never replaces it.
+"""Upstream TLS is always verified; ``ca_bundle`` adds CAs to the system's trust store, never replaces it.
 
 The "system store" here is the machine's own CA file plus one test CA, given to OpenSSL through
 ``SSL_CERT_FILE`` (which is where ``ssl.create_default_context()`` looks first), so that a server
