@@ -112,7 +112,8 @@ async def test_an_upstream_header_with_a_control_character_is_left_out_and_the_a
             assert response.headers["X-Kept"] == "yes" and "Set-Cookie" not in response.headers
 
 
-@pytest.mark.parametrize(("body", "status"), [(DEEP_JSON, 400), (b"\xff\xfe", 400), (b"[1, 2]", 200)])
+@pytest.mark.parametrize(("body", "status"), [(DEEP_JSON, 400), (b"\xff\xfe", 400), (b"[1, 2]", 200)],
+                         ids=["nested-5000-deep", "not-utf8", "not-an-object"])
 async def test_an_admin_body_that_is_not_json_is_a_400_never_a_500(
         body: bytes, status: int, http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted) -> None:  # type: ignore[no-untyped-def]
     _, url = scripted
