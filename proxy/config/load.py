@@ -27,7 +27,7 @@ from proxy.config.model import (
 )
 from proxy.config.policies import read_routes
 from proxy.config.reader import Section
-from proxy.config.yamltree import Mark, YNode, parse_yaml
+from proxy.config.yamltree import Mark, YNode, decode, parse_yaml
 from proxy.errors import ConfigError, Problem
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -48,7 +48,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     config_file = Path(path)
     root = _read(config_file, environ, problems)
     if root is None:
-        raise ConfigError(problems or [Problem(shown_path(config_file), 0, 0, "", "empty configuration file")])
+        raise ConfigError(problems or [Problem(shown_path(config_file), 1, 1, "",
+                                               "empty configuration file (write {} for every default)")])
 
     top = Section(root, "", problems)
     listen = top.get("listen", v.address, v.address(DEFAULT_LISTEN))
@@ -88,7 +89,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     for policy_file in policy_files:
         declared.extend(_read_policy_file(policy_file, environ, problems,
                                           tuple(h for h in (org_header, client_ip_header) if h)))
-    _check_unique(declared, problems, shown_path(config_file))
+    _check_unique(declared, problems, top.mark_of("policies") if top.has("policies") else Mark(root.mark.file, 1, 1))
     upstreams = [d.upstream for d in declared]
 
     if problems:
@@ -122,11 +123,12 @@ def policy_trees(config: Config, environ: Mapping[str, str] | None = None) -> di
 
 def _read(file: Path, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(shown_path(file), 0, 0, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
+        data = file.read_bytes()
+    except OSError as exc:
+        problems.append(Problem(shown_path(file), 0, 0, "", f"cannot read: {exc.strerror or exc}"))
         return None
-    return parse_yaml(text, shown_path(file), environ, problems)
+    text = decode(data, shown_path(file), problems)
+    return None if text is None else parse_yaml(text, shown_path(file), environ, problems)
 
 
 def _policy_files(top: Section, base: Path, problems: list[Problem]) -> list[Path]:
@@ -174,16 +176,6 @@ def _read_policy_file(
     return declared
 
 
-def _unusable_ca_bundle(path: Path) -> str:
-    """Why ``path`` holds no usable CA certificate (unreadable, not PEM, no certificate); "" when it does.
-    Checked here so that ``validate`` and a reload refuse it, rather than a data plane half built around it."""
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except (OSError, ssl.SSLError) as error:
-        return str(error) or type(error).__name__
-    return ""
-
-
 def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str, ...]) -> Upstream:
     """``sidecar_headers`` (the org and client IP headers) are the sidecar's: never sent upstream."""
     ca_bundle = s.get("ca_bundle", v.text, None)
@@ -192,7 +184,7 @@ def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str
         if not resolved.is_file():
             s.error(s.mark_of("ca_bundle"), f"{s.path}.ca_bundle", f"no such file: {shown_path(resolved)}")
         else:
-            unusable = _unusable_ca_bundle(resolved)
+            unusable = _unusable_ca_file(resolved)
             if unusable:
                 s.error(s.mark_of("ca_bundle"), f"{s.path}.ca_bundle", f"cannot load {shown_path(resolved)}: {unusable}")
         ca_bundle = str(resolved)
@@ -215,6 +207,18 @@ def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str
     routes, default_route = read_routes(s)
     s.finish()
     return dataclasses.replace(upstream, routes=routes, default_route=default_route)
+
+
+def _unusable_ca_file(path: Path) -> str:
+    """Why ``path`` gives no CA certificate to trust ("" when it does): checked here, where the
+    problem can name its line, rather than when the first connection fails."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except ssl.SSLError:
+        return "no PEM certificate in it"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
 
 
 def _read_slack(alerts: Section) -> SlackSettings | None:
@@ -273,9 +277,10 @@ def _positive(parse):  # type: ignore[no-untyped-def]
     return check
 
 
-def _check_unique(declared: list[_Declared], problems: list[Problem], config_file: str) -> None:
+def _check_unique(declared: list[_Declared], problems: list[Problem], policies_at: Mark) -> None:
     if not declared and not problems:
-        problems.append(Problem(config_file, 0, 0, "policies", "no upstreams defined in any policy file"))
+        problems.append(Problem(policies_at.file, policies_at.line, policies_at.column, "policies",
+                                "no upstreams defined in any policy file"))
     names: dict[str, _Declared] = {}
     prefixes: dict[str, _Declared] = {}
     for d in declared:

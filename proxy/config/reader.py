@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from proxy.config.yamltree import Mark, YNode
+from proxy.config.yamltree import Mark, YNode, typed_scalar
 from proxy.errors import Problem
 
 T = TypeVar("T")
@@ -54,10 +54,12 @@ class Section:
                     self.error(self.at, self._child_path(key), "is required")
                 return None  # type: ignore[return-value]
             return default
+        if node.unset:  # its unset ${VAR} is the problem, reported where the YAML was read
+            return default if default is not _MISSING else None  # type: ignore[return-value]
         try:
-            return parse(node.value)
+            return _parse(parse, node)
         except ValueError as exc:
-            self.error(self.mark_of(key), self._child_path(key), str(exc))
+            self.error(self.mark_of(key), self._child_path(key), _expanded(str(exc), node))
             return default if default is not _MISSING else None  # type: ignore[return-value]
 
     def section(self, key: str, *, required: bool = False) -> Section:
@@ -98,11 +100,13 @@ class Section:
         items = node.value if isinstance(node.value, list) else [node]
         parsed: list[T] = []
         for index, item in enumerate(items):
+            if item.unset:
+                continue
             try:
-                parsed.append(parse(item.value))
+                parsed.append(_parse(parse, item))
             except ValueError as exc:
                 where = item.mark if isinstance(node.value, list) else self.mark_of(key)
-                self.error(where, f"{self._child_path(key)}[{index}]", str(exc))
+                self.error(where, f"{self._child_path(key)}[{index}]", _expanded(str(exc), item))
         return tuple(parsed)
 
     def finish(self) -> None:
@@ -112,6 +116,33 @@ class Section:
         for key in self._node.value:
             if key not in self._seen:
                 self.error(self.mark_of(key), self._child_path(key), "unknown key")
+
+
+def _from_environment(node: YNode) -> bool:
+    return node.raw is not None and "${" in node.raw and node.raw != node.value
+
+
+def _parse(parse: Callable[[Any], T], node: YNode) -> T:
+    """``parse`` of the value; a value expanded from ``${VAR}`` that is refused as text is tried once
+    more as the number or boolean it spells (the environment holds only text)."""
+    try:
+        return parse(node.value)
+    except ValueError:
+        typed = typed_scalar(node.value) if _from_environment(node) and isinstance(node.value, str) else None
+        if typed is None:
+            raise
+        try:
+            return parse(typed)
+        except ValueError:
+            pass
+        raise
+
+
+def _expanded(message: str, node: YNode) -> str:
+    """A message about a value that came from the environment says so: the file shows only ``${VAR}``."""
+    if _from_environment(node):
+        return f"{message} (from {node.raw})"
+    return message
 
 
 def _kind(value: Any) -> str:

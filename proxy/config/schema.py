@@ -210,7 +210,8 @@ UPSTREAM = obj("A third-party API reached through `prefix` on the sidecar.", {
     "connect_timeout": duration("Connecting, TLS included."),
     "max_request_body": size("Larger request bodies are refused with 413."),
     "max_connections": integer(1, "Open connections to this upstream."),
-    "ca_bundle": text("Extra CA certificates (PEM), relative to the policy file.", "ca.pem"),
+    "ca_bundle": text("CA certificates (PEM) trusted in addition to the system's, relative to the policy file.",
+                      "ca.pem"),
     "forwarded_headers": boolean("Send X-Forwarded-* (off: they tell a third party internal addresses)."),
     "strip_headers": one_or_list(HEADER, "Request headers never sent to this upstream."),
     "error_format": {"enum": list(ERROR_FORMATS), "examples": ["twilio"], "description": "Shape of the errors the "

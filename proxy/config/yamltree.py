@@ -34,8 +34,10 @@ class YNode:
     value: Any
     mark: Mark
     raw: str | None = None
-    """The scalar as written, for error messages (``'30'`` rather than ``30``)."""
+    """The scalar as written, for error messages (``'30'`` rather than ``30``, ``${VAR}`` when expanded)."""
     key_marks: dict[str, Mark] = field(default_factory=dict)
+    unset: bool = False
+    """A ``${VAR}`` in it could not be expanded: already reported, so readers skip the value."""
 
 
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -62,10 +64,38 @@ def expand_env(text: str, environ: Mapping[str, str]) -> str:
     return _ENV.sub(substitute, text)
 
 
+def position_of(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of ``text[index]``, counted as PyYAML counts them (its marks and ours agree):
+    ``\n``, NEL, LS, PS and a lone ``\r`` end a line; a byte order mark takes no column."""
+    line, column = 1, 1
+    for i, ch in enumerate(text[:index]):
+        if ch in "\n\x85\u2028\u2029" or (ch == "\r" and text[i + 1:i + 2] != "\n"):
+            line, column = line + 1, 1
+        elif ch != "\ufeff":
+            column += 1
+    return line, column
+
+
+def decode(data: bytes, file: str, problems: list[Problem]) -> str | None:
+    """The file's bytes as UTF-8 text; bytes that are not UTF-8 are a problem at their line and column."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = position_of(data[:exc.start].decode("utf-8"), exc.start)
+        problems.append(Problem(file, line, column, "", f"not UTF-8: byte 0x{data[exc.start]:02x} (save the file as UTF-8)"))
+        return None
+
+
 def parse_yaml(text: str, file: str, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
     """Parse one YAML document; problems (syntax, duplicates, unset variables) are appended, not raised."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids anywhere: no mark, only a position
+        line, column = position_of(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problems.append(Problem(file, line, column, "", f"invalid YAML: character U+{code:04X} is not allowed "
+                                                        f"(in a double-quoted string write it as \\u{code:04x})"))
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -106,9 +136,23 @@ def _convert(node: yaml.Node, file: str, environ: Mapping[str, str], problems: l
         items = [_convert(item, file, environ, problems, f"{path}[{i}]") for i, item in enumerate(node.value)]
         return YNode(items, mark)
     value = _constructor.construct_object(node, deep=True)
-    if isinstance(value, str):
+    if isinstance(value, str) and "$" in value:
         try:
-            value = expand_env(value, environ)
+            expanded = expand_env(value, environ)
         except EnvError as exc:
             problems.append(Problem(file, mark.line, mark.column, path, str(exc)))
+            return YNode(value, mark, raw=node.value, unset=True)
+        value = expanded
     return YNode(value, mark, raw=node.value)
+
+
+_TYPED = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"})
+
+
+def typed_scalar(text: str) -> Any:
+    """``text`` read as a plain YAML scalar would be when it is a number or a boolean, else None.
+
+    The environment only holds text: ``max_connections: ${N}`` with N=100 must still be the number
+    100. Readers try this only after the text itself was refused, so a token ``0123`` stays text."""
+    tag = _constructor.resolve(yaml.ScalarNode, text, (True, False))
+    return _constructor.construct_object(yaml.ScalarNode(tag, text), deep=True) if tag in _TYPED else None

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from proxy.events import BreakerTransition
+from proxy.observe.library_logs import protect_library_logs
 from proxy.observe.scrub import scrub_text, scrub_value
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -35,11 +36,15 @@ class JsonFormatter(logging.Formatter):
                 line[key] = scrub_value(value, key)
         if record.exc_info:
             line["exc"] = scrub_text(self.formatException(record.exc_info))
+        elif record.exc_text:  # a traceback already rendered (library records, see library_logs)
+            line["exc"] = scrub_text(record.exc_text)
         return json.dumps(line, default=str, separators=(",", ":"))
 
 
 def configure_logging(level: str) -> None:
-    """Send every log record to stderr as JSON."""
+    """Send every log record to stderr as JSON; what libraries log about client requests is cut
+    to what happened, never what was sent (:mod:`proxy.observe.library_logs`)."""
+    protect_library_logs()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

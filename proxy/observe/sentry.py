@@ -41,6 +41,7 @@ from typing import Any
 
 from proxy.config.model import SentrySettings
 from proxy.events import BackendChanged, BreakerTransition, RequestEnded
+from proxy.observe.library_logs import protect_library_logs
 from proxy.observe.scrub import scrub_breadcrumb, scrub_event
 from proxy.policy.classify import worth_reporting
 
@@ -100,6 +101,7 @@ class SentryReporter:
         """Initialise sentry-sdk (global state: one reporter per process)."""
         import sentry_sdk
 
+        protect_library_logs()  # its logging integration reads aiohttp's records too
         sentry_sdk.init(**sdk_options(self.settings))
         self._sdk, self._client = sentry_sdk, sentry_sdk.get_client()
 

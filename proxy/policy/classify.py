@@ -134,7 +134,7 @@ def google_reasons(error_body: bytes | None) -> list[str] | None:
         return None
     try:
         parsed = json.loads(error_body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: the upstream's JSON nested past the stack
         return None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     details = error.get("errors") if isinstance(error, dict) else None

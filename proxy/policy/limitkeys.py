@@ -6,7 +6,6 @@ Pure: the web layer hands over headers, the peer address and the route's path ca
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,8 +67,8 @@ def basic_auth_user(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text ("string argument should
+        return None     # contain only ASCII characters"): a client's header, whatever it holds
     user, _, _ = decoded.partition(":")
     return user or None
 

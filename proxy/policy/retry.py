@@ -16,6 +16,7 @@ says so, and builds the :class:`RetryFacts` these rules weigh.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from typing import Any
 from proxy.config.policy_values import DUPLICATE_STATUS, RATE_LIMITED, SAFE_METHODS, TOO_MANY_REQUESTS, RetryPolicy
 
 Random = Callable[[], float]
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+"""delay-seconds: ASCII digits only (``\\d`` would take any script's digits)."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +110,19 @@ def body_key(policy: RetryPolicy, fields: Mapping[str, Any] | None) -> str | Non
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """RFC 9110 ``Retry-After``: delay-seconds or an HTTP-date; None when absent or unreadable."""
+    """RFC 9110 ``Retry-After``: delay-seconds (ASCII digits) or an HTTP-date; None when absent or
+    anything else. Strict because the header is the upstream's: ``'²'`` and ``'٣'`` pass
+    ``str.isdigit()`` and ``int()`` reads Arabic-Indic digits, none of which is a delay."""
     if not value:
         return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
+    text = value.strip(" \t")
+    if not text.isascii():
+        return None
+    if _DELAY_SECONDS.fullmatch(text):
+        return float(text)  # inf for an absurd count of digits: longer than any wait allowed
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None or when.tzinfo is None:
         return None

@@ -166,6 +166,6 @@ def parse_body_fields(content_type: str, data: bytes) -> Mapping[str, Any] | Non
         if media == "application/json" or media.endswith("+json"):
             parsed = json.loads(data)
             return parsed if isinstance(parsed, dict) else None
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack allows
         return None
     return None

@@ -9,10 +9,14 @@ would reveal internal addresses.
 
 from __future__ import annotations
 
+import re
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config.model import Upstream
 
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What aiohttp's server refuses to write in a header (any control character but HTAB)."""
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
      "te", "trailer", "transfer-encoding", "upgrade"}
@@ -43,8 +47,16 @@ class HeaderPolicy:
 
 
 def to_client(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers as the client gets them (duplicates such as Set-Cookie kept)."""
-    return _filtered(incoming, HOP_BY_HOP)
+    """The upstream's response headers as the client gets them (duplicates such as Set-Cookie kept).
+
+    A field holding a control character (RFC 9110 forbids them; aiohttp's client parser lets some
+    through, its server refuses to write them) is left out: the rest of the answer still reaches
+    the client, which matters when it reports a POST that was done (a 502 would invite a resend)."""
+    out = _filtered(incoming, HOP_BY_HOP)
+    if any(_FORBIDDEN.search(name) or _FORBIDDEN.search(value) for name, value in out.items()):
+        out = CIMultiDict((name, value) for name, value in out.items()
+                          if not (_FORBIDDEN.search(name) or _FORBIDDEN.search(value)))
+    return out
 
 
 def _filtered(incoming: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:

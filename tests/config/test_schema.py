@@ -109,7 +109,7 @@ def key_paths(schema: dict[str, Any], document: Any, path: tuple[Any, ...] = ())
 
 @pytest.fixture
 def full(tmp_path: Path) -> dict[str, Any]:
-    (tmp_path / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())  # the loader checks it holds a certificate
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))  # the loader reads the bundle
     document = example(SCHEMA, itertools.count())
     document["upstreams"]["x"]["routes"][0]["path"] = "/a/{id}"
     return document

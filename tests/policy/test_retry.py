@@ -47,6 +47,16 @@ def test_retry_after_in_seconds_and_as_an_http_date() -> None:
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
 
 
+@pytest.mark.parametrize("value", ["²", "٣", "３", "1.5", "-1", "+3", "1e3", "0x10", "1_0", "nan", "inf", "3 s",
+                                   "Wed, ٢١ Oct 2026 07:28:00 GMT", "Wed, 21 Oct 99999 07:28:00 GMT", "Wed, 21 Oct 2026"])
+def test_a_retry_after_that_is_not_ascii_digits_or_an_http_date_is_ignored(value: str) -> None:
+    assert parse_retry_after(value, 1_800_000_000.0) is None
+
+
+def test_a_retry_after_of_absurd_length_is_longer_than_any_wait() -> None:
+    assert parse_retry_after("9" * 5000, 0.0) == float("inf") and parse_retry_after(" 12\t", 0.0) == 12.0
+
+
 @pytest.mark.parametrize(("method", "result", "retry"), [
     ("GET", RetryFacts(503), True),
     ("GET", RetryFacts(TIMEOUT), True),

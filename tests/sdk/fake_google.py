@@ -2,7 +2,8 @@
 
 ``script`` holds what the next calls answer, per operation (``freebusy``/``insert``): ``"ok"``,
 ``"store-then-503"`` (the event is stored, then the answer fails, as after a lost response),
-``"store-then-hang"`` (stored, answered after ``HANG`` seconds), or
+``"store-then-hang"`` (stored, answered after ``HANG`` seconds), ``"store-then-drop"`` (stored, then
+the connection is closed without a byte of answer: the reply lost on the way), or
 a reason (``rateLimitExceeded``, ``quotaExceeded``, ``backendError``) answered as Google does.
 A repeated insert of an event id answers 409 ``duplicate``, as Google does.
 """
@@ -14,6 +15,8 @@ import json
 from typing import Any
 
 from aiohttp import web
+
+from tests.sdk.fake_twilio import drop
 
 HANG = 0.6
 """How long ``"store-then-hang"`` takes to answer: longer than the tests' upstream timeout."""
@@ -59,7 +62,7 @@ class FakeCalendar:
 
     async def insert(self, request: web.Request) -> web.Response:
         step = self._step("insert")
-        if step not in ("ok", "store-then-503", "store-then-hang"):
+        if step not in ("ok", "store-then-503", "store-then-hang", "store-then-drop"):
             return google_error(step)
         event = json.loads(await request.read())
         event_id = event.setdefault("id", f"generated{len(self.events)}")
@@ -69,6 +72,8 @@ class FakeCalendar:
         self.events[event_id] = event
         if step == "store-then-503":
             return google_error("backendError")
+        if step == "store-then-drop":
+            drop(request)
         if step == "store-then-hang":
             await asyncio.sleep(HANG)
         return web.json_response(event)

@@ -1,8 +1,9 @@
 """A loopback Twilio: Messages create, fetch and list in Twilio's JSON, errors in Twilio's shape.
 
 ``script`` holds what the next Messages POSTs answer, per channel (``sms``/``whatsapp``):
-``"ok"``, ``"hang"`` (accepted, answered after ``HANG`` seconds), or an HTTP status whose Twilio
-error body is sent instead (429 as error 20429).
+``"ok"``, ``"hang"`` (accepted, answered after ``HANG`` seconds), ``"drop"`` (accepted, then the
+connection closed without an answer), or an HTTP status whose Twilio error body is sent instead
+(429 as error 20429). ``read_script`` likewise for the next GETs (a status, or ``"drop"``).
 A 500 is answered after the message was accepted, as a real one might be.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -27,13 +28,20 @@ def twilio_error(status: int) -> web.Response:
                               "status": status}, status=status)
 
 
+def drop(request: web.Request) -> NoReturn:
+    """Close the connection without a byte of answer: a reply lost on the way."""
+    assert request.transport is not None
+    request.transport.abort()
+    raise asyncio.CancelledError
+
+
 class FakeTwilio:
     def __init__(self) -> None:
         self.script: dict[str, list[str | int]] = {"sms": [], "whatsapp": []}
         self.posts: dict[str, int] = {"sms": 0, "whatsapp": 0}
         self.gets = 0
-        self.read_script: list[int] = []
-        """Statuses the next GETs answer with Twilio's error body instead of the resource."""
+        self.read_script: list[int | str] = []
+        """Statuses the next GETs answer with Twilio's error body instead of the resource, or ``"drop"``."""
         self.messages: dict[str, dict[str, Any]] = {}
         self._sids = itertools.count(1)
 
@@ -62,6 +70,8 @@ class FakeTwilio:
         self.messages[sid] = message
         if step == 500:
             return twilio_error(500)  # accepted, then failed to answer: a retry would send it twice
+        if step == "drop":
+            drop(request)
         if step == "hang":
             await asyncio.sleep(HANG)  # accepted, answered too late
         return web.json_response(message, status=201)
@@ -69,7 +79,10 @@ class FakeTwilio:
     async def fetch(self, request: web.Request) -> web.Response:
         self.gets += 1
         if self.read_script:
-            return twilio_error(self.read_script.pop(0))
+            step = self.read_script.pop(0)
+            if step == "drop":
+                drop(request)
+            return twilio_error(int(step))
         message = self.messages.get(request.match_info["sid"])
         return web.json_response(message) if message else twilio_error(404)
 

@@ -83,6 +83,25 @@ async def test_an_insert_with_an_id_that_timed_out_is_retried_and_answers_the_ev
     assert list(fake.events) == [EVENT_ID]
 
 
+async def test_an_insert_with_an_id_whose_connection_dropped_is_retried_and_answers_the_event(
+        calendar: tuple[FakeCalendar, Any]) -> None:
+    fake, service = calendar
+    fake.script["insert"] = ["store-then-drop"]  # stored, then the connection closed without an answer
+    event = await insert(service, id=EVENT_ID)
+    assert (event["id"], event["summary"], event["status"]) == (EVENT_ID, "Standup", "confirmed")
+    assert fake.hits == {"freebusy": 0, "insert": 2, "get": 1}  # the retry's 409 duplicate: fetched
+    assert list(fake.events) == [EVENT_ID]
+
+
+async def test_an_insert_without_an_id_whose_connection_dropped_is_not_repeated(
+        calendar: tuple[FakeCalendar, Any]) -> None:
+    fake, service = calendar
+    fake.script["insert"] = ["store-then-drop"]
+    with pytest.raises(HttpError) as failed:
+        await insert(service)
+    assert failed.value.status_code == 502 and fake.hits["insert"] == 1 and len(fake.events) == 1
+
+
 async def test_an_insert_with_an_id_is_retried_on_a_throttling_403(calendar: tuple[FakeCalendar, Any]) -> None:
     fake, service = calendar
     fake.script["insert"] = ["rateLimitExceeded"]

@@ -119,3 +119,20 @@ async def test_a_timed_out_messages_post_is_not_repeated(twilio: tuple[FakeTwili
     assert (timed_out.value.status, timed_out.value.code) == (504, 20504)
     assert timed_out.value.msg == "Unable to create record: resilience-proxy: twilio: no response in 0.2s"
     assert fake.posts["sms"] == 1 and len(fake.messages) == 1  # Twilio sent it; the sidecar did not send it again
+
+
+async def test_a_fetch_whose_connection_dropped_is_retried(twilio: tuple[FakeTwilio, Client]) -> None:
+    fake, client = twilio
+    sent = await send(client, "+15551230007")
+    fake.read_script = ["drop", "drop"]
+    fetched = await asyncio.to_thread(client.messages(sent.sid).fetch)
+    assert fetched.sid == sent.sid and fake.gets == 3  # one try per attempt: nothing retries behind the sidecar
+
+
+async def test_a_messages_post_whose_connection_dropped_is_not_repeated(twilio: tuple[FakeTwilio, Client]) -> None:
+    fake, client = twilio
+    fake.script["sms"] = ["drop"]
+    with pytest.raises(TwilioRestException) as dropped:
+        await send(client, "+15551230008")
+    assert (dropped.value.status, dropped.value.code) == (502, 20502)
+    assert fake.posts["sms"] == 1 and len(fake.messages) == 1  # Twilio may have sent it: never twice

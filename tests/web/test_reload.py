@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +218,8 @@ async def test_a_ca_bundle_without_a_certificate_refuses_the_reload(  # type: ig
     plane = sidecar.dataplane
     status, body = await reload(http, sidecar)
     assert status == 422 and len(body["problems"]) == 1
-    assert re.match(rf"{re.escape(str(policy))}:\d+:\d+: upstreams\.tls\.ca_bundle: cannot load "
-                    rf"{re.escape(str(policy.parent / 'ca.pem'))}: ", body["problems"][0]), body["problems"][0]
+    assert body["problems"][0] == f"{policy}:6:5: upstreams.tls.ca_bundle: cannot load {policy.parent / 'ca.pem'}: " \
+                                  "no PEM certificate in it"
     assert sidecar.dataplane is plane
 
 

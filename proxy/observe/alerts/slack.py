@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,7 @@ from proxy.config.model import SlackSettings
 from proxy.events import AlertSent
 from proxy.observe.alerts.format import Message, render
 from proxy.observe.alerts.rules import Alert, AlertRules
+from proxy.policy.retry import parse_retry_after
 
 log = logging.getLogger("resilience_proxy.alerts")
 
@@ -224,11 +225,8 @@ def _refusal(response: Any) -> tuple[str, float | None]:
     problem = f"HTTP {status}" + (f" {code}" if code else "")
     if status == 429 or code == "ratelimited":
         headers = getattr(response, "headers", None) or {}
-        try:
-            seconds = float(headers.get("Retry-After", "1"))
-        except (TypeError, ValueError):
-            seconds = 1.0
-        return problem, seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
+        seconds = parse_retry_after(headers.get("Retry-After"), time.time())
+        return problem, seconds if seconds is not None else 1.0  # inf: capped by max_retry_after
     return problem, None
 
 

@@ -336,3 +336,13 @@ async def test_a_refused_config_reload_is_told_once_with_its_problems(
     assert (await sidecar.reload("signal")).result == "ok"
     await asyncio.sleep(0.3)
     assert len(slack.delivered) == 1  # a success says nothing
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("7", 7.0), ("٣", 1.0), ("²", 1.0), ("1e3", 1.0), ("nan", 1.0),
+                                                (None, 1.0), pytest.param("9" * 400, float("inf"), id="400-digits")])
+def test_slacks_retry_after_is_read_strictly(value: str | None, seconds: float) -> None:
+    """ASCII digits or an HTTP date, as the data plane reads upstreams; anything else is the 1 s default
+    (an infinite wait is cut to ``max_retry_after`` by the sender)."""
+    response = type("Answer", (), {"status_code": 429, "data": {"ok": False, "error": "ratelimited"},
+                                   "headers": {} if value is None else {"Retry-After": value}})()
+    assert alerts._refusal(response) == ("HTTP 429 ratelimited", seconds)
