@@ -94,7 +94,9 @@ class FlapGate:
 
 
 @dataclass(frozen=True)
-class Rate:
+class Tally:
+    """Failures among requests over a window (not a rate limit's Rate: that one is a GCRA allowance)."""
+
     failures: int
     requests: int
 
@@ -103,7 +105,7 @@ class Rate:
         return self.failures / self.requests if self.requests else 0.0
 
 
-class RateWindow:
+class FailureWindow:
     """Requests and failures over the last ``window`` seconds, in one-second buckets.
 
     Costs O(1) per request (running totals; expired buckets leave from the front), because it is
@@ -117,7 +119,7 @@ class RateWindow:
         self._requests = 0
         self._failures = 0
 
-    def add(self, failed: bool, now: float) -> Rate:
+    def add(self, failed: bool, now: float) -> Tally:
         second = int(now)
         if self._buckets and self._buckets[-1][0] == second:
             bucket = self._buckets[-1]
@@ -133,4 +135,4 @@ class RateWindow:
             _, requests, failures = self._buckets.popleft()
             self._requests -= requests
             self._failures -= failures
-        return Rate(self._failures, self._requests)
+        return Tally(self._failures, self._requests)

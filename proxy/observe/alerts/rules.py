@@ -25,7 +25,7 @@ from typing import ClassVar
 from proxy.clock import Clock
 from proxy.config.model import BreakerId, SlackSettings
 from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, ConfigReloaded, RequestEnded
-from proxy.observe.alerts.damping import FlapGate, Flaps, RateWindow
+from proxy.observe.alerts.damping import FlapGate, Flaps, FailureWindow
 
 NOT_ABOUT_THE_UPSTREAM = frozenset({
     "http_request_denied", "destination_not_found", "http_request_error", "client_disconnected",
@@ -154,7 +154,7 @@ class AlertRules:
         self._states: dict[str, str] = {}
         self._last_errors: dict[str, str] = {}
         self._down_since: dict[str, float] = {}
-        self._windows: dict[str, RateWindow] = {}
+        self._windows: dict[str, FailureWindow] = {}
         self._high: set[str] = set()
         self._refused: tuple[str, ...] | None = None
         self._handlers: dict[type, Callable[[object], list[Alert]]] = {
@@ -229,7 +229,7 @@ class AlertRules:
     def _count(self, upstream: str, failed: bool) -> list[Alert]:
         window = self._windows.get(upstream)
         if window is None:
-            window = self._windows[upstream] = RateWindow(self._settings.error_window)
+            window = self._windows[upstream] = FailureWindow(self._settings.error_window)
         now = self._clock.now()
         rate = window.add(failed, now)
         if rate.requests < self._settings.error_min_requests:
