@@ -1,5 +1,6 @@
 """Loading real files: defaults, overrides, and one case per kind of error with its exact message."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,21 @@ def test_rate_limited_condition_and_body_key_are_read(tmp_path: Path) -> None:
     assert (events.retry.idempotent_when_body_has, events.retry.on_duplicate) == ("id", "fetch")
     assert (google.default_route.retry.idempotent_when_body_has, google.default_route.retry.on_duplicate) == (
         "", "relay")
+
+
+def test_a_ca_bundle_without_a_certificate_names_its_file_line_and_key(tmp_path: Path) -> None:
+    (tmp_path / "policies" / "certs").mkdir(parents=True)
+    (tmp_path / "policies" / "certs" / "ca.pem").write_text("not a certificate\n")
+    (problem,) = errors(tmp_path, "{}\n", twilio=GOOD_POLICY + "    ca_bundle: certs/ca.pem\n")
+    assert problem.startswith("policies/twilio.yaml:7:5: upstreams.twilio.ca_bundle: cannot load policies/certs/ca.pem: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_ca_bundle_names_its_file_line_and_key(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    bundle = tmp_path / "policies" / "ca.pem"
+    bundle.write_text("")
+    bundle.chmod(0)
+    (problem,) = errors(tmp_path, "{}\n", twilio=GOOD_POLICY + "    ca_bundle: ca.pem\n")
+    assert problem == ("policies/twilio.yaml:7:5: upstreams.twilio.ca_bundle: cannot load policies/ca.pem: "
+                       "[Errno 13] Permission denied")
