@@ -52,7 +52,8 @@ from proxy.config.running import (
     summarize,
     watched_files,
 )
-from proxy.state.stores import Stores, open_stores
+from proxy.runtime.delivery import DeliveryWorkers
+from proxy.state.stores import Stores, open_stores, webhook_store
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
 
@@ -121,6 +122,10 @@ class Sidecar:
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
+        # Inbound webhooks: one store for the listener, the delivery workers and the admin API.
+        self.webhooks = webhook_store(config.state) if config.webhooks else None
+        self.delivery = None if self.webhooks is None else DeliveryWorkers(
+            self.webhooks, lambda: self.config.webhooks, self.events.emit)
 
     @property
     def config(self) -> Config:
@@ -148,6 +153,11 @@ class Sidecar:
         await self._enter(self.alerts)
         await self._enter(self.breakers)
         await self._enter(self.limits)
+        await self._enter(self.webhooks)
+        await self._enter(self.delivery)
+        if self.webhooks is not None and self.config.state.backend == "memory":
+            log.warning("webhook events are queued in memory: events not yet delivered are lost on restart "
+                        "(state.backend: redis keeps them)")
         self._stack.push_async_callback(self.limiter.close)  # its holds go to the limit store: closed first
         self._stack.callback(self.access_log.flush)
         self._mirror_backend()
@@ -197,7 +207,8 @@ class Sidecar:
         self.health.draining = True
         self._closing = True  # no reload from here on (the admin port stays up during the drain)
         log.info("draining", extra={"in_flight": self.in_flight, "grace_s": self.config.shutdown_grace})
-        await self._data.cleanup()
+        delivering = () if self.delivery is None else (self.delivery.drain(self.config.shutdown_grace),)
+        await asyncio.gather(self._data.cleanup(), *delivering)
         log.info("drained", extra={"in_flight": self.in_flight})
 
     async def reload(self, trigger: str = "signal") -> ReloadAttempt:
