@@ -138,3 +138,22 @@ async def until(check: Any, deadline: float = 10.0) -> Any:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+async def test_consumers_of_replicas_that_are_gone_are_forgotten(store, redis_url, redis_server) -> None:  # type: ignore[no-untyped-def]
+    await store.accept(inbound("k1"), dedupe_window=60, log_retention=60)
+    (delivery,) = await store.claim(HOOK, "gone", 10, 0.05)
+    await store.settle(delivery, EventStatus.COMPLETED)
+    await store.accept(inbound("k2"), dedupe_window=60, log_retention=60)
+    (held,) = await store.claim(HOOK, "killed", 10, 0.05)  # dies holding an event
+    await asyncio.sleep(0.1)
+    restarted = RedisWebhookStore(redis_url, timeout=2.0)  # a new process looks at once
+    await restarted.start()
+    try:
+        (taken,) = await restarted.claim(HOOK, "alive", 10, 0.05)
+        assert taken.event_id == held.event_id
+        with redis_server.client() as client:
+            names = {c["name"] for c in client.xinfo_consumers(f"rp:{{wh:{HOOK}}}:q", "delivery")}
+        assert names == {"alive"}  # "killed" is forgotten once its event was taken over
+    finally:
+        await restarted.close()
