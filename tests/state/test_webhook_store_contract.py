@@ -8,7 +8,6 @@ visibility advance the fake clock and then poll, with a deadline, until the back
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -51,10 +50,10 @@ async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple
 
 def inbound(clock: FakeClock, key: str = "k1", body: bytes = b"MessageSid=SM1&MessageStatus=delivered",
             **fields: Any) -> InboundEvent:
-    values: dict[str, Any] = dict(webhook=HOOK, dedupe_key=key, method="POST", query="a=1&b=2",
-                                  headers=(("Content-Type", "application/x-www-form-urlencoded"), ("X-Extra", "yes")),
-                                  body=body, received_at=clock.now(), org="AC123", event_type="delivered",
-                                  verified="twilio")
+    values: dict[str, Any] = {
+        "webhook": HOOK, "dedupe_key": key, "method": "POST", "query": "a=1&b=2", "body": body,
+        "headers": (("Content-Type", "application/x-www-form-urlencoded"), ("X-Extra", "yes")),
+        "received_at": clock.now(), "org": "AC123", "event_type": "delivered", "verified": "twilio"}
     values.update(fields)
     return InboundEvent(**values)
 
