@@ -122,8 +122,9 @@ class Sidecar:
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
-        # Inbound webhooks: one store for the listener, the delivery workers and the admin API.
-        self.webhooks = webhook_store(config.state) if config.webhooks else None
+        # Inbound webhooks: one store for the listener, the delivery workers and the admin API (with a
+        # listener configured, webhooks a reload adds are served and delivered too).
+        self.webhooks = webhook_store(config.state) if config.webhooks or config.webhooks_listen else None
         self.delivery = None if self.webhooks is None else DeliveryWorkers(
             self.webhooks, lambda: self.config.webhooks, self.events.emit)
 
