@@ -52,9 +52,10 @@ from proxy.config.running import (
     summarize,
     watched_files,
 )
-from proxy.state.stores import Stores, open_stores
+from proxy.state.stores import Stores, open_stores, webhook_store
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
+from proxy.web.webhooks import WebhookListener
 
 log = logging.getLogger("resilience_proxy")
 # Well above the idle reuse window of the SDKs' HTTP clients, so that a client never sends a
@@ -121,6 +122,11 @@ class Sidecar:
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
+        # Inbound webhooks (issue 13): one store when any webhook or the listener is configured.
+        self.webhook_store = webhook_store(config.state) if config.webhooks or config.webhooks_listen else None
+        self.webhooks = None if self.webhook_store is None or config.webhooks_listen is None else WebhookListener(
+            lambda: self.config.webhooks, self.webhook_store, self.events.emit)
+        self.webhooks_address: Address | None = None
 
     @property
     def config(self) -> Config:
@@ -153,6 +159,15 @@ class Sidecar:
         self._mirror_backend()
         self.admin_address = await self._listen(self._admin, self.config.admin.listen)
         self.data_address = await self._listen(self._data, self.config.listen)
+        await self._enter(self.webhook_store)
+        if self.webhooks is not None and self.config.webhooks_listen is not None:
+            if self.config.state.backend == "memory":
+                log.warning("webhook events are kept in this process only and lost on restart (state.backend: "
+                            "memory); use redis for durable webhooks")
+            await self._enter(self.webhooks)
+            self.webhooks_address = await self._listen(self.webhooks.runner, self.config.webhooks_listen)
+            log.info("webhooks listening", extra={"webhooks": str(self.webhooks_address),
+                                                  "paths": [hook.path for hook in self.config.webhooks]})
         self._stack.push_async_callback(self._cancel_tasks)  # first to stop: no reload or sample while closing
         self._spawn(self._watch_backend())
         if self._watch_interval:
@@ -197,6 +212,8 @@ class Sidecar:
         self.health.draining = True
         self._closing = True  # no reload from here on (the admin port stays up during the drain)
         log.info("draining", extra={"in_flight": self.in_flight, "grace_s": self.config.shutdown_grace})
+        if self.webhooks is not None:
+            await self.webhooks.runner.cleanup()  # providers retry elsewhere; what was accepted is kept
         await self._data.cleanup()
         log.info("drained", extra={"in_flight": self.in_flight})
 

@@ -8,6 +8,8 @@ from proxy.config.model import StateSettings
 from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
+from proxy.state.memory_webhooks import MemoryWebhookStore
+from proxy.state.webhooks import DeliveryQueue
 
 
 class Stores(NamedTuple):
@@ -37,3 +39,12 @@ def limit_store(settings: StateSettings) -> LimitStore:
 
         return RedisLimitStore(settings.redis_url, prefix=settings.key_prefix, timeout=settings.redis_timeout)
     return MemoryLimitStore()
+
+
+def webhook_store(settings: StateSettings) -> DeliveryQueue:
+    """Inbound webhook events: durable in Redis, or in this process (lost on restart)."""
+    if settings.backend == "redis":
+        from proxy.state.redis.webhooks import RedisWebhookStore
+
+        return RedisWebhookStore(settings.redis_url, prefix=settings.key_prefix)
+    return MemoryWebhookStore()
