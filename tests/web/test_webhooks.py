@@ -6,50 +6,23 @@ records what it was sent.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from aiohttp import web
-from twilio.request_validator import RequestValidator
 
 from proxy.config.webhooks import GoogleAuth, HmacAuth, TwilioAuth, Webhook
 from proxy.events import WebhookReceived
 from proxy.state.memory_webhooks import MemoryWebhookStore
 from proxy.state.webhooks import EventStatus
-from proxy.web.webhooks import EMPTY_TWIML, WebhookListener
-
-TOKEN = "twilio-auth-token-0123456789abcd"
-PUBLIC = "https://app.example.com/hooks/twilio/status"
-PHONE = "+15005550006"
-TEXT = "meet me at the usual place"
-STATUS = [("AccountSid", "AC1"), ("MessageSid", "SM1"), ("MessageStatus", "delivered"), ("To", PHONE),
-          ("Body", TEXT)]
-TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response><Message>hi</Message></Response>'
-
-
-@dataclass
-class App:
-    """The app behind the sidecar: records every delivery, answers as scripted."""
-
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "text/plain"
-    delay: float = 0.0
-    received: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append((request.method, request.path_qs, dict(request.headers), await request.read()))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return web.Response(status=self.status, body=self.body, headers={"Content-Type": self.content_type})
+from proxy.web.webhooks import EMPTY_TWIML
+from tests.web.webhook_rig import PHONE, PUBLIC, STATUS, TEXT, TOKEN, TWIML, App, app_server, post, serving, signed
 
 
 @dataclass
@@ -66,53 +39,26 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(aiohttp_server) -> AsyncIterator[Rig]:  # type: ignore[no-untyped-def]
+async def rig() -> AsyncIterator[Rig]:
     app = App()
-    application = web.Application()
-    application.router.add_route("*", "/{tail:.*}", app.handle)
-    app_server = await aiohttp_server(application)
-    app_url = f"http://127.0.0.1:{app_server.port}"
     store = MemoryWebhookStore()
     events: list[WebhookReceived] = []
-    hooks = [
-        twilio_hook(app_url),
-        Webhook("push", "/hooks/google", f"{app_url}/google", "google", google=GoogleAuth("channel-secret")),
-        Webhook("gh", "/hooks/gh", f"{app_url}/gh", "hmac", hmac=HmacAuth("s3cret", "X-Hub-Signature-256"),
-                max_body=1024),
-    ]
-    listener = WebhookListener(lambda: tuple(hooks), store, lambda e: events.append(e))  # type: ignore[arg-type]
-    await listener.start()
-    await listener.runner.setup()  # the runner the sidecar binds: its logging, not a test server's
-    site = web.TCPSite(listener.runner, "127.0.0.1", 0)
-    await site.start()
-    port = listener.runner.addresses[0][1]
-    yield Rig(f"http://127.0.0.1:{port}", app, app_url, store, events, hooks)
-    await listener.runner.cleanup()
-    await listener.close()
+    hooks: list[Webhook] = []
+    async with app_server(app) as app_url:
+        hooks += [
+            twilio_hook(app_url),
+            Webhook("push", "/hooks/google", f"{app_url}/google", "google", google=GoogleAuth("channel-secret")),
+            Webhook("gh", "/hooks/gh", f"{app_url}/gh", "hmac", hmac=HmacAuth("s3cret", "X-Hub-Signature-256"),
+                    max_body=1024),
+        ]
+        async with serving(lambda: tuple(hooks), store, events.append) as url:  # type: ignore[arg-type]
+            yield Rig(url, app, app_url, store, events, hooks)
 
 
 def twilio_hook(app_url: str, **changes: object) -> Webhook:
     hook = Webhook("status", "/hooks/twilio/status", f"{app_url}/twilio/status", "twilio",
                    twilio=TwilioAuth(TOKEN, PUBLIC), org=None)
     return replace(hook, **changes)  # type: ignore[arg-type]
-
-
-def signed(params: list[tuple[str, str]], url: str = PUBLIC, token: str = TOKEN) -> dict[str, str]:
-    values: dict[str, list[str]] = {}
-    for name, value in params:
-        values.setdefault(name, []).append(value)
-
-    class Multi(dict):  # what a web framework hands RequestValidator
-        def getall(self, name: str) -> list[str]:
-            return self[name]
-
-    return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, Multi(values)),
-            "Content-Type": "application/x-www-form-urlencoded"}
-
-
-async def post(url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers or {}) as response:
-        return response.status, dict(response.headers), await response.read()
 
 
 async def pending(store: MemoryWebhookStore, webhook: str) -> int:
