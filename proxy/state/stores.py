@@ -11,6 +11,10 @@ from proxy.state.memory_limits import MemoryLimitStore
 from proxy.state.memory_webhooks import MemoryWebhookStore
 from proxy.state.webhooks import DeliveryQueue
 
+WEBHOOK_ACCEPT_TIMEOUT_MIN = 0.1
+"""Floor of the wait for Redis on the webhook receive path: a timed-out accept that Redis did run is
+delivered twice (queued, and forwarded by ``on_backend_error: passthrough``)."""
+
 
 class Stores(NamedTuple):
     breakers: BreakerStore
@@ -42,9 +46,10 @@ def limit_store(settings: StateSettings) -> LimitStore:
 
 
 def webhook_store(settings: StateSettings) -> DeliveryQueue:
-    """Inbound webhook events: durable in Redis, or in this process (lost on restart)."""
+    """Inbound webhook events: durable in Redis, or a bounded queue in this process (lost on restart)."""
     if settings.backend == "redis":
         from proxy.state.redis.webhooks import RedisWebhookStore
 
-        return RedisWebhookStore(settings.redis_url, prefix=settings.key_prefix)
+        return RedisWebhookStore(settings.redis_url, prefix=settings.key_prefix,
+                                 timeout=max(settings.redis_timeout, WEBHOOK_ACCEPT_TIMEOUT_MIN))
     return MemoryWebhookStore()
