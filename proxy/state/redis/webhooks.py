@@ -88,7 +88,8 @@ class RedisWebhookStore(RedisHealth):
         now = self._clock.now()
         reply = await self._run(
             "accept", event.webhook, self._timeout,
-            new_event_id(), dedupe_digest(event.dedupe_key), repr(now), _ms(dedupe_window), _ms(log_retention),
+            event.event_id or new_event_id(), dedupe_digest(event.dedupe_key), repr(now), _ms(dedupe_window),
+            _ms(log_retention),
             repr(event.received_at + log_retention), "1" if delivered else "0", repr(event.received_at),
             event.org, event.event_type, event.method, event.query, json.dumps(event.headers), event.body,
             event.verified)
