@@ -16,7 +16,7 @@ import pytest
 from proxy.clock import FakeClock
 from proxy.state.memory_webhooks import MemoryWebhookStore
 from proxy.state.redis.webhooks import RedisWebhookStore
-from proxy.state.webhooks import DeliveryQueue, EventStatus, InboundEvent
+from proxy.state.webhooks import Accepted, DeliveryQueue, EventStatus, InboundEvent
 from tests.webhook_app import until
 
 HOOK = "twilio_status"
@@ -259,3 +259,13 @@ async def test_an_event_whose_payload_expired_is_dead_lettered_not_delivered(sto
     record = await store.event(HOOK, event_id)
     assert record is not None and record.error == "payload expired before delivery"
     assert not await store.replay(HOOK, event_id)
+
+
+async def test_an_event_keeps_the_id_the_listener_gave_it(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    given = await store.accept(inbound(clock, event_id="sync-given-id"), dedupe_window=DAY, log_retention=WEEK)
+    assert given == Accepted("sync-given-id", False)
+    again = await store.accept(inbound(clock, event_id="another-id"), dedupe_window=DAY, log_retention=WEEK)
+    assert again == Accepted("sync-given-id", True)
+    (delivery,) = await store.claim(HOOK, "a", 10, 60)
+    assert delivery.event_id == "sync-given-id"
