@@ -145,3 +145,14 @@ async def test_consumers_of_replicas_that_are_gone_are_forgotten(store, redis_ur
         assert names == {"alive"}  # "killed" is forgotten once its event was taken over
     finally:
         await restarted.close()
+
+
+async def test_a_dead_consumers_events_are_found_behind_many_live_claims(store) -> None:  # type: ignore[no-untyped-def]
+    for i in range(40):
+        await store.accept(inbound(f"k{i}"), dedupe_window=60, log_retention=60)
+    assert len(await store.claim(HOOK, "dead", 40, 60)) == 40
+    await asyncio.sleep(0.3)
+    live = await store.claim(HOOK, "live", 30, 0.2)  # the 30 oldest, claimed afresh: not idle
+    assert len(live) == 30
+    (taken,) = await store.claim(HOOK, "other", 1, 0.2)  # past 30 live claims to a dead one
+    assert taken.event_id not in {d.event_id for d in live}
