@@ -76,12 +76,14 @@ when Redis then fails to answer a PING in this many timeouts (under load the eve
 late by more than a 50 ms timeout while Redis answered in time)."""
 
 
-def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
-    """A client for ``url`` that never retries on its own (the stores decide what a failure means)."""
+def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS,
+            decode_responses: bool = True) -> aioredis.Redis:
+    """A client for ``url`` that never retries on its own (the stores decide what a failure means).
+    ``decode_responses=False`` for a store that keeps bytes (webhook bodies)."""
     no_retry = Retry(NoBackoff(), 0)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry=no_retry, decode_responses=True,
+        socket_connect_timeout=timeout, retry=no_retry, decode_responses=decode_responses,
     )
     return aioredis.Redis(connection_pool=pool, retry=no_retry)
 
