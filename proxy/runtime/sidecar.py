@@ -20,7 +20,7 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -321,17 +321,24 @@ def make_limit_store(state: StateSettings) -> LimitStore:
 
 
 async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5,
-                supervisor: int | None = None) -> None:
+                supervisor: int | None = None, ready: Callable[[], None] | None = None) -> None:
     """Serve ``config`` until SIGTERM or SIGINT, then drain and return; reload on SIGHUP.
+    ``ready`` is called once both listeners are bound.
 
     ``supervisor``: the pid of the ``--workers`` supervisor, sent SIGHUP after an admin reload so
     that every worker reloads, not only the one that answered."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     tell = None if supervisor is None else functools.partial(os.kill, supervisor, signal.SIGHUP)
     sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval, tell_workers=tell)
+
+    def on_stop(signum: int) -> None:
+        if stop.is_set():  # the second one (Ctrl-C twice): the operator does not want to wait for the drain
+            exit_now(sidecar, signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
     reloads: set[asyncio.Task[ReloadAttempt]] = set()
 
     def on_hangup() -> None:
@@ -342,9 +349,21 @@ async def serve(config: Config, *, reuse_port: bool = False, watch_interval: flo
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await sidecar.start()
+        if ready is not None:
+            ready()
         await stop.wait()
         # Not removed: without a handler SIGHUP's default action would kill the draining process.
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: draining"))
         await sidecar.drain()
     finally:
         await sidecar.close()
+
+
+def exit_now(sidecar: Sidecar, signum: int) -> NoReturn:
+    """End the process at once with status 128 + ``signum``, cutting in-flight requests short;
+    the buffered access lines and log records are written first."""
+    log.warning("second %s during the drain: exiting now", signal.Signals(signum).name,
+                extra={"in_flight": sidecar.in_flight})
+    sidecar.access_log.flush()
+    logging.shutdown()
+    os._exit(128 + signum)
