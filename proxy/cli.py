@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from proxy import __version__
 from proxy.config.lint import lint
 from proxy.config.load import load_config, policy_trees
 from proxy.errors import ERROR, ConfigError
@@ -151,6 +152,7 @@ def _add_inject_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resilience-proxy", description="Resilience sidecar for third-party HTTP APIs.")
+    parser.add_argument("--version", action="version", version=f"resilience-proxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve until SIGTERM/SIGINT, then drain")
     run.add_argument("--config", required=True, help="process config file (YAML)")

@@ -35,6 +35,7 @@ from proxy.observe.alerts.slack import SlackAlerts
 from proxy.observe.gauges import Sampler
 from proxy.observe.logs import log_breaker_transition
 from proxy.observe.metrics import proxy_metrics
+from proxy.observe.process_info import process_info
 from proxy.observe.sentry import SentryReporter
 from proxy.config.running import (
     ReloadAttempt,
@@ -73,6 +74,8 @@ class Sidecar:
         self.limits = limits or make_limit_store(config.state)
         self.events = EventBus()
         self.events.subscribe(proxy_metrics().on_event)
+        process_info().loaded(self.running.loaded_at)
+        self.events.subscribe(process_info().on_event)
         self.breakers.add_listener(self.events.emit)
         self.alerts = SlackAlerts(config.slack, self.events.emit) if config.slack else None
         self.errors = SentryReporter(config.sentry) if config.sentry else None
@@ -179,9 +182,12 @@ class Sidecar:
                 # The same files load to the same config (the environment of a running process is
                 # fixed): nothing to swap or count. A second SIGHUP, or workers told twice, cost nothing.
                 attempt = ReloadAttempt(time.time(), trigger, "ok", before)
+                refused_before = self.running.last_attempt is not None and self.running.last_attempt.result == "error"
                 self.running.last_attempt = attempt
                 self._changes.attempted(before)
                 log.info("config unchanged", extra={"version": before, "trigger": trigger})
+                if refused_before:  # the files are back to what runs: no longer a refused reload
+                    self.events.emit(ConfigReloaded("ok", f"config {before} unchanged", trigger=trigger))
                 return attempt
             new, plane, problems = await self._prepare(old)
             version = fingerprint(watched_files(new if plane is not None else old))
