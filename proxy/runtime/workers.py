@@ -31,8 +31,12 @@ KILL_AFTER = 2.0
 
 
 def _worker_main(config_path: str, watch_interval: float, supervisor: int, ready: Event) -> None:
-    raise SystemExit(run_worker(config_path, reuse_port=True, watch_interval=watch_interval, supervisor=supervisor,
-                                ready=ready.set))
+    try:
+        status = run_worker(config_path, reuse_port=True, watch_interval=watch_interval, supervisor=supervisor,
+                            ready=ready.set)
+    except KeyboardInterrupt:  # SIGINT (Ctrl-C reaches the whole group) before the event loop handles it
+        status = 128 + signal.SIGINT
+    raise SystemExit(status)
 
 
 class _Worker:

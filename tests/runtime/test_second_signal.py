@@ -87,6 +87,7 @@ async def test_a_second_sigint_to_the_supervisor_ends_every_worker_at_once(
                              shutdown_grace=GRACE, log={"level": "info", "access": False})
     try:
         await sidecar.wait_ready()
+        await poll_log(sidecar, '"msg":"serving"', 2)  # both workers handle signals
         workers = [child for child in psutil.Process(sidecar.process.pid).children()
                    if "spawn_main" in " ".join(child.cmdline())]
         assert len(workers) == 2
