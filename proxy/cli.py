@@ -83,7 +83,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from proxy.doctor import doctor
 
     return doctor(args.config, skip_network=args.skip_network, send_test_alert=args.send_test_alert,
-                  strict=args.strict)
+                  strict=args.strict, output=args.output)
 
 
 def _inject_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--send-test-alert", action="store_true",
                        help="also post one Slack message and one Sentry event")
     check.add_argument("--strict", action="store_true", help="exit 2 when a check warns")
+    check.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                       help="table (default; each row as soon as it is known) or json (one document at the end)")
     check.set_defaults(handler=_doctor)
     inject = commands.add_parser(
         "inject", help="add the sidecar to Kubernetes YAML (files or - for stdin) and print it",
