@@ -94,7 +94,7 @@ class FakeSlack:
         if call.answer == "hang":
             await self._released.wait()
         return self._auth_error(call) or web.json_response(
-            {"ok": True, "url": "https://voxanne.slack.com/", "team": "Voxanne", "user": "resilience-proxy",
+            {"ok": True, "url": "https://example.slack.com/", "team": "Example", "user": "resilience-proxy",
              "team_id": "T123", "user_id": "U123", "bot_id": "B123"})
 
     async def _conversations_info(self, request: web.Request) -> web.Response:
