@@ -61,8 +61,9 @@ def test_the_contents_list_every_section_with_a_working_anchor() -> None:
 def test_the_first_screen_makes_a_virtualenv_first(tmp_path: Path) -> None:
     [venv] = [command for command, _ in commands(FIRST_SCREEN) if "venv" in command]
     assert commands(FIRST_SCREEN)[0][0] == venv, "before any pip install"
-    result = subprocess.run(["bash", "-euc", f'{venv} && python -m pip --version >&2 && python -c "import sys; print(sys.prefix)"'], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    script = f'{venv} && python -m pip --version >&2 && python -c "import sys; print(sys.prefix)"'
+    result = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            check=False)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == tmp_path / ".venv"
 
@@ -85,14 +86,15 @@ def test_the_example_runs_and_passes_the_smoke_test_without_credentials(tmp_path
     [run] = [part.strip() for command, _ in screen for part in command.split("&&") if "resilience-proxy run" in part]
     smoke = [(local(command), comment) for command, comment in screen if command.startswith("curl")]
     assert len(smoke) >= 2
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    bin_dir = Path(sys.executable).parent  # where this environment's resilience-proxy script is
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     sidecar = subprocess.Popen(["bash", "-c", f"exec {run}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
         _wait_ready(smoke[0][0], sidecar)
         for command, comment in smoke:
             result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True,
-                                    timeout=30)
+                                    timeout=30, check=False)
             assert result.returncode == 0 and result.stdout.strip(), f"{command}: {result.stderr}"
             if comment.startswith("{"):
                 assert result.stdout.strip() == comment, command
@@ -107,7 +109,8 @@ def test_the_example_runs_and_passes_the_smoke_test_without_credentials(tmp_path
 
 def _wait_ready(readyz: str, sidecar: subprocess.Popen[str], deadline: float = 30.0) -> None:
     end = time.monotonic() + deadline
-    while subprocess.run(["bash", "-c", readyz.replace("curl -s", "curl -sf")], capture_output=True).returncode:
+    probe = ["bash", "-c", readyz.replace("curl -s", "curl -sf")]
+    while subprocess.run(probe, capture_output=True, check=False).returncode:
         assert sidecar.poll() is None, sidecar.communicate()[0]
         assert time.monotonic() < end, "the example never became ready"
         time.sleep(0.1)

@@ -224,8 +224,12 @@ async def test_an_alert_leaves_within_a_second_while_the_start_up_token_check_ha
     slack.auth_answer = "hang"
     sidecar = await start_sidecar(policies(url), alerts=slack_config(slack))
     opened: list[float] = []
-    sidecar.events.subscribe(
-        lambda e: opened.append(time.monotonic()) if isinstance(e, BreakerTransition) and e.to_state == "open" else None)
+
+    def on_event(event: object) -> None:
+        if isinstance(event, BreakerTransition) and event.to_state == "open":
+            opened.append(time.monotonic())
+
+    sidecar.events.subscribe(on_event)
     await poll(lambda: [call.method for call in slack.calls] == ["auth.test"])  # in flight, no answer for 5 s
     await trip(http, sidecar)
     await poll(lambda: len(slack.posts) == 1, deadline=3.0)
