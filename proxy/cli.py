@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from proxy import __version__
 from proxy.config.lint import lint
 from proxy.config.load import load_config, policy_trees
 from proxy.errors import ERROR, ConfigError
@@ -92,7 +93,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from proxy.doctor import doctor
 
     return doctor(args.config, skip_network=args.skip_network, send_test_alert=args.send_test_alert,
-                  strict=args.strict)
+                  strict=args.strict, output=args.output)
 
 
 def _inject_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -166,6 +167,7 @@ def _add_inject_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resilience-proxy", description="Resilience sidecar for third-party HTTP APIs.")
+    parser.add_argument("--version", action="version", version=f"resilience-proxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve until SIGTERM/SIGINT, then drain")
     run.add_argument("--config", required=True, help="process config file (YAML)")
@@ -190,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--send-test-alert", action="store_true",
                        help="also post one Slack message and one Sentry event")
     check.add_argument("--strict", action="store_true", help="exit 2 when a check warns")
+    check.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                       help="table (default; each row as soon as it is known) or json (one document at the end)")
     check.set_defaults(handler=_doctor)
     inject = commands.add_parser(
         "inject", help="add the sidecar to Kubernetes YAML (files or - for stdin) and print it",

@@ -43,6 +43,8 @@ class FakeSlack:
     """Channel ids ``conversations.info`` knows, and their names."""
     conversations_error: str = ""
     """When set, ``conversations.info`` answers this error (``missing_scope`` names channels:read as needed)."""
+    auth_answer: str = "ok"
+    """``auth.test``'s answer: ``ok``, or ``hang`` (no answer until :meth:`release`)."""
     script: list[str] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,9 +90,11 @@ class FakeSlack:
 
     async def _auth_test(self, request: web.Request) -> web.Response:
         call = await self._record(request, "auth.test")
-        call.answer = "ok"
+        call.answer = self.auth_answer
+        if call.answer == "hang":
+            await self._released.wait()
         return self._auth_error(call) or web.json_response(
-            {"ok": True, "url": "https://voxanne.slack.com/", "team": "Voxanne", "user": "resilience-proxy",
+            {"ok": True, "url": "https://example.slack.com/", "team": "Example", "user": "resilience-proxy",
              "team_id": "T123", "user_id": "U123", "bot_id": "B123"})
 
     async def _conversations_info(self, request: web.Request) -> web.Response:

@@ -44,7 +44,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 
 PURE = ("proxy.errors", "proxy.clock", "proxy.events", "proxy.config", "proxy.policy", "proxy.observe.scrub",
         "proxy.observe.alerts.rules", "proxy.observe.alerts.damping", "proxy.observe.alerts.format",
-        "proxy.web.error_formats", "proxy.web.exchange", "proxy.config.running", "proxy.k8s.inject")
+        "proxy.web.error_formats", "proxy.web.exchange", "proxy.config.running", "proxy.k8s.inject",
+        "proxy.runtime.restarts")
 """Modules (or whole packages) that decide without I/O: importing them loads no I/O library."""
 IO_LIBRARIES = ["asyncio", "aiohttp", "redis", "prometheus_client", "sentry_sdk", "slack_sdk", "uvloop", "yarl"]
 

@@ -40,8 +40,10 @@ class AccessLog:
 
     def record(
         self, request_id: str, upstream: str | None, method: str, target: str, status: int, seconds: float,
-        bytes_in: int, bytes_out: int, error: str | None, attempts: int = 0,
+        bytes_in: int, bytes_out: int, error: str | None, attempts: int = 0, route: str | None = None,
     ) -> None:
+        """One line. ``route``: the route that took the request (the unit breakers, limits and metrics
+        count in), None when it was refused before one was chosen (no upstream, a body too large)."""
         if not self.enabled:
             return
         now = time.time()
@@ -51,7 +53,7 @@ class AccessLog:
         line = json.dumps({
             "ts": f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z", "level": "info",
             "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
-            "request_id": request_id, "upstream": upstream, "method": method,
+            "request_id": request_id, "upstream": upstream, "route": route, "method": method,
             "path": scrub_text(target.split("?", 1)[0][:1024]), "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error, "attempts": attempts,

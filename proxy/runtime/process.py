@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from proxy.config.load import load_config
 from proxy.errors import ConfigError
@@ -26,8 +27,9 @@ def _loop_factory():  # type: ignore[no-untyped-def]
 
 
 def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: float = 0.5,
-               supervisor: int | None = None) -> int:
-    """Load the config and serve until a stop signal; the exit status."""
+               supervisor: int | None = None, ready: Callable[[], None] | None = None) -> int:
+    """Load the config and serve until a stop signal; the exit status. ``ready`` is called once both
+    ports are bound (the ``--workers`` supervisor counts a worker that dies before as a failed start)."""
     # SIGHUP means "reload" once serving; until the loop's handler is installed, it must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -42,7 +44,7 @@ def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: fl
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(config, reuse_port=reuse_port, watch_interval=watch_interval or None,
-                             supervisor=supervisor))
+                             supervisor=supervisor, ready=ready))
     except OSError as error:
         log.error("cannot start: %s", error)
         return 1

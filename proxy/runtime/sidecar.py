@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from aiohttp import web
 
@@ -51,6 +51,7 @@ from proxy.observe.alerts.slack import SlackAlerts
 from proxy.observe.gauges import Sampler
 from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
+from proxy.observe.process_info import process_info
 from proxy.observe.sentry import SentryReporter
 from proxy.runtime.delivery import DeliveryWorkers
 from proxy.state.stores import Stores, open_stores, webhook_store
@@ -92,6 +93,8 @@ class Sidecar:
         self.events.subscribe(proxy_metrics().on_event)
         self.breakers, self.limits = stores or open_stores(config.state)
         self.breakers.emit_to(self.events.emit)
+        process_info().loaded(self.running.loaded_at)
+        self.events.subscribe(process_info().on_event)
         self.alerts = SlackAlerts(config.slack, self.events.emit) if config.slack else None
         self.sentry = SentryReporter(config.sentry) if config.sentry else None
         for reporter in (self.alerts, self.sentry):
@@ -233,9 +236,12 @@ class Sidecar:
                 # The same files load to the same config (the environment of a running process is
                 # fixed): nothing to swap or count. A second SIGHUP, or workers told twice, cost nothing.
                 attempt = ReloadAttempt(time.time(), trigger, "ok", before)
+                refused_before = self.running.last_attempt is not None and self.running.last_attempt.result == "error"
                 self.running.last_attempt = attempt
                 self._changes.attempted(before)
                 log.info("config unchanged", extra={"version": before, "trigger": trigger})
+                if refused_before:  # the files are back to what runs: no longer a refused reload
+                    self.events.emit(ConfigReloaded("ok", f"config {before} unchanged", trigger=trigger))
                 return attempt
             new, plane, problems = await self._prepare(old)
             version = fingerprint(watched_files(new if plane is not None else old))
@@ -340,17 +346,24 @@ class Sidecar:
 
 
 async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5,
-                supervisor: int | None = None) -> None:
+                supervisor: int | None = None, ready: Callable[[], None] | None = None) -> None:
     """Serve ``config`` until SIGTERM or SIGINT, then drain and return; reload on SIGHUP.
+    ``ready`` is called once both listeners are bound.
 
     ``supervisor``: the pid of the ``--workers`` supervisor, sent SIGHUP after an admin reload so
     that every worker reloads, not only the one that answered."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     tell = None if supervisor is None else functools.partial(os.kill, supervisor, signal.SIGHUP)
     sidecar = Sidecar(config, reuse_port=reuse_port, watch_interval=watch_interval, tell_workers=tell)
+
+    def on_stop(signum: int) -> None:
+        if stop.is_set():  # the second one (Ctrl-C twice): the operator does not want to wait for the drain
+            exit_now(sidecar, signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
     reloads: set[asyncio.Task[ReloadAttempt]] = set()
 
     def on_hangup() -> None:
@@ -361,9 +374,21 @@ async def serve(config: Config, *, reuse_port: bool = False, watch_interval: flo
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await sidecar.start()
+        if ready is not None:
+            ready()
         await stop.wait()
         # Not removed: without a handler SIGHUP's default action would kill the draining process.
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: draining"))
         await sidecar.drain()
     finally:
         await sidecar.close()
+
+
+def exit_now(sidecar: Sidecar, signum: int) -> NoReturn:
+    """End the process at once with status 128 + ``signum``, cutting in-flight requests short;
+    the buffered access lines and log records are written first."""
+    log.warning("second %s during the drain: exiting now", signal.Signals(signum).name,
+                extra={"in_flight": sidecar.in_flight})
+    sidecar.access_log.flush()
+    logging.shutdown()
+    os._exit(128 + signum)

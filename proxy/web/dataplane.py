@@ -135,7 +135,7 @@ class DataPlane:
                                           exchange.status or 499, elapsed, exchange.attempts, exchange.error, message))
             self.access_log.record(request_id, upstream_name, request.method, request.raw_path,
                                    exchange.status or 499, elapsed, exchange.bytes_in, exchange.bytes_out,
-                                   exchange.error, exchange.attempts)
+                                   exchange.error, exchange.attempts, exchange.route)
         return response
 
     async def _proxy(self, request: web.BaseRequest, resolved: Resolved, exchange: Exchange,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import re
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +50,7 @@ async def doctor(tmp_path: Path, *args: str) -> tuple[int, dict[str, tuple[str, 
     assert process.returncode is not None
     text = out.decode()
     rows = {}
-    for line in text.splitlines()[1:]:
+    for line in [] if text.startswith("{") else text.splitlines()[1:]:  # -o json: the caller parses it
         if not line.strip():
             break
         check, status, detail = re.split(r"\s{2,}", line, maxsplit=2)
@@ -230,3 +232,62 @@ def test_local_checks_and_exit_status() -> None:
         "CHECK            STATUS  DETAIL\n"
         "config           PASS    ok\n"
         "upstream twilio  SKIP    --skip-network\n")
+
+
+async def test_network_checks_run_at_once_and_each_row_prints_as_soon_as_it_and_those_above_are_known(
+    tmp_path: Path
+) -> None:
+    async def never_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # a TLS client waits for a ServerHello that never comes
+
+    silent = await asyncio.start_server(never_handshake, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        (tmp_path / "policies").mkdir()
+        upstreams = {name: {"url": f"https://127.0.0.1:{port}", "connect_timeout": "2s"} for name in "abc"}
+        (tmp_path / "policies" / "api.yaml").write_text(yaml.safe_dump({"upstreams": upstreams}))
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"listen": "127.0.0.1:8080"}))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "doctor", "--config", "config.yaml", cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE)
+        assert process.stdout is not None
+        lines: list[tuple[float, str]] = []
+        async with asyncio.timeout(60):
+            while line := await process.stdout.readline():
+                lines.append((time.monotonic(), line.decode().rstrip("\n")))
+            assert await process.wait() == 1
+    finally:
+        silent.close()
+        await silent.wait_closed()
+    names = [re.split(r"\s{2,}", text)[0] for _, text in lines]
+    assert names == ["CHECK", "config", "state backend", "slack", "sentry dsn", "upstream a", "upstream b",
+                     "upstream c", "admin token", "listen addresses"]
+    arrived = {name: at for name, (at, _) in zip(names, lines)}
+    assert arrived["upstream a"] - arrived["sentry dsn"] > 1.5, "the local rows came before the 2 s handshakes"
+    took = arrived["listen addresses"] - arrived["sentry dsn"]
+    assert took < 2 * 2.0, f"three 2 s checks took {took:.1f}s: they ran one after the other"
+    assert all(": TLS: " in text or "connect" in text for _, text in lines[5:8] if "FAIL" in text), lines
+
+
+async def test_json_output_is_one_document_with_the_checks_the_problems_and_the_exit_status(
+    tmp_path: Path, world: World
+) -> None:
+    write(tmp_path, world, f"redis://127.0.0.1:{free_port()}/0", admin={"listen": "127.0.0.1:9901"})
+    status, _, output = await doctor(tmp_path, "--skip-network", "--strict", "-o", "json")
+    document = json.loads(output)  # stdout, then stderr: which is empty
+    assert status == document["exit_status"] == 2
+    assert [(c["name"], c["status"]) for c in document["checks"]] == [
+        ("config", "PASS"), ("redis", "SKIP"), ("lua scripts", "SKIP"), ("slack", "SKIP"), ("sentry dsn", "PASS"),
+        ("sentry host", "SKIP"), ("upstream api", "SKIP"), ("admin token", "WARN"), ("listen addresses", "PASS")]
+    assert document["checks"][7]["detail"].startswith("not set: ")
+    assert document["problems"] == []
+
+    write(tmp_path, world, "redis://127.0.0.1:1/0", shutdown_grace=20)
+    status, _, output = await doctor(tmp_path, "-o", "json")
+    document = json.loads(output)
+    assert status == document["exit_status"] == 1
+    assert document["checks"] == [{"name": "config", "status": "FAIL", "detail": "1 error (see below)"}]
+    [problem] = document["problems"]
+    assert {k: problem[k] for k in ("key", "message", "severity")} == {
+        "key": "shutdown_grace", "message": "invalid duration '20' (write 250ms, 30s, 15m or 1h)", "severity": "error"}
+    assert problem["file"].endswith("config.yaml") and problem["line"] > 0 and problem["column"] > 0

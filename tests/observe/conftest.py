@@ -14,7 +14,7 @@ from proxy.observe.alerts import slack as alerts
 from tests.fake_slack import FakeSlack
 
 SLACK_TOKEN = "xoxb-test"
-SLACK_CHANNEL = "#voxanne-alerts"
+SLACK_CHANNEL = "#alerts"
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 def test_the_alert_rules_are_valid() -> None:
     result = promtool("check", "rules", str(RULES / "alerts.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    written = sum(len(group["rules"]) for group in yaml.safe_load((RULES / "alerts.yaml").read_text())["groups"])
+    assert f"SUCCESS: {written} rules found" in result.stdout  # promtool read every rule written
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:

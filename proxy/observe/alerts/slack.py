@@ -78,6 +78,7 @@ class SlackAlerts:
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
 
     def on_event(self, event: object) -> None:
         """The bus listener: decides and enqueues, and returns at once."""
@@ -105,10 +106,18 @@ class SlackAlerts:
         # in _deliver does all of it, capped, and logs and counts each outcome.
         self._client = AsyncWebClient(token=self.settings.token, base_url=self.settings.base_url,
                                       session=self._session, retry_handlers=[])
+        # The token check runs beside the sender, never before it: with Slack hanging it takes up to
+        # call_timeout, and a breaker that opens in the first seconds must not wait for it.
+        self._checker = asyncio.create_task(self._verify_token(), name="slack-token-check")
         self._sender = asyncio.create_task(self._run(), name="slack-alerts")
 
     async def close(self) -> None:
         """Let queued alerts leave for up to ``close_grace``, then drop the rest (each counted)."""
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
         sender, self._sender = self._sender, None
         if sender is not None:
             with contextlib.suppress(TimeoutError):
@@ -131,7 +140,6 @@ class SlackAlerts:
         self._emit(AlertSent("slack", alert.kind, "dropped"))
 
     async def _run(self) -> None:
-        await self._verify_token()
         while True:
             for alert in self._rules.due():
                 self._enqueue(alert)

@@ -80,7 +80,7 @@ async def test_one_outage_seen_by_two_replicas_is_one_open_and_one_recovery_mess
             assert await replica.wait_exit(timeout=10.0) == 0
         assert time.monotonic() - started < 5.0, "Slack alerts do not hold up shutdown"
         for replica in replicas:
-            assert "Slack alerts go to #voxanne-alerts as resilience-proxy" in replica.log, "auth.test passed"
+            assert "Slack alerts go to #alerts as resilience-proxy" in replica.log, "auth.test passed"
             assert "xoxb" not in replica.log and "Traceback" not in replica.log, replica.log
     finally:
         for replica in replicas:

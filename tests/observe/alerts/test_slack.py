@@ -215,6 +215,28 @@ async def test_a_hanging_slack_costs_each_alert_its_call_timeouts_and_proxying_n
     assert slowest < FAST_REQUEST, f"a request took {slowest:.3f}s while Slack hung"
 
 
+async def test_an_alert_leaves_within_a_second_while_the_start_up_token_check_hangs(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, slack: FakeSlack, upstream,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, url = upstream
+    monkeypatch.setattr(alerts, "DELIVERY", Delivery())  # the production call_timeout: 5 s
+    slack.auth_answer = "hang"
+    sidecar = await start_sidecar(policies(url), alerts=slack_config(slack))
+    opened: list[float] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, BreakerTransition) and event.to_state == "open":
+            opened.append(time.monotonic())
+
+    sidecar.events.subscribe(on_event)
+    await poll(lambda: [call.method for call in slack.calls] == ["auth.test"])  # in flight, no answer for 5 s
+    await trip(http, sidecar)
+    await poll(lambda: len(slack.posts) == 1, deadline=3.0)
+    assert slack.posts[0].at - opened[0] < 1.0, "the alert did not wait for auth.test"
+    assert slack.texts("sms circuit open")
+
+
 async def test_shutdown_with_slack_hanging_gives_up_after_the_close_grace(
     http: aiohttp.ClientSession, start_sidecar: StartSidecar, slack: FakeSlack, upstream,
     monkeypatch: pytest.MonkeyPatch
