@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import aiohttp
+import yaml
 from prometheus_client import generate_latest
 
 from proxy.k8s.webhook import InjectorMetrics
