@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from proxy.config import values as v
 from proxy.config.lint import lint
 from proxy.config.load import load_config, policy_trees
