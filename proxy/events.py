@@ -163,3 +163,49 @@ class ConfigReloaded:
     """Each as ``file:line:col: key.path: what is wrong``."""
     trigger: str = ""
     """``file``, ``signal`` or ``admin``."""
+
+
+@dataclass(frozen=True)
+class WebhookReceived:
+    """The webhooks listener answered a provider.
+
+    ``result``: ``accepted``, ``duplicate``, ``rejected_signature``, ``too_large``,
+    ``rejected_backend``, ``passthrough``, ``delivered_sync``.
+    """
+
+    webhook: str
+    result: str
+    seconds: float
+    """From request start to the provider's answer."""
+
+
+@dataclass(frozen=True)
+class WebhookAttempted:
+    """One delivery attempt to the app: ``result`` is ``completed``, ``failed`` or ``dead_letter``."""
+
+    webhook: str
+    attempt: int
+    """1 for the first try."""
+    result: str
+    status: int
+    """The app's status; 0 when it gave no answer."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WebhookSettled:
+    """An event reached its end: ``outcome`` is ``completed`` or ``dead_letter``."""
+
+    webhook: str
+    outcome: str
+    attempts: int
+    end_to_end: float
+    """Seconds from received_at to now."""
+
+
+@dataclass(frozen=True)
+class WebhookReplayed:
+    """An operator replayed ``count`` events of one webhook."""
+
+    webhook: str
+    count: int

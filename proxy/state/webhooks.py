@@ -1,0 +1,123 @@
+"""What an inbound-webhook store offers: the shared types and the interface every backend implements.
+
+The listener (:mod:`proxy.web`) builds an :class:`InboundEvent` after verification and hands it to
+:meth:`WebhookStore.accept`, which deduplicates and enqueues it in one round trip; the delivery
+workers take events from the same store; the admin API reads the delivery log through
+:meth:`WebhookStore.stats`, :meth:`WebhookStore.events` and :meth:`WebhookStore.event`, and
+replays through :meth:`WebhookStore.replay` / :meth:`WebhookStore.replay_all`. The log never
+holds a body: payloads are PII (phone numbers, message texts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+
+class EventStatus(str, Enum):
+    """Where an event is in its life; the names are the seed platform's delivery-log statuses."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    """An attempt failed and another is scheduled."""
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One verified request from a provider, as the listener hands it over."""
+
+    webhook: str
+    """The webhook's name (the key under ``webhooks:``)."""
+    dedupe_key: str
+    """From the provider's default or ``dedupe.key``."""
+    method: str
+    query: str
+    """The raw query string of the provider's request ('' if none), kept for delivery."""
+    headers: tuple[tuple[str, str], ...]
+    """End-to-end headers to deliver (hop-by-hop removed)."""
+    body: bytes
+    received_at: float
+    """Epoch seconds."""
+    org: str
+    """'' when ``org`` is not configured or absent."""
+    event_type: str
+    """Twilio MessageStatus/SmsStatus, Google X-Goog-Resource-State, else ''."""
+    verified: str
+    """twilio | google | hmac | none."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What :meth:`WebhookStore.accept` did."""
+
+    event_id: str
+    """X-Webhook-Id: stable per event (a duplicate gets the original's id)."""
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One delivery-log entry (never the body)."""
+
+    id: str
+    webhook: str
+    status: EventStatus
+    attempts: int
+    received_at: float
+    last_attempt_at: float | None
+    completed_at: float | None
+    error: str
+    """The last failure in a few words; never a body."""
+    org: str
+    event_type: str
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One webhook's queue, for the admin API and the gauges."""
+
+    webhook: str
+    counts: Mapping[EventStatus, int]
+    """Delivery-log entries by status (within retention)."""
+    depth: int
+    """Events waiting or in delivery (pending + failed + processing)."""
+    oldest_pending_age: float | None
+    """Seconds since the oldest not-yet-completed event was received; None when there is none."""
+
+
+class WebhookStore(Protocol):
+    async def accept(
+        self, event: InboundEvent, *, dedupe_window: float, log_retention: float, delivered: bool = False
+    ) -> Accepted:
+        """Dedupe and enqueue in one round trip.
+
+        ``delivered=True`` (sync mode, the app answered 2xx): log it completed, keep the dedupe key,
+        queue nothing. Raises :class:`proxy.state.base.BackendUnavailable` when the backend cannot answer.
+        """
+        ...
+
+    async def stats(self, webhook: str) -> QueueStats:
+        """Counts by status, queue depth and the oldest pending event's age."""
+        ...
+
+    async def events(self, webhook: str, status: EventStatus | None, limit: int) -> list[EventRecord]:
+        """Delivery-log entries, newest first; all statuses when ``status`` is None."""
+        ...
+
+    async def event(self, webhook: str, event_id: str) -> EventRecord | None:
+        """One delivery-log entry; None when unknown or expired."""
+        ...
+
+    async def replay(self, webhook: str, event_id: str) -> bool:
+        """dead_letter/failed/completed -> pending, attempts counted from 0; False when unknown,
+        expired (its payload is gone) or already waiting/in delivery."""
+        ...
+
+    async def replay_all(self, webhook: str, status: EventStatus) -> int:
+        """Replay every event of ``status``; returns how many were replayed."""
+        ...
