@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.config.policy_values import BreakerPolicy, LimitPolicy, RetryPolicy
+from proxy.config.webhooks import Webhook
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,10 @@ class Config:
     log: LogSettings
     slack: SlackSettings | None = None
     sentry: SentrySettings | None = None
+    webhooks: tuple[Webhook, ...] = ()
+    """Inbound webhooks from every policy file, in file order."""
+    webhooks_listen: Address | None = None
+    """``webhooks.listen``: the inbound listener (providers call in); None: off."""
 
     def breakers(self) -> list[tuple[Upstream, Route]]:
         """Every route with a breaker, each upstream's routes before its default route, in file order."""
