@@ -26,6 +26,7 @@ from proxy.config.model import (
 )
 from proxy.config.policies import read_routes
 from proxy.config.reader import Section
+from proxy.config.webhook_reader import DeclaredWebhook, check_unique, read_webhooks
 from proxy.config.yamltree import Mark, YNode, parse_yaml
 from proxy.errors import ConfigError, Problem
 
@@ -77,6 +78,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     org_header = top.get("org_header", v.header_name, "X-Org-Id")
     client_ip_header = top.get("client_ip_header", v.header_name, "X-Forwarded-For")
     shutdown_grace = top.get("shutdown_grace", v.duration, 20.0)
+    webhooks_section = top.section("webhooks")
+    webhooks_listen = webhooks_section.get("listen", v.address, None)
+    webhooks_section.finish()
     policy_files = _policy_files(top, config_file.parent, problems)
     top.finish()
 
@@ -84,10 +88,14 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         top.error(top.mark_of("admin"), "admin.listen", f"must differ from listen ({listen})")
 
     declared: list[_Declared] = []
+    hooks: list[DeclaredWebhook] = []
     for policy_file in policy_files:
         declared.extend(_read_policy_file(policy_file, environ, problems,
-                                          tuple(h for h in (org_header, client_ip_header) if h)))
+                                          tuple(h for h in (org_header, client_ip_header) if h), hooks))
     _check_unique(declared, problems, shown_path(config_file))
+    check_unique(hooks, problems)
+    if webhooks_listen is not None and webhooks_listen in (listen, admin_settings.listen) and webhooks_listen.port:
+        top.error(webhooks_section.mark_of("listen"), "webhooks.listen", "must differ from listen and admin.listen")
     upstreams = [d.upstream for d in declared]
 
     if problems:
@@ -105,6 +113,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         log=log_settings,
         slack=slack,
         sentry=sentry,
+        webhooks=tuple(d.webhook for d in hooks),
+        webhooks_listen=webhooks_listen,
     )
 
 
@@ -156,8 +166,11 @@ class _Declared:
 
 
 def _read_policy_file(
-    file: Path, environ: Mapping[str, str], problems: list[Problem], sidecar_headers: tuple[str, ...]
+    file: Path, environ: Mapping[str, str], problems: list[Problem], sidecar_headers: tuple[str, ...],
+    hooks: list[DeclaredWebhook] | None = None,
 ) -> list[_Declared]:
+    """The file's upstreams; its webhooks are appended to ``hooks``."""
+    hooks = [] if hooks is None else hooks
     before = len(problems)
     root = _read(file, environ, problems)
     if root is None:
@@ -165,9 +178,10 @@ def _read_policy_file(
             problems.append(Problem(shown_path(file), 1, 1, "", "empty policy file (expected 'upstreams:')"))
         return []
     top = Section(root, "", problems)
+    hooks.extend(read_webhooks(top, shown_path(file)))
     declared = [
         _Declared(_read_upstream(name, section, file, sidecar_headers), section.at, section.mark_of("prefix"))
-        for name, section in top.items("upstreams")
+        for name, section in (top.items("upstreams") if top.has("upstreams") or not top.has("webhooks") else ())
     ]
     top.finish()
     return declared

@@ -16,7 +16,7 @@ from proxy.config.policy_values import CONDITIONS, BreakerPolicy, RetryPolicy
 from proxy.config.reader import Section
 
 DEFAULT_FAILURE_STATUSES = frozenset(range(500, 600))
-RATE_LIMITED = 429
+TOO_MANY_REQUESTS = 429
 
 
 def _whole_seconds(value: Any) -> int:
@@ -151,10 +151,10 @@ def read_failure_statuses(parent: Section, base: frozenset[int]) -> frozenset[in
     if node is None:
         return base
     entries = parent.list_of("failure_statuses", v.status_set)
-    if any(entry == frozenset({RATE_LIMITED}) for entry in entries):
+    if any(entry == frozenset({TOO_MANY_REQUESTS}) for entry in entries):
         parent.error(parent.mark_of("failure_statuses"), f"{parent.path}.failure_statuses",
                      "429 is a rate-limit signal, never a breaker failure")
-    return frozenset().union(*entries) - {RATE_LIMITED}
+    return frozenset().union(*entries) - {TOO_MANY_REQUESTS}
 
 
 def read_routes(upstream: Section) -> tuple[tuple[Route, ...], Route]:

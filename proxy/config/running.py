@@ -32,7 +32,8 @@ from proxy.config.model import Config
 from proxy.config.yamltree import Mark, parse_yaml
 from proxy.errors import Problem
 
-RESTART_ONLY = ("listen", "admin.listen", "state", "shutdown_grace", "errors.sentry", "alerts.slack")
+RESTART_ONLY = ("listen", "admin.listen", "state", "shutdown_grace", "errors.sentry", "alerts.slack",
+                "webhooks.listen")
 """Settings bound when the process starts: listeners, the state backend's connections, the drain
 timer, the Sentry SDK (process-global) and the Slack client with its damping state."""
 
@@ -93,6 +94,7 @@ def restart_only_changes(old: Config, new: Config) -> list[Problem]:
         "shutdown_grace": (old.shutdown_grace, new.shutdown_grace),
         "errors.sentry": (old.sentry, new.sentry),
         "alerts.slack": (old.slack, new.slack),
+        "webhooks.listen": (old.webhooks_listen, new.webhooks_listen),
     }
     problems = []
     for key, (before, after) in pairs.items():

@@ -20,6 +20,7 @@ from proxy.config.limits import _KEYS
 from proxy.config.model import ERROR_FORMATS
 from proxy.config.policies import _BREAKER_FIELDS, _positive_duration, _whole_seconds
 from proxy.config.policy_values import CONDITIONS, BackendError, MissingKey
+from proxy.config.webhooks import HMAC_ENCODINGS, MODES, ON_BACKEND_ERROR, PROVIDERS
 
 Schema = dict[str, Any]
 SCHEMA_ID = "urn:resilience-proxy:policy.schema.json"
@@ -32,7 +33,7 @@ def _string(pattern: str, description: str, example: str) -> Schema:
 
 
 def duration(description: str) -> Schema:
-    return _string(r"\s*(\d+(\.\d+)?(ms|s|m|h))+\s*", description + " A duration: 250ms, 30s, 15m, 1h or 1m30s.",
+    return _string(r"\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*", description + " A duration: 250ms, 30s, 15m, 1h, 7d or 1m30s.",
                    "1s")
 
 
@@ -224,17 +225,78 @@ UPSTREAM = obj("A third-party API reached through `prefix` on the sidecar.", {
 }, ("url",))
 
 
+_KEY_PART = r"\s*(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|form:.+|json:[^.\s]+(\.[^.\s]+)*)\s*"
+_HTTP_URL = r"\s*https?://[^\s/?#@]+(/[^?#\s]*)?\s*"
+
+WEBHOOK = obj("An inbound webhook on the webhooks listener: verified, deduplicated, queued, delivered to the app.", {
+    "path": _string(r"\s*/[^?#* ]*", "Exact path on the webhooks listener.", "/hooks/twilio/status"),
+    "deliver_to": _string(_HTTP_URL, "The app's http(s) URL events are delivered to.", "http://127.0.0.1:3000/hook"),
+    "provider": {"enum": list(PROVIDERS), "examples": ["twilio"], "description": "How a request is verified: "
+                 "twilio (X-Twilio-Signature), google (X-Goog-Channel-Token), hmac (a header with HMAC-SHA256 of "
+                 "the body), none."},
+    "twilio": obj("provider: twilio.", {
+        "auth_token": text("The account's auth token (HMAC-SHA1 key).", "twilio-auth-token"),
+        "public_url": _string(_HTTP_URL, "The URL Twilio calls, as configured in its console (never the Host "
+                              "header).", "https://app.example.com/hooks/twilio/status"),
+    }, ("auth_token", "public_url")),
+    "google": obj("provider: google.", {
+        "channel_token": text("The token given to watch, returned in X-Goog-Channel-Token.", "channel-token"),
+    }, ("channel_token",)),
+    "hmac": obj("provider: hmac (GitHub / Stripe style).", {
+        "secret": text("The shared secret.", "shared-secret"),
+        "header": HEADER | {"description": "The header holding the signature (an optional sha256= prefix).",
+                            "examples": ["X-Hub-Signature-256"]},
+        "encoding": {"enum": list(HMAC_ENCODINGS), "examples": ["hex"],
+                     "description": "The signature's encoding (default: either)."},
+    }, ("secret", "header")),
+    "mode": {"enum": list(MODES), "examples": ["queue"], "description": "queue: answer at once; sync: forward at "
+             "once and answer with the app's reply (queued if the app fails)."},
+    "dedupe": obj("Repeats within the window are answered like the original and not queued again.", {
+        "window": duration("How long a key (and the payload) is kept (default 24h)."),
+        "key": one_or_list(_string(_KEY_PART, "header:X, form:F or json:a.b.", "header:X-Request-Id"),
+                           "The parts of the dedupe key (default: the provider's)."),
+    }),
+    "delivery": obj("Delivery to deliver_to.", {
+        "attempts": integer(1, "Tries in all; then dead_letter (default 8)."),
+        "backoff": obj("Wait before try n+1: initial * multiplier^(n-1), capped at max.", {
+            "initial": duration("The first wait (default 1s)."),
+            "multiplier": number(1, "Each wait is the last one times this (default 2)."),
+            "max": duration("The longest wait (default 5m)."),
+        }),
+        "timeout": duration("Per attempt (default 10s)."),
+        "concurrency": integer(1, "Deliveries in flight per webhook per replica (default 4)."),
+    }),
+    "retention": obj("How long the delivery log keeps entries.", {
+        "delivery_log": duration("Default 7d."),
+    }),
+    "org": _string(_KEY_PART, "Where the event's organisation is read: form:F, json:a.b or header:X.",
+                   "form:AccountSid"),
+    "on_backend_error": {"enum": list(ON_BACKEND_ERROR), "examples": ["passthrough"], "description": "The store "
+                         "is down: passthrough (verify, forward, answer with the app's reply) or reject (503)."},
+    "max_body": size("Larger requests are refused with 413 (default 1MiB)."),
+}, ("path", "deliver_to", "provider"))
+WEBHOOK["allOf"] = [
+    {"if": {"properties": {"provider": {"const": name}}, "required": ["provider"]},
+     "then": {"required": [name] if name != "none" else [],
+              "properties": {other: False for other in ("twilio", "google", "hmac") if other != name}}}
+    for name in PROVIDERS
+]
+
+
 def policy_schema() -> Schema:
     """The schema of one policy file."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "resilience-proxy policy file",
-        "description": "Upstreams with their breakers, retries, routes and rate limits (README: Configuration).",
+        "description": "Upstreams with their breakers, retries, routes and rate limits, and inbound webhooks "
+                       "(README: Configuration).",
         "type": "object",
         "properties": {"upstreams": {"type": "object", "description": "Upstreams by name.",
-                                     "additionalProperties": UPSTREAM}},
-        "required": ["upstreams"],
+                                     "additionalProperties": UPSTREAM},
+                       "webhooks": {"type": "object", "description": "Inbound webhooks by name.",
+                                    "additionalProperties": WEBHOOK}},
+        "minProperties": 1,
         "additionalProperties": False,
     }
 
@@ -288,6 +350,9 @@ def config_schema() -> Schema:
             "org_header": HEADER | {"description": "Header naming the calling organisation (key: org)."},
             "client_ip_header": HEADER | {"description": "Header naming the end user's address (key: ip)."},
             "shutdown_grace": duration("Longest wait for in-flight requests after SIGTERM."),
+            "webhooks": obj("Inbound webhooks (defined in policy files).", {
+                "listen": ADDRESS | {"description": "The listener providers call in on, e.g. 0.0.0.0:8081 "
+                                                    "(absent: off). Restart-only."}}),
             "policies": one_or_list(text("A policy file or directory, relative to this file.", "policies/"),
                                     "Policy files or directories (default: policies/)."),
         }),

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from proxy.config.model import Address
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -21,7 +21,7 @@ def _shown(value: Any) -> str:
 
 
 def duration(value: Any) -> float:
-    """``250ms``, ``30s``, ``15m``, ``1h`` or a sum such as ``1m30s``, in seconds. A bare number is refused:
+    """``250ms``, ``30s``, ``15m``, ``1h``, ``7d`` or a sum such as ``1m30s``, in seconds. A bare number is refused:
     nobody can tell whether ``30`` meant seconds or milliseconds."""
     text = value.strip() if isinstance(value, str) else None
     if text and _DURATION_PART.sub("", text) == "":

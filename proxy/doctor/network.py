@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from proxy.config.model import Config, SlackSettings, StateSettings, Upstream
 from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result
+from proxy.state.base import BackendTimeout, BackendUnavailable
 
 CHECK_TIMEOUT = 5.0
 """Per check: long enough for a slow TLS handshake across the world, short enough to wait for."""
@@ -24,39 +25,40 @@ TEST_TEXT = "resilience-proxy doctor: test alert (nothing is wrong)"
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
+    if isinstance(error, (TimeoutError, BackendTimeout)):
         return f"no answer within {CHECK_TIMEOUT:g}s"
     return str(error) or type(error).__name__
 
 
 async def check_redis(state: StateSettings) -> list[Result]:
     """PING round trip, then SCRIPT LOAD of every breaker and rate-limit script."""
-    from proxy.state.redis import limits as redis_limits
-    from proxy.state.redis import scripts as redis_scripts
-    from proxy.state.redis.client import ERRORS, connect, without_password
+    from proxy.state.redis import breaker_scripts, limits
+    from proxy.state.redis.client import connect, translated, without_password
 
     shown = without_password(state.redis_url)
     client = connect(state.redis_url, CHECK_TIMEOUT, max_connections=1)
     try:
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                await client.ping()  # connects
-                started = time.perf_counter()
-                await client.ping()
-                rtt = (time.perf_counter() - started) * 1000
-        except ERRORS as error:
+            with translated():
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    await client.ping()  # connects
+                    started = time.perf_counter()
+                    await client.ping()
+                    rtt = (time.perf_counter() - started) * 1000
+        except BackendUnavailable as error:
             return [Result("redis", FAIL, f"{shown}: {_describe(error)}"),
                     Result("lua scripts", SKIP, "Redis unreachable")]
         status = WARN if rtt > SLOW_REDIS_MS else PASS
         redis = Result("redis", status, f"{shown}: PING {rtt:.1f} ms"
                        + (f" (over {SLOW_REDIS_MS:g} ms; redis_timeout is {state.redis_timeout * 1000:g} ms)"
                           if status == WARN else ""))
-        scripts = {**redis_scripts.SCRIPTS, **redis_limits.SCRIPTS}
+        scripts = {**breaker_scripts.SCRIPTS.texts, **limits.SCRIPTS.texts}
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                for text in scripts.values():
-                    await client.script_load(text)
-        except ERRORS as error:
+            with translated():
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    for text in scripts.values():
+                        await client.script_load(text)
+        except BackendUnavailable as error:
             return [redis, Result("lua scripts", FAIL, _describe(error))]
         return [redis, Result("lua scripts", PASS, f"{len(scripts)} loaded: {', '.join(sorted(scripts))}")]
     finally:

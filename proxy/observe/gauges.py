@@ -35,11 +35,11 @@ STATE_CODES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2, State.FORCED_
 """The value of ``resilience_proxy_breaker_state`` for each state (README, "Metrics")."""
 
 
-class _CountsErrors(Protocol):
+class _CountsBackendFailures(Protocol):
     """The Redis stores count their failed calls (the memory stores have nothing to count)."""
 
     @property
-    def errors(self) -> int: ...
+    def backend_failures(self) -> int: ...
 
 
 class _StateFamilies:
@@ -87,12 +87,12 @@ class Sampler:
             (BreakerId.of(upstream, route).key, families.breaker_state.labels(upstream.name, route.name))
             for upstream, route in pairs
         ]
-        self._errors: list[tuple[_CountsErrors, Counter]] = [
-            (cast(_CountsErrors, store), families.backend_errors.labels(name))
+        self._failures: list[tuple[_CountsBackendFailures, Counter]] = [
+            (cast(_CountsBackendFailures, store), families.backend_errors.labels(name))
             for name, store in (("breakers", breakers), ("rate_limits", limits))
-            if hasattr(store, "errors")
+            if hasattr(store, "backend_failures")
         ]
-        self._errors_seen: dict[int, int] = {id(store): 0 for store, _ in self._errors}
+        self._failures_seen: dict[int, int] = {id(store): 0 for store, _ in self._failures}
 
     def forget_missing(self, replaced: Sampler) -> None:
         """After a reload: stop exporting the state of breakers the new config no longer has.
@@ -108,11 +108,11 @@ class Sampler:
         for key, child in self._views:
             child.set(STATE_CODES[self._breakers.view(key).state])
         self._families.backend_up.set(1 if self._breakers.backend_up and self._limits.backend_up else 0)
-        for store, child in self._errors:
-            # The stores count errors themselves; the counter follows, so it never goes backwards.
-            count = store.errors
-            seen = self._errors_seen[id(store)]
+        for store, child in self._failures:
+            # The stores count failures themselves; the counter follows, so it never goes backwards.
+            count = store.backend_failures
+            seen = self._failures_seen[id(store)]
             if count > seen:
                 child.inc(count - seen)
-                self._errors_seen[id(store)] = count
+                self._failures_seen[id(store)] = count
         self._families.in_flight.set(self._in_flight())

@@ -51,6 +51,12 @@ def configure_logging(level: str) -> None:
 _TRANSITIONS = logging.getLogger("resilience_proxy.breaker")
 
 
+def on_event(event: object) -> None:
+    """The EventBus listener: the events that make a log line of their own."""
+    if isinstance(event, BreakerTransition):
+        log_breaker_transition(event)
+
+
 def log_breaker_transition(transition: BreakerTransition) -> None:
     """One log line per transition this process made (openings as warnings)."""
     level = logging.WARNING if transition.to_state in ("open", "forced_open") else logging.INFO

@@ -33,7 +33,7 @@ from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
 from proxy.observe.alerts.slack import SlackAlerts
 from proxy.observe.gauges import Sampler
-from proxy.observe.logs import log_breaker_transition
+from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
 from proxy.observe.sentry import SentryReporter
 from proxy.config.running import (
@@ -69,11 +69,11 @@ class Sidecar:
         self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
         self.breakers = breakers or make_breaker_store(config.state)
-        self.breakers.add_listener(log_breaker_transition)
         self.limits = limits or make_limit_store(config.state)
         self.events = EventBus()
+        self.events.subscribe(log_events)
         self.events.subscribe(proxy_metrics().on_event)
-        self.breakers.add_listener(self.events.emit)
+        self.breakers.emit_to(self.events.emit)
         self.alerts = SlackAlerts(config.slack, self.events.emit) if config.slack else None
         self.errors = SentryReporter(config.sentry) if config.sentry else None
         for reporter in (self.alerts, self.errors):

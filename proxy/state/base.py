@@ -4,7 +4,8 @@ The hot path reads :meth:`BreakerStore.view`, a local copy that costs no I/O: a 
 breaker never waits on a backend. Only an open breaker whose time is up (a probe) and
 operator actions make a round trip. Outcomes are handed over without waiting; a backend may
 apply them at once (memory) or in batches (Redis). Transitions this process makes are passed
-to the listeners; transitions made elsewhere in the fleet only update the views.
+to the one callable the store was given (the sidecar's EventBus, which fans them out);
+transitions made elsewhere in the fleet only update the views.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from proxy.events import BreakerTransition
 from proxy.policy.breaker import Action, Admission, State
 from proxy.policy.ratelimit import Check, Verdict
 
-TransitionListener = Callable[[BreakerTransition], None]
+TransitionEmit = Callable[[BreakerTransition], None]
+
+
+def ignore(event: object) -> None:
+    """What a store emits to until it is given somewhere to emit."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class BreakerStore(Protocol):
         """Apply every outcome handed over so far (a batching backend sends them now)."""
         ...
 
-    def add_listener(self, listener: TransitionListener) -> None: ...
+    def emit_to(self, emit: TransitionEmit) -> None:
+        """Hand every transition this process makes to ``emit`` (replacing the one given before)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -78,7 +85,15 @@ class BreakerStore(Protocol):
 
 
 class BackendUnavailable(Exception):
-    """The shared backend could not decide in time; the caller applies each limit's ``on_backend_error``."""
+    """The shared backend could not decide: it failed, or gave no answer in time (:class:`BackendTimeout`).
+
+    The only error a store's backend raises; redis-py's own become this one in one place
+    (:func:`proxy.state.redis.client.translated`). The limiter applies each limit's ``on_backend_error``.
+    """
+
+
+class BackendTimeout(BackendUnavailable):
+    """No answer within the timeout: the backend may hang, or this process's event loop may be late."""
 
 
 class LimitStore(Protocol):

@@ -9,7 +9,7 @@ from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
 from proxy.policy import breaker
 from proxy.policy.breaker import Action, Admission, BreakerRecord, Random
-from proxy.state.base import BreakerView, TransitionListener
+from proxy.state.base import BreakerView, TransitionEmit, ignore
 
 
 class MemoryBreakerStore:
@@ -18,7 +18,7 @@ class MemoryBreakerStore:
         self._random = random
         self._records: dict[str, BreakerRecord] = {}
         self._views: dict[str, BreakerView] = {}
-        self._listeners: list[TransitionListener] = []
+        self._emit: TransitionEmit = ignore
 
     @property
     def backend_up(self) -> bool:
@@ -53,8 +53,8 @@ class MemoryBreakerStore:
     async def flush(self) -> None:
         pass
 
-    def add_listener(self, listener: TransitionListener) -> None:
-        self._listeners.append(listener)
+    def emit_to(self, emit: TransitionEmit) -> None:
+        self._emit = emit
 
     async def start(self) -> None:
         pass
@@ -79,8 +79,7 @@ class MemoryBreakerStore:
                 or view.open_until != record.open_until):
             self._views[key] = view_of(key, record)
         if transition is not None:
-            for listener in self._listeners:
-                listener(transition)
+            self._emit(transition)
 
 
 def view_of(key: str, record: BreakerRecord) -> BreakerView:

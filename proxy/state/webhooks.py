@@ -121,3 +121,51 @@ class WebhookStore(Protocol):
     async def replay_all(self, webhook: str, status: EventStatus) -> int:
         """Replay every event of ``status``; returns how many were replayed."""
         ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed event, as a delivery worker needs it: the payload, and which try this is."""
+
+    webhook: str
+    event_id: str
+    attempt: int
+    """1 for the first try; counted afresh after a replay."""
+    received_at: float
+    method: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    verified: str
+    token: str
+    """The backend's handle on this claim (the stream entry id in Redis)."""
+
+
+class DeliveryQueue(WebhookStore, Protocol):
+    """The workers' side of a store: claim events, settle each attempt, hand back what was not started.
+
+    A claim is a lease: an event claimed by a consumer that neither settles nor releases it
+    within ``visibility`` seconds (the process died) is claimed again by the next consumer that asks.
+    """
+
+    async def claim(self, webhook: str, consumer: str, count: int, visibility: float) -> list[Delivery]:
+        """Up to ``count`` events due for delivery, each marked processing with its attempt counted."""
+        ...
+
+    async def settle(self, delivery: Delivery, status: EventStatus, *, error: str = "", retry_at: float = 0.0) -> bool:
+        """Record an attempt's end: COMPLETED, DEAD_LETTER, or FAILED with the next try at ``retry_at``.
+        False when the claim was lost (another consumer took the event over) and nothing changed."""
+        ...
+
+    async def release(self, deliveries: list[Delivery]) -> None:
+        """Hand claimed, not-started events back for any consumer, their attempt not counted."""
+        ...
+
+    async def wait_for_work(self, webhook: str, timeout: float) -> None:
+        """Return when this process accepted an event for ``webhook``, or after ``timeout`` seconds
+        (events accepted elsewhere and retries coming due are found by polling)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...

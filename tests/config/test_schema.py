@@ -106,43 +106,69 @@ def key_paths(schema: dict[str, Any], document: Any, path: tuple[Any, ...] = ())
             yield from key_paths(_branch(schema, list)["items"], item, (*path, index))
 
 
+AUTH_SECTIONS = ("twilio", "google", "hmac")
+
+
 @pytest.fixture
-def full(tmp_path: Path) -> dict[str, Any]:
+def variants(tmp_path: Path) -> list[dict[str, Any]]:
+    """Documents that together use every schema key: a webhook takes only its own provider's section."""
     (tmp_path / "ca.pem").write_text("")
     document = example(SCHEMA, itertools.count())
     document["upstreams"]["x"]["routes"][0]["path"] = "/a/{id}"
-    return document
+    found = []
+    for provider in AUTH_SECTIONS:
+        variant = copy.deepcopy(document)
+        hook = variant["webhooks"]["x"]
+        hook["provider"] = provider
+        for other in set(AUTH_SECTIONS) - {provider}:
+            del hook[other]
+        found.append(variant)
+    return found
+
+
+@pytest.fixture
+def full(variants: list[dict[str, Any]]) -> dict[str, Any]:
+    return variants[0]
 
 
 def test_the_schema_is_valid_draft_2020_12() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
-def test_a_policy_using_every_schema_key_loads(tmp_path: Path, full: dict[str, Any]) -> None:
-    assert schema_errors(full) == []
-    assert [str(p) for p in loader_problems(tmp_path, full)] == []
+def test_a_policy_using_every_schema_key_loads(tmp_path: Path, variants: list[dict[str, Any]]) -> None:
+    for document in variants:
+        assert schema_errors(document) == []
+        assert [str(p) for p in loader_problems(tmp_path, document)] == []
 
 
-def test_the_loader_asks_for_exactly_the_schema_keys(tmp_path: Path, full: dict[str, Any],
+def test_a_webhook_with_another_providers_section_fails_both(tmp_path: Path, full: dict[str, Any]) -> None:
+    full["webhooks"]["x"]["google"] = {"channel_token": "t"}
+    assert schema_errors(full)
+    assert [p.message for p in loader_problems(tmp_path, full)] == ["only applies with provider: google"]
+
+
+def test_the_loader_asks_for_exactly_the_schema_keys(tmp_path: Path, variants: list[dict[str, Any]],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     asked: set[str] = set()
     original = Section.node
 
     def record(self: Section, key: str) -> YNode | None:
         path = f"{self.path}.{key}" if self.path else key
-        asked.add(re.sub(r"(upstreams|overrides|body)\.[^.\[]+", r"\1.*", re.sub(r"\[\d+\]", "[]", path)))
+        asked.add(re.sub(r"(upstreams|webhooks|overrides|body)\.[^.\[]+", r"\1.*", re.sub(r"\[\d+\]", "[]", path)))
         return original(self, key)
 
     monkeypatch.setattr(Section, "node", record)
-    assert loader_problems(tmp_path, full) == []
+    for document in variants:
+        assert loader_problems(tmp_path, document) == []
     assert asked == schema_keys(SCHEMA)
 
 
-def test_every_misspelt_key_fails_the_loader_and_the_schema(tmp_path: Path, full: dict[str, Any]) -> None:
-    paths = list(key_paths(SCHEMA, full))
+def test_every_misspelt_key_fails_the_loader_and_the_schema(tmp_path: Path, variants: list[dict[str, Any]]) -> None:
+    paths = [(index, path) for index, full in enumerate(variants) for path in key_paths(SCHEMA, full)
+             if index == 0 or path[-2:-1] in {(name,) for name in AUTH_SECTIONS}]
     assert len(paths) > 60
-    for path in paths:
-        document = copy.deepcopy(full)
+    for index, path in paths:
+        document = copy.deepcopy(variants[index])
         parent = document
         for step in path[:-1]:
             parent = parent[step]

@@ -5,13 +5,13 @@ from proxy.config.model import Address
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
-    ("250ms", 0.25), ("30s", 30.0), ("15m", 900.0), ("1h", 3600.0), ("1m30s", 90.0), ("1.5s", 1.5),
+    ("250ms", 0.25), ("30s", 30.0), ("15m", 900.0), ("1h", 3600.0), ("1m30s", 90.0), ("1.5s", 1.5), ("7d", 604800.0), ("1d12h", 129600.0),
 ])
 def test_durations_users_write(text: str, seconds: float) -> None:
     assert values.duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", [30, "30", "10 s", "1d", "", "s", True, None, "-1s"])
+@pytest.mark.parametrize("bad", [30, "30", "10 s", "1w", "", "s", True, None, "-1s"])
 def test_durations_without_a_unit_or_with_an_unknown_one_are_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         values.duration(bad)

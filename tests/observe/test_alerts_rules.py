@@ -10,7 +10,7 @@ import pytest
 from proxy.clock import FakeClock
 from proxy.config.model import SlackSettings
 from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, RequestEnded
-from proxy.observe.alerts.damping import RateWindow
+from proxy.observe.alerts.damping import FailureWindow
 from proxy.observe.alerts.format import render
 from proxy.observe.alerts.rules import (
     AlertRules,
@@ -186,7 +186,7 @@ def test_the_error_rate_window_slides_and_counts_only_what_concerns_the_upstream
         (503, None), (502, "connection_refused"), (503, "destination_unavailable"), (200, None), (404, None),
         (429, None), (429, "http_request_denied"), (499, "client_disconnected"), (500, "proxy_internal_error"),
     ]] == [True, True, True, False, False, False, None, None, None]
-    window, clock = RateWindow(60), FakeClock()
+    window, clock = FailureWindow(60), FakeClock()
     for _ in range(10):
         window.add(True, clock.now())
     clock.advance(30)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from proxy.clock import FakeClock
 from proxy.config.model import SlackSettings
 from proxy.events import WebhookQueueSampled, WebhookSettled
-from proxy.observe.alerts.damping import CountGate, Tally
+from proxy.observe.alerts.damping import CountGate, Held
 from proxy.observe.alerts.format import render
 from proxy.observe.alerts.rules import AlertRules, Flapping, WebhookBacklog, WebhookDeadLetters
 
@@ -49,7 +49,7 @@ def test_count_gate_holds_what_arrives_after_the_interval_until_the_summary() ->
     assert gate.add("a", 0) is True
     assert gate.add("a", 10) is False
     assert gate.add("a", 70) is False  # interval over, but one is held: it joins the summary
-    assert gate.due(70) == [Tally("a", 2, 70)]
+    assert gate.due(70) == [Held("a", 2, 70)]
     assert gate.next_due() is None
     assert gate.add("a", 200) is True
 

@@ -15,11 +15,11 @@ from tests.conftest import write_config
 
 
 class FakeStore:
-    """Answers ``view`` from a dict; ``errors`` and ``backend_up`` as a Redis store reports them."""
+    """Answers ``view`` from a dict; ``backend_failures`` and ``backend_up`` as a Redis store reports them."""
 
     def __init__(self) -> None:
         self.states: dict[str, State] = {}
-        self.errors = 0
+        self.backend_failures = 0
         self.backend_up = True
 
     def view(self, key: str) -> BreakerView:
@@ -51,9 +51,9 @@ def test_states_health_errors_and_in_flight_are_copied_into_the_gauges(tmp_path:
     assert REGISTRY.get_sample_value("resilience_proxy_breaker_state", {"upstream": name, "route": "nobreaker"}) \
         is None, "a route without a breaker has no state"
 
-    breakers.errors, limits.errors, limits.backend_up, in_flight[0] = 3, 1, False, 7
+    breakers.backend_failures, limits.backend_failures, limits.backend_up, in_flight[0] = 3, 1, False, 7
     sampler.sample()
-    breakers.errors = 5
+    breakers.backend_failures = 5
     sampler.sample()
     sampler.sample()
     assert value("resilience_proxy_state_backend_errors_total", store="breakers") - errors_before["breakers"] == 5

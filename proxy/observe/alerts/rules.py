@@ -39,7 +39,7 @@ from proxy.events import (
     WebhookQueueSampled,
     WebhookSettled,
 )
-from proxy.observe.alerts.damping import CountGate, FlapGate, Flaps, RateWindow
+from proxy.observe.alerts.damping import CountGate, FailureWindow, FlapGate, Flaps
 
 NOT_ABOUT_THE_UPSTREAM = frozenset({
     "http_request_denied", "destination_not_found", "http_request_error", "client_disconnected",
@@ -195,7 +195,7 @@ class AlertRules:
         self._states: dict[str, str] = {}
         self._last_errors: dict[str, str] = {}
         self._down_since: dict[str, float] = {}
-        self._windows: dict[str, RateWindow] = {}
+        self._windows: dict[str, FailureWindow] = {}
         self._high: set[str] = set()
         self._refused: tuple[str, ...] | None = None
         self._handlers: dict[type, Callable[[object], list[Alert]]] = {
@@ -277,7 +277,7 @@ class AlertRules:
     def _count(self, upstream: str, failed: bool) -> list[Alert]:
         window = self._windows.get(upstream)
         if window is None:
-            window = self._windows[upstream] = RateWindow(self._settings.error_window)
+            window = self._windows[upstream] = FailureWindow(self._settings.error_window)
         now = self._clock.now()
         rate = window.add(failed, now)
         if rate.requests < self._settings.error_min_requests:

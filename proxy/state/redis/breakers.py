@@ -8,7 +8,7 @@ in a queue and leave in one pipeline per flush: every ``flush_interval``, or at 
 probe's outcome (a half-open breaker waits for it) and for a failure that may open the breaker
 (the fleet hears of it in milliseconds). Only probes and operator actions wait on Redis, and a
 half-open breaker whose probe slots are taken says so locally until they may return.
-Transitions go to the listeners of the store whose script made them, so a fleet emits each one
+Transitions go to the ``emit`` of the store whose script made them, so a fleet emits each one
 exactly once.
 
 When a Redis call fails the store stops calling Redis and serves everything from an embedded
@@ -35,10 +35,10 @@ from proxy.clock import Clock, SystemClock
 from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
 from proxy.policy.breaker import Action, Admission, BreakerRecord, Random, State
-from proxy.state.base import BreakerView, TransitionListener
+from proxy.state.base import BackendUnavailable, BreakerView, TransitionEmit, ignore
 from proxy.state.memory import MemoryBreakerStore
-from proxy.state.redis import scripts as lua
-from proxy.state.redis.client import ERRORS, RedisHealth, cancel_tasks, connect, describe
+from proxy.state.redis import breaker_scripts as lua
+from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
 
 log = logging.getLogger("resilience_proxy.state")
 
@@ -71,7 +71,7 @@ class RedisBreakerStore(RedisHealth):
         self._queued = asyncio.Event()
         self._urgent = asyncio.Event()
         self._send_lock = asyncio.Lock()
-        self._listeners: list[TransitionListener] = []
+        self._emit: TransitionEmit = ignore
         self._flusher: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
         self._fallback = self._new_fallback()
@@ -99,9 +99,10 @@ class RedisBreakerStore(RedisHealth):
                 self._probes_taken.get(key) == (view.version, view.open_until):
             return Admission(False, retry_after=max(view.open_until - now, 1.0))  # no slot returns before
         try:
-            async with asyncio.timeout(self._timeout):
-                (reply,) = await self._run([("admit", key, policy, ())])
-        except ERRORS as error:
+            with translated():
+                async with asyncio.timeout(self._timeout):
+                    (reply,) = await self._run([("admit", key, policy, ())])
+        except BackendUnavailable as error:
             self._down(error)
             return await self._fallback.admit(key, policy)
         transitions = self._apply(key, reply)
@@ -125,9 +126,10 @@ class RedisBreakerStore(RedisHealth):
             await self._send_queued()  # outcomes recorded before the action count before it
             if self._up:
                 try:
-                    async with asyncio.timeout(self._timeout):
-                        (reply,) = await self._run([("force", key, policy, (action.value, actor))])
-                except ERRORS as error:
+                    with translated():
+                        async with asyncio.timeout(self._timeout):
+                            (reply,) = await self._run([("force", key, policy, (action.value, actor))])
+                except BackendUnavailable as error:
                     self._down(error)
                 else:
                     return self._apply(key, reply)[0]
@@ -136,8 +138,9 @@ class RedisBreakerStore(RedisHealth):
     async def views(self, keys: list[str]) -> list[BreakerView]:
         if self._up:
             try:
-                return await self._refresh(keys)
-            except ERRORS as error:
+                with translated():
+                    return await self._refresh(keys)
+            except BackendUnavailable as error:
                 self._down(error)
         return await self._fallback.views(keys)
 
@@ -145,8 +148,8 @@ class RedisBreakerStore(RedisHealth):
         async with self._send_lock:
             await self._send_queued()
 
-    def add_listener(self, listener: TransitionListener) -> None:
-        self._listeners.append(listener)
+    def emit_to(self, emit: TransitionEmit) -> None:
+        self._emit = emit
 
     async def start(self) -> None:
         """Connect and subscribe; if Redis does not answer, start on local state and keep trying."""
@@ -154,9 +157,10 @@ class RedisBreakerStore(RedisHealth):
         self._flusher = self._spawn(self._flush_loop())
         self._spawn(self._refresh_loop())
         try:
-            await self._connect()
-        except ERRORS as error:
-            self._errors += 1
+            with translated():
+                await self._connect()
+        except BackendUnavailable as error:
+            self._backend_failures += 1
             log.warning("Redis at %s unreachable (%s): breakers run on local state until it answers",
                         self._shown_url, describe(error))
             self._recovering()
@@ -171,8 +175,7 @@ class RedisBreakerStore(RedisHealth):
         await cancel_tasks(list(self._tasks))
         await self._drop_subscription()
         if self._client is not None:
-            with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
-                await self._client.aclose()
+            await close_quietly(self._client.aclose)
 
     # -- talking to Redis -------------------------------------------------------------------------
 
@@ -205,8 +208,9 @@ class RedisBreakerStore(RedisHealth):
             self._replay(calls)
             return
         try:
-            replies = await self._run(calls)
-        except ERRORS as error:
+            with translated():
+                replies = await self._run(calls)
+        except BackendUnavailable as error:
             self._down(error, unsent=calls)
             return
         for (_, key, _, _), reply in zip(calls, replies):
@@ -229,13 +233,6 @@ class RedisBreakerStore(RedisHealth):
         for transition in transitions:
             self._emit(transition)
         return transitions
-
-    def _emit(self, transition: BreakerTransition) -> None:
-        for listener in self._listeners:
-            try:
-                listener(transition)
-            except Exception:
-                log.exception("breaker transition listener failed")
 
     def _on_message(self, data: str) -> None:
         try:
@@ -266,17 +263,20 @@ class RedisBreakerStore(RedisHealth):
             await asyncio.sleep(self._refresh_interval)
             if self._up and self._views:
                 try:
-                    await self._refresh(list(self._views))
-                except ERRORS as error:
+                    with translated():
+                        await self._refresh(list(self._views))
+                except BackendUnavailable as error:
                     self._down(error)
 
     async def _subscribe_loop(self, pubsub: Any) -> None:
         try:
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._refresh_interval)
-                if message is not None and message["type"] == "message":
-                    self._on_message(message["data"])
-        except ERRORS as error:
+            with translated():
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=self._refresh_interval)
+                    if message is not None and message["type"] == "message":
+                        self._on_message(message["data"])
+        except BackendUnavailable as error:
             self._down(error)
 
     # -- losing and regaining Redis ---------------------------------------------------------------
@@ -287,7 +287,7 @@ class RedisBreakerStore(RedisHealth):
         await self._drop_subscription()
         await self._client.connection_pool.disconnect()  # connections from before a restart are dead
         await self._client.ping()
-        await lua.load(self._client)
+        await lua.SCRIPTS.load(self._client)
         pubsub = self._client.pubsub()
         try:
             await pubsub.subscribe(self._channel)
@@ -305,7 +305,7 @@ class RedisBreakerStore(RedisHealth):
 
     def _down(self, error: BaseException, unsent: Sequence[lua.Call] = ()) -> None:
         """Stop calling Redis: serve from local state, starting from the views known so far."""
-        self._errors += 1
+        self._backend_failures += 1
         if not self._up or self._closing:
             self._replay(unsent)
             return
@@ -329,8 +329,11 @@ class RedisBreakerStore(RedisHealth):
 
     def _new_fallback(self) -> MemoryBreakerStore:
         fallback = MemoryBreakerStore(clock=self._clock, random=self._random)
-        fallback.add_listener(self._emit)
+        fallback.emit_to(self._emit_fallback)
         return fallback
+
+    def _emit_fallback(self, transition: BreakerTransition) -> None:
+        self._emit(transition)  # read at each call: ``emit_to`` may come after the fallback was made
 
     async def _drop_subscription(self) -> None:
         if self._subscriber is not None:
@@ -338,5 +341,4 @@ class RedisBreakerStore(RedisHealth):
             self._subscriber = None
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
-            with contextlib.suppress(*ERRORS):
-                await pubsub.aclose()
+            await close_quietly(pubsub.aclose)

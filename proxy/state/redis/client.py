@@ -11,8 +11,10 @@ same timeout as the command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,23 +23,59 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from proxy.state.base import BackendTimeout, BackendUnavailable
+
 log = logging.getLogger("resilience_proxy.state")
 
 MAX_CONNECTIONS = 16
 
-ERRORS = (RedisError, OSError, TimeoutError, ValueError)
-"""What makes a store fall back to local decisions; ValueError: a reply it cannot read."""
+_FOREIGN = (RedisError, OSError, ValueError)
+"""What redis-py and the socket raise when Redis fails; ValueError: a reply redis-py cannot read."""
 
-BackendListener = Callable[[bool], None]
+BackendEmit = Callable[[bool], None]
 """Told False when a store falls back to local decisions, True when Redis serves again."""
 
 
-def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
-    """A client for ``url`` that never retries on its own (the stores decide what a failure means)."""
+class _Translated:
+    """See :func:`translated` (a class rather than a generator: it wraps every rate-limited request)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> bool:
+        if error is None or isinstance(error, BackendUnavailable):
+            return False
+        if isinstance(error, TimeoutError):  # asyncio.timeout's, or a socket's
+            raise BackendTimeout(describe(error)) from error
+        if isinstance(error, _FOREIGN):
+            raise BackendUnavailable(describe(error)) from error
+        return False
+
+
+_TRANSLATED = _Translated()
+
+
+def translated() -> _Translated:
+    """The one place where Redis failures become :class:`BackendUnavailable` (``from`` the original):
+    ``with translated(): async with asyncio.timeout(t): await ...``. Anything else passes untouched."""
+    return _TRANSLATED
+
+
+async def close_quietly(close: Callable[[], Awaitable[Any]]) -> None:
+    """Close a client, a subscription or a lane; redis-py may time out closing a busy connection."""
+    with contextlib.suppress(BackendUnavailable), translated():
+        await close()
+
+
+def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS,
+            decode_responses: bool = True) -> aioredis.Redis:
+    """A client for ``url`` that never retries on its own (the stores decide what a failure means).
+    ``decode_responses=False`` for a store that keeps bytes (webhook bodies)."""
     no_retry = Retry(NoBackoff(), 0)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry=no_retry, decode_responses=True,
+        socket_connect_timeout=timeout, retry=no_retry, decode_responses=decode_responses,
     )
     return aioredis.Redis(connection_pool=pool, retry=no_retry)
 
@@ -80,8 +118,8 @@ class RedisHealth:
         self._retry_interval = retry_interval
         self._up = False
         self._closing = False
-        self._errors = 0
-        self._backend_listeners: list[BackendListener] = []
+        self._backend_failures = 0
+        self._emit_backend: BackendEmit = _ignore
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -90,32 +128,33 @@ class RedisHealth:
         return self._up
 
     @property
-    def errors(self) -> int:
+    def backend_failures(self) -> int:
         """Failed Redis calls so far, the background checks while it is down included."""
-        return self._errors
+        return self._backend_failures
 
-    def add_backend_listener(self, listener: BackendListener) -> None:
-        """``listener(False)`` when the store stops calling Redis, ``listener(True)`` when it serves again."""
-        self._backend_listeners.append(listener)
+    def emit_backend_to(self, emit: BackendEmit) -> None:
+        """``emit(False)`` when the store stops calling Redis, ``emit(True)`` when it serves again."""
+        self._emit_backend = emit
 
     async def _connect(self) -> None:
         raise NotImplementedError
 
     def _recovering(self) -> None:
-        """Start waiting for Redis in the background and tell the listeners it is down."""
+        """Start waiting for Redis in the background and say it is down."""
         self._spawn(self._recover())
-        self._tell_backend(False)
+        self._emit_backend(False)
 
     async def _recover(self) -> None:
         while True:
             await asyncio.sleep(self._retry_interval)
             try:
-                await self._connect()
-            except ERRORS:
-                self._errors += 1
+                with translated():
+                    await self._connect()
+            except BackendUnavailable:
+                self._backend_failures += 1
                 continue
             log.warning("Redis at %s answers again: %s are shared with the fleet", self._shown_url, self._what)
-            self._tell_backend(True)
+            self._emit_backend(True)
             return
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -124,10 +163,6 @@ class RedisHealth:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _tell_backend(self, up: bool) -> None:
-        for listener in self._backend_listeners:
-            try:
-                listener(up)
-            except Exception:
-                log.exception("Redis status listener failed")
 
+def _ignore(up: bool) -> None:
+    pass

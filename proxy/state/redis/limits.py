@@ -25,31 +25,26 @@ itself can be late by more than a 50 ms timeout while Redis answered in time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from proxy.clock import Clock, SystemClock
 from proxy.config.policy_values import MICROS, micros
 from proxy.policy.ratelimit import Check, Verdict
-from proxy.state.base import BackendUnavailable
-from proxy.state.redis.client import ERRORS, RedisHealth, cancel_tasks, connect, describe
+from proxy.state.base import BackendTimeout, BackendUnavailable
+from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
 from proxy.state.redis.lane import Lane
+from proxy.state.redis.scripts import Scripts
 
 log = logging.getLogger("resilience_proxy.state")
 
 CONFIRM_FACTOR = 4
 """How many timeouts a confirming PING may take before a timed-out request takes the store down."""
 
-_LUA = Path(__file__).parent / "lua"
-SCRIPTS = {name: (_LUA / f"{name}.lua").read_text() for name in ("ratelimit", "ratelimit_hold")}
-SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
+SCRIPTS = Scripts("ratelimit", "ratelimit_hold")
 
 
 def bucket_key(prefix: str, check: Check) -> str:
@@ -99,9 +94,10 @@ class RedisLimitStore(RedisHealth):
         """Connect and load the scripts; if Redis does not answer, start down and keep trying. Never raises."""
         self._client = connect(self._url, self._timeout)
         try:
-            await self._connect()
-        except ERRORS as error:
-            self._errors += 1
+            with translated():
+                await self._connect()
+        except BackendUnavailable as error:
+            self._backend_failures += 1
             log.warning("Redis at %s unreachable (%s): rate limits fall back to on_backend_error until it answers",
                         self._shown_url, describe(error))
             self._recovering()
@@ -112,11 +108,9 @@ class RedisLimitStore(RedisHealth):
         self._up = False
         await cancel_tasks(list(self._tasks))
         if self._lane is not None:
-            with contextlib.suppress(*ERRORS):
-                await self._lane.close()
+            await close_quietly(self._lane.close)
         if self._client is not None:
-            with contextlib.suppress(*ERRORS):  # redis-py may time out closing a busy connection
-                await self._client.aclose()
+            await close_quietly(self._client.aclose)
 
     # -- talking to Redis -------------------------------------------------------------------------
 
@@ -127,17 +121,14 @@ class RedisLimitStore(RedisHealth):
         keys = [bucket_key(self._prefix, check) for check in checks]
         assert self._lane is not None
         try:
-            async with asyncio.timeout(self._timeout):
-                try:
-                    return await self._lane.execute("EVALSHA", SHAS[script], len(keys), *keys, *args)
-                except NoScriptError:  # a restart or SCRIPT FLUSH
-                    await _load(self._client)
-                    return await self._lane.execute("EVALSHA", SHAS[script], len(keys), *keys, *args)
-        except TimeoutError as error:
-            self._errors += 1
+            with translated():
+                async with asyncio.timeout(self._timeout):
+                    return await SCRIPTS.call(self._client, script, keys, args, send=self._lane.execute)
+        except BackendTimeout as error:
+            self._backend_failures += 1
             self._suspect()
-            raise BackendUnavailable(f"Redis at {self._shown_url}: no answer in {self._timeout * 1000:g} ms") from error
-        except ERRORS as error:
+            raise BackendTimeout(f"Redis at {self._shown_url}: no answer in {self._timeout * 1000:g} ms") from error
+        except BackendUnavailable as error:
             raise self._failed(error) from error
 
     def _suspect(self) -> None:
@@ -154,16 +145,17 @@ class RedisLimitStore(RedisHealth):
     async def _confirm(self) -> None:
         assert self._lane is not None
         try:
-            async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
-                await self._lane.execute("PING")
-        except ERRORS as error:
+            with translated():
+                async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
+                    await self._lane.execute("PING")
+        except BackendUnavailable as error:
             self._failed(error)
         finally:
             self._checking = False
 
     def _failed(self, error: BaseException) -> BackendUnavailable:
         """Count the failure, mark Redis down (once) and start waiting for it; the error to raise."""
-        self._errors += 1
+        self._backend_failures += 1
         if self._up and not self._closing:
             self._up = False
             log.warning("Redis at %s failed (%s): rate limits fall back to on_backend_error until it answers",
@@ -179,13 +171,6 @@ class RedisLimitStore(RedisHealth):
         self._lane = Lane(self._client.connection_pool)
         await self._lane.connect()
         await self._client.ping()
-        await _load(self._client)
+        await SCRIPTS.load(self._client)
         self._up = True
 
-
-async def _load(client: aioredis.Redis) -> None:
-    """SCRIPT LOAD both scripts, in one round trip."""
-    async with client.pipeline(transaction=False) as pipe:
-        for text in SCRIPTS.values():
-            pipe.script_load(text)
-        await pipe.execute()

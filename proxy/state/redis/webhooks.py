@@ -1,0 +1,286 @@
+"""The Redis webhook store: events durable in Redis Streams, shared by every replica.
+
+Each webhook has one stream ``<prefix>{wh:<name>}:q`` with the consumer group ``delivery``; the
+key layout, the TTLs and the trimming are documented at the top of ``lua/webhook.lua``. Every
+call is one EVALSHA (a second one only after Redis lost the scripts): :meth:`accept` dedupes,
+logs and enqueues atomically, so the provider is answered only once the event is durable. A
+claim is a stream read by this replica's consumer; an entry left unacknowledged for
+``visibility`` seconds (its replica died) is taken over by the next claim anywhere (XAUTOCLAIM).
+Retries wait in a sorted set until they are due, then go back into the stream.
+
+When Redis fails the store raises :class:`BackendUnavailable` at once until a PING in the
+background finds it again, so the receive path waits on a dead Redis at most ``timeout``, once,
+and the workers back off instead of crashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from proxy.clock import Clock, SystemClock
+from proxy.state.base import BackendUnavailable
+from proxy.state.redis.client import ERRORS, RedisHealth, cancel_tasks, connect, describe
+from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, QueueStats
+
+log = logging.getLogger("resilience_proxy.state")
+
+# The scripts, loaded as proxy/state/redis/scripts.py loads the breaker's: a shared prelude
+# followed by each script's own file, run by SHA, loaded again when Redis lost them.
+_LUA = Path(__file__).parent / "lua"
+_PRELUDE = (_LUA / "webhook.lua").read_text()
+SCRIPTS = {name: _PRELUDE + "\n" + (_LUA / f"webhook_{name}.lua").read_text()
+           for name in ("accept", "claim", "settle", "release", "replay", "stats")}
+SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
+
+LOG_FIELDS = ("s", "a", "r", "l", "c", "e", "o", "t")
+STATUSES = tuple(EventStatus)
+REPLAY_BATCH = 200
+"""Events per replay script, so that replaying thousands never blocks Redis for long."""
+
+
+def stream_key(prefix: str, webhook: str) -> str:
+    """``rp:{wh:twilio_status}:q``: the hash tag keeps every key of a webhook on one Cluster slot."""
+    return f"{prefix}{{wh:{webhook}}}:q"
+
+
+def dedupe_digest(key: str) -> str:
+    """A fixed-size Redis key part for any dedupe key (they may be long, and hold provider ids)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RedisWebhookStore(RedisHealth):
+    """Webhook events, their delivery log and the delivery queue, in Redis."""
+
+    _what = "webhook queues"
+
+    def __init__(self, redis_url: str, *, prefix: str = "rp:", clock: Clock | None = None,
+                 timeout: float = 0.25, worker_timeout: float = 2.0, retry_interval: float = 1.0,
+                 max_connections: int = 8) -> None:
+        """``timeout`` bounds the receive path's wait (:meth:`accept`); ``worker_timeout`` every other
+        call (claims carry bodies of up to a few MiB)."""
+        super().__init__(redis_url, retry_interval)
+        self._url = redis_url
+        self._prefix = prefix
+        self._clock = clock or SystemClock()
+        self._timeout = timeout
+        self._worker_timeout = worker_timeout
+        self._max_connections = max_connections
+        self._client: aioredis.Redis | None = None
+        self._work: dict[str, asyncio.Event] = {}
+
+    # -- the WebhookStore protocol ----------------------------------------------------------------
+
+    async def accept(self, event: InboundEvent, *, dedupe_window: float, log_retention: float,
+                     delivered: bool = False) -> Accepted:
+        now = self._clock.now()
+        reply = await self._run(
+            "accept", event.webhook, self._timeout,
+            new_event_id(), dedupe_digest(event.dedupe_key), repr(now), _ms(dedupe_window), _ms(log_retention),
+            repr(event.received_at + log_retention), "1" if delivered else "0", repr(event.received_at),
+            event.org, event.event_type, event.method, event.query, json.dumps(event.headers), event.body,
+            event.verified)
+        accepted = Accepted(_text(reply[0]), int(reply[1]) == 1)
+        if not accepted.duplicate and not delivered:
+            self._signal(event.webhook)
+        return accepted
+
+    async def stats(self, webhook: str) -> QueueStats:
+        now = self._clock.now()
+        reply = await self._run("stats", webhook, self._worker_timeout, repr(now))
+        counts = {status: int(count) for status, count in zip(STATUSES, reply)}
+        oldest = _text(reply[5])
+        depth = counts[EventStatus.PENDING] + counts[EventStatus.FAILED] + counts[EventStatus.PROCESSING]
+        return QueueStats(webhook, counts, depth, max(0.0, now - float(oldest)) if oldest else None)
+
+    async def events(self, webhook: str, status: EventStatus | None, limit: int) -> list[EventRecord]:
+        if limit <= 0:
+            return []
+        now = self._clock.now()
+        statuses = STATUSES if status is None else (status,)
+        base = stream_key(self._prefix, webhook)[:-1]
+        async with self._calling(self._worker_timeout):
+            async with self._redis().pipeline(transaction=False) as pipe:
+                for one in statuses:
+                    pipe.zrevrangebyscore(f"{base}s:{one.value}", "+inf", f"({now!r}", start=0, num=limit,
+                                          withscores=True)
+                listed = await pipe.execute()
+            newest = sorted(((score, _text(member)) for rows in listed for member, score in rows), reverse=True)
+            ids = [event_id for _, event_id in newest[:limit]]
+            async with self._redis().pipeline(transaction=False) as pipe:
+                for event_id in ids:
+                    pipe.hmget(f"{base}e:{event_id}", LOG_FIELDS)
+                rows = await pipe.execute()
+        return [record for event_id, row in zip(ids, rows) if (record := _record(webhook, event_id, row))]
+
+    async def event(self, webhook: str, event_id: str) -> EventRecord | None:
+        base = stream_key(self._prefix, webhook)[:-1]
+        async with self._calling(self._worker_timeout):
+            row = await self._redis().hmget(f"{base}e:{event_id}", LOG_FIELDS)
+        return _record(webhook, event_id, row)
+
+    async def replay(self, webhook: str, event_id: str) -> bool:
+        return await self._replay(webhook, [event_id]) == 1
+
+    async def replay_all(self, webhook: str, status: EventStatus) -> int:
+        now = self._clock.now()
+        key = f"{stream_key(self._prefix, webhook)[:-1]}s:{status.value}"
+        async with self._calling(self._worker_timeout):
+            members = await self._redis().zrangebyscore(key, f"({now!r}", "+inf")
+        ids = [_text(member) for member in members]
+        replayed = 0
+        for start in range(0, len(ids), REPLAY_BATCH):
+            replayed += await self._replay(webhook, ids[start:start + REPLAY_BATCH])
+        return replayed
+
+    # -- the DeliveryQueue protocol ---------------------------------------------------------------
+
+    async def claim(self, webhook: str, consumer: str, count: int, visibility: float) -> list[Delivery]:
+        rows = await self._run("claim", webhook, self._worker_timeout, consumer, count, _ms(visibility),
+                               repr(self._clock.now()))
+        return [Delivery(webhook=webhook, event_id=_text(event_id), attempt=int(attempt),
+                         received_at=float(received_at), method=_text(method), query=_text(query),
+                         headers=tuple((str(k), str(v)) for k, v in json.loads(headers)), body=bytes(body),
+                         verified=_text(verified), token=_text(sid))
+                for sid, event_id, attempt, received_at, method, query, headers, body, verified in rows]
+
+    async def settle(self, delivery: Delivery, status: EventStatus, *, error: str = "",
+                     retry_at: float = 0.0) -> bool:
+        reply = await self._run("settle", delivery.webhook, self._worker_timeout, delivery.token, delivery.event_id,
+                                status.value, repr(self._clock.now()), error, repr(retry_at), delivery.attempt)
+        return int(reply) == 1
+
+    async def release(self, deliveries: list[Delivery]) -> None:
+        by_webhook: dict[str, list[str | int]] = {}
+        for delivery in deliveries:
+            by_webhook.setdefault(delivery.webhook, []).extend((delivery.token, delivery.event_id, delivery.attempt))
+        for webhook, pairs in by_webhook.items():
+            await self._run("release", webhook, self._worker_timeout, repr(self._clock.now()), *pairs)
+
+    async def wait_for_work(self, webhook: str, timeout: float) -> None:
+        work = self._work.setdefault(webhook, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await work.wait()
+        work.clear()
+
+    async def start(self) -> None:
+        """Connect and load the scripts; if Redis does not answer, start down and keep trying. Never raises."""
+        self._client = connect(self._url, self._worker_timeout, max_connections=self._max_connections,
+                               decode_responses=False)
+        try:
+            await self._connect()
+        except ERRORS as error:
+            self._errors += 1
+            log.warning("Redis at %s unreachable (%s): webhook events cannot be queued until it answers",
+                        self._shown_url, describe(error))
+            self._recovering()
+
+    async def close(self) -> None:
+        """Stop the recovery and close the connections; never raises."""
+        self._closing = True
+        self._up = False
+        await cancel_tasks(list(self._tasks))
+        if self._client is not None:
+            with contextlib.suppress(*ERRORS):
+                await self._client.aclose()
+
+    # -- talking to Redis -------------------------------------------------------------------------
+
+    async def _replay(self, webhook: str, ids: Sequence[str]) -> int:
+        replayed = int(await self._run("replay", webhook, self._worker_timeout, repr(self._clock.now()), *ids))
+        if replayed:
+            self._signal(webhook)
+        return replayed
+
+    async def _run(self, script: str, webhook: str, timeout: float, *args: Any) -> Any:
+        """One EVALSHA of ``script`` on ``webhook``'s keys, within ``timeout``."""
+        key = stream_key(self._prefix, webhook)
+        async with self._calling(timeout):
+            client = self._redis()
+            try:
+                return await client.evalsha(SHAS[script], 1, key, *args)
+            except NoScriptError:  # a restart or SCRIPT FLUSH
+                await _load(client)
+                return await client.evalsha(SHAS[script], 1, key, *args)
+
+    def _redis(self) -> aioredis.Redis:
+        if not self._up or self._client is None:
+            raise BackendUnavailable(f"Redis at {self._shown_url} is down")
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def _calling(self, timeout: float):  # type: ignore[no-untyped-def]
+        """Translate Redis failures into BackendUnavailable, marking Redis down until it answers again."""
+        try:
+            async with asyncio.timeout(timeout):
+                yield
+        except BackendUnavailable:
+            raise
+        except TimeoutError as error:  # maybe only this process's event loop was late: stay up
+            self._errors += 1
+            raise BackendUnavailable(f"Redis at {self._shown_url}: no answer in {timeout * 1000:g} ms") from error
+        except ERRORS as error:
+            self._errors += 1
+            if self._up and not self._closing:
+                self._up = False
+                log.warning("Redis at %s failed (%s): webhook events cannot be queued until it answers",
+                            self._shown_url, describe(error))
+                self._recovering()
+            raise BackendUnavailable(f"Redis at {self._shown_url} failed: {describe(error)}") from error
+
+    async def _connect(self) -> None:
+        assert self._client is not None
+        await self._client.connection_pool.disconnect()  # connections from before a restart are dead
+        await self._client.ping()
+        await _load(self._client)
+        self._up = True
+
+    def _signal(self, webhook: str) -> None:
+        self._work.setdefault(webhook, asyncio.Event()).set()
+
+
+async def _load(client: aioredis.Redis) -> None:
+    """SCRIPT LOAD every script, in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for text in SCRIPTS.values():
+            pipe.script_load(text)
+        await pipe.execute()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Any) -> float | None:
+    text = _text(value) if value is not None else ""
+    return float(text) if text else None
+
+
+def _record(webhook: str, event_id: str, row: Sequence[Any]) -> EventRecord | None:
+    """A log entry from an HMGET of :data:`LOG_FIELDS`; None when it expired."""
+    status, attempts, received, last, completed, error, org, event_type = row
+    if status is None:
+        return None
+    return EventRecord(id=event_id, webhook=webhook, status=EventStatus(_text(status)), attempts=int(attempts or 0),
+                       received_at=_float(received) or 0.0, last_attempt_at=_float(last),
+                       completed_at=_float(completed), error=_text(error or b""), org=_text(org or b""),
+                       event_type=_text(event_type or b""))
