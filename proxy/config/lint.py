@@ -8,18 +8,22 @@ as a whole, as ``resilience-proxy validate`` and ``doctor`` show it (``run`` doe
 - a rate limit that never decides (another enforcing limit on the same key of the same requests, missing
   keys and a Redis outage handled alike, is at least as tight in both rate and burst), or a duplicate:
   WARNING, it is only dead weight;
-- a retry deadline shorter than one attempt: WARNING, a first attempt that times out leaves no time to retry.
+- a retry deadline shorter than one attempt: WARNING, a first attempt that times out leaves no time to retry;
+- a webhook without ``webhooks.listen`` (never receives a request), ``provider: none`` on a listener other
+  hosts can reach (anyone can queue events for the app), a Twilio ``mode: sync`` webhook whose delivery
+  timeout is 15 s or more (Twilio stops waiting first): WARNING.
 
 Pure: the YAML trees are passed in (they carry the line and column of each key), no file is read here.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from typing import Union
 
-from proxy.config.model import Config, Route, Upstream
+from proxy.config.model import Address, Config, Route, Upstream
 from proxy.config.policy_values import LimitPolicy, Rate
 from proxy.config.yamltree import Mark, YNode
 from proxy.errors import ERROR, WARNING, Problem
@@ -39,6 +43,7 @@ def lint(config: Config, trees: Mapping[str, YNode]) -> list[Problem]:
         problems.extend(_unreachable_routes(upstream, where))
         problems.extend(_shadowed_limits(upstream, where))
         problems.extend(_short_deadlines(upstream, where))
+    problems.extend(_webhooks(config, trees))
     return sorted(problems, key=lambda p: p.severity != ERROR)
 
 
@@ -230,3 +235,38 @@ def _seconds(value: float) -> str:
     if value >= 60 and value % 60 == 0:
         return f"{value / 3600:g}h" if value % 3600 == 0 else f"{value / 60:g}m"
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
+# Webhooks -------------------------------------------------------------------------------------------------
+
+TWILIO_WAITS = 15.0
+"""Seconds Twilio waits for a webhook's answer (its read timeout)."""
+
+
+def _webhooks(config: Config, trees: Mapping[str, YNode]) -> Iterator[Problem]:
+    for webhook in config.webhooks:
+        tree = trees.get(webhook.source)
+        if tree is None:
+            continue
+        where = _Locator(webhook.source, tree, ("webhooks", webhook.name))
+        if config.webhooks_listen is None:
+            yield where.problem(("path",), f"no webhooks.listen in {config.source}: this webhook never receives a "
+                                "request", WARNING)
+        elif webhook.provider == "none" and not is_loopback(config.webhooks_listen):
+            yield where.problem(("provider",), f"provider: none on {config.webhooks_listen}, which other hosts can "
+                                "reach: anyone who reaches it can queue events for the app (verify with twilio, "
+                                "google or hmac)", WARNING)
+        if webhook.provider == "twilio" and webhook.mode == "sync" and webhook.delivery.timeout >= TWILIO_WAITS:
+            yield where.problem(("delivery", "timeout"), f"{_seconds(webhook.delivery.timeout)} in mode: sync: "
+                                f"Twilio waits {_seconds(TWILIO_WAITS)} for an answer and gives up before the app's "
+                                "reply is relayed (write less than 15s)", WARNING)
+
+
+def is_loopback(address: Address) -> bool:
+    """Whether only this host can reach ``address`` (``localhost`` counts; any other name does not)."""
+    if address.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.host).is_loopback
+    except ValueError:
+        return False

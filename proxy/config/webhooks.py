@@ -38,7 +38,7 @@ class KeyPart:
 class TwilioAuth:
     """``twilio:``: Twilio signs ``public_url`` (plus the request's query) with the account's auth token."""
 
-    auth_token: str
+    auth_token: str = field(repr=False)
     public_url: str
     """The URL configured in the Twilio console, exactly as Twilio calls it (the Host header is never used)."""
 
@@ -47,14 +47,14 @@ class TwilioAuth:
 class GoogleAuth:
     """``google:``: the token given to ``watch``, returned in ``X-Goog-Channel-Token`` on every push."""
 
-    channel_token: str
+    channel_token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class HmacAuth:
     """``hmac:``: HMAC-SHA256 of the raw body with ``secret`` in ``header`` (GitHub / Stripe style)."""
 
-    secret: str
+    secret: str = field(repr=False)
     header: str
     encoding: Literal["hex", "base64"] | None = None
     """None accepts either (a hex digest is 64 characters, base64 44: they cannot be confused)."""

@@ -93,3 +93,43 @@ def test_shipped_policies_have_no_findings(monkeypatch: pytest.MonkeyPatch) -> N
 ])
 def test_sound_policies_pass(tmp_path: Path, policy: str) -> None:
     assert lint_policy(tmp_path, policy) == []
+
+
+WEBHOOK = """\
+webhooks:
+  w:
+    path: /hooks/w
+    deliver_to: http://127.0.0.1:3000/w
+"""
+
+
+@pytest.mark.parametrize(("config", "policy", "expected"), [
+    pytest.param("{}\n", WEBHOOK + "    provider: none\n",
+                 "policies/twilio.yaml:6:5: warning: webhooks.w.path: no webhooks.listen in config.yaml: this webhook "
+                 "never receives a request", id="webhook-without-listener"),
+    pytest.param("webhooks: {listen: 0.0.0.0:8081}\n", WEBHOOK + "    provider: none\n",
+                 "policies/twilio.yaml:8:5: warning: webhooks.w.provider: provider: none on 0.0.0.0:8081, which other "
+                 "hosts can reach: anyone who reaches it can queue events for the app (verify with twilio, google or "
+                 "hmac)", id="unverified-on-a-public-listener"),
+    pytest.param("webhooks: {listen: 0.0.0.0:8081}\n",
+                 WEBHOOK + "    provider: twilio\n    twilio: {auth_token: t, public_url: https://a.example/w}\n"
+                 "    mode: sync\n    delivery: {timeout: 20s}\n",
+                 "policies/twilio.yaml:11:16: warning: webhooks.w.delivery.timeout: 20s in mode: sync: Twilio waits "
+                 "15s for an answer and gives up before the app's reply is relayed (write less than 15s)",
+                 id="sync-slower-than-twilio-waits"),
+])
+def test_webhook_warnings(tmp_path: Path, config: str, policy: str, expected: str) -> None:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "twilio.yaml").write_text(HEAD + policy)
+    (tmp_path / "config.yaml").write_text(config)
+    loaded = load_config(tmp_path / "config.yaml", {})
+    assert [str(p) for p in lint(loaded, policy_trees(loaded, {}))] == [expected]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8081", "localhost:8081", "[::1]:8081"])
+def test_an_unverified_webhook_on_loopback_is_fine(tmp_path: Path, listen: str) -> None:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "twilio.yaml").write_text(HEAD + WEBHOOK + "    provider: none\n")
+    (tmp_path / "config.yaml").write_text(f"webhooks: {{listen: '{listen}'}}\n")
+    loaded = load_config(tmp_path / "config.yaml", {})
+    assert lint(loaded, policy_trees(loaded, {})) == []
