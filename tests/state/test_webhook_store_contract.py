@@ -44,7 +44,7 @@ async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple
     await store.start()
     yield store, clock
     if isinstance(store, RedisWebhookStore):  # every call answered
-        assert (store.backend_up, store.errors) == (True, 0)
+        assert (store.backend_up, store.backend_failures) == (True, 0)
     await store.close()
 
 

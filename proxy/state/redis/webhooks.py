@@ -21,27 +21,21 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from proxy.clock import Clock, SystemClock
-from proxy.state.base import BackendUnavailable
-from proxy.state.redis.client import ERRORS, RedisHealth, cancel_tasks, connect, describe
+from proxy.state.base import BackendTimeout, BackendUnavailable
+from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
+from proxy.state.redis.scripts import Scripts
 from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, QueueStats
 
 log = logging.getLogger("resilience_proxy.state")
 
-# The scripts, loaded as proxy/state/redis/scripts.py loads the breaker's: a shared prelude
-# followed by each script's own file, run by SHA, loaded again when Redis lost them.
-_LUA = Path(__file__).parent / "lua"
-_PRELUDE = (_LUA / "webhook.lua").read_text()
-SCRIPTS = {name: _PRELUDE + "\n" + (_LUA / f"webhook_{name}.lua").read_text()
-           for name in ("accept", "claim", "settle", "release", "replay", "stats")}
-SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
+SCRIPTS = Scripts("webhook_accept", "webhook_claim", "webhook_settle", "webhook_release", "webhook_replay",
+                  "webhook_stats", prelude="webhook")
 
 LOG_FIELDS = ("s", "a", "r", "l", "c", "e", "o", "t")
 STATUSES = tuple(EventStatus)
@@ -183,9 +177,10 @@ class RedisWebhookStore(RedisHealth):
         self._client = connect(self._url, self._worker_timeout, max_connections=self._max_connections,
                                decode_responses=False)
         try:
-            await self._connect()
-        except ERRORS as error:
-            self._errors += 1
+            with translated():
+                await self._connect()
+        except BackendUnavailable as error:
+            self._backend_failures += 1
             log.warning("Redis at %s unreachable (%s): webhook events cannot be queued until it answers",
                         self._shown_url, describe(error))
             self._recovering()
@@ -196,8 +191,7 @@ class RedisWebhookStore(RedisHealth):
         self._up = False
         await cancel_tasks(list(self._tasks))
         if self._client is not None:
-            with contextlib.suppress(*ERRORS):
-                await self._client.aclose()
+            await close_quietly(self._client.aclose)
 
     # -- talking to Redis -------------------------------------------------------------------------
 
@@ -211,12 +205,7 @@ class RedisWebhookStore(RedisHealth):
         """One EVALSHA of ``script`` on ``webhook``'s keys, within ``timeout``."""
         key = stream_key(self._prefix, webhook)
         async with self._calling(timeout):
-            client = self._redis()
-            try:
-                return await client.evalsha(SHAS[script], 1, key, *args)
-            except NoScriptError:  # a restart or SCRIPT FLUSH
-                await _load(client)
-                return await client.evalsha(SHAS[script], 1, key, *args)
+            return await SCRIPTS.call(self._redis(), f"webhook_{script}", (key,), args)
 
     def _redis(self) -> aioredis.Redis:
         if not self._up or self._client is None:
@@ -224,42 +213,36 @@ class RedisWebhookStore(RedisHealth):
         return self._client
 
     @contextlib.asynccontextmanager
-    async def _calling(self, timeout: float):  # type: ignore[no-untyped-def]
-        """Translate Redis failures into BackendUnavailable, marking Redis down until it answers again."""
+    async def _calling(self, timeout: float) -> AsyncIterator[None]:
+        """Redis failures as BackendUnavailable; one that proves Redis gone (not a mere timeout: this
+        process's event loop may just be late) stops the calls until a PING finds Redis again."""
         try:
-            async with asyncio.timeout(timeout):
-                yield
-        except BackendUnavailable:
+            with translated():
+                async with asyncio.timeout(timeout):
+                    yield
+        except BackendTimeout:
+            self._backend_failures += 1
             raise
-        except TimeoutError as error:  # maybe only this process's event loop was late: stay up
-            self._errors += 1
-            raise BackendUnavailable(f"Redis at {self._shown_url}: no answer in {timeout * 1000:g} ms") from error
-        except ERRORS as error:
-            self._errors += 1
+        except BackendUnavailable as error:
+            if error.__cause__ is None:  # raised by _redis(): already down
+                raise
+            self._backend_failures += 1
             if self._up and not self._closing:
                 self._up = False
                 log.warning("Redis at %s failed (%s): webhook events cannot be queued until it answers",
                             self._shown_url, describe(error))
                 self._recovering()
-            raise BackendUnavailable(f"Redis at {self._shown_url} failed: {describe(error)}") from error
+            raise
 
     async def _connect(self) -> None:
         assert self._client is not None
         await self._client.connection_pool.disconnect()  # connections from before a restart are dead
         await self._client.ping()
-        await _load(self._client)
+        await SCRIPTS.load(self._client)
         self._up = True
 
     def _signal(self, webhook: str) -> None:
         self._work.setdefault(webhook, asyncio.Event()).set()
-
-
-async def _load(client: aioredis.Redis) -> None:
-    """SCRIPT LOAD every script, in one round trip."""
-    async with client.pipeline(transaction=False) as pipe:
-        for text in SCRIPTS.values():
-            pipe.script_load(text)
-        await pipe.execute()
 
 
 def _ms(seconds: float) -> int:
