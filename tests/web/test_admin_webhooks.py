@@ -27,6 +27,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BODY = b"MessageSid=SM1&From=%2B15551234567&Body=Your+code+is+731905&MessageStatus=undelivered"
 SIGNATURE = "RSOYDt4T1cUTdK1PDd93/VVr8B8="
 POLICY = """\
+upstreams:
+  twilio: {url: "https://api.twilio.com", prefix: /twilio}
 webhooks:
   twilio_status:
     path: /hooks/twilio/status
@@ -202,8 +204,9 @@ async def test_replay_needs_the_token_and_brings_a_dead_letter_back_with_attempt
     assert answer["replayed"] == 1
     assert (answer["event"]["status"], answer["event"]["attempts"]) == ("pending", 0)
     assert emitted == [WebhookReplayed("twilio_status", 1)]
-    [again] = await queue.claim("twilio_status", "test", 5, 30.0)
-    assert (again.event_id, again.attempt, again.body) == (ids["dead"], 1, BODY)
+    claimed = {d.event_id: d for d in await queue.claim("twilio_status", "test", 5, 30.0)}
+    assert set(claimed) == {ids["dead"], ids["pending"]}
+    assert (claimed[ids["dead"]].attempt, claimed[ids["dead"]].body) == (1, BODY)
 
     # Queued again (now processing): a second replay is refused, and says why.
     response = await client.post(path, headers=AUTH)
