@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import trustme
 import yaml
 
 from proxy.config.load import load_config
@@ -81,7 +82,7 @@ def test_summary_names_upstreams_added_removed_and_changed(tmp_path: Path) -> No
 
 def test_the_upstreams_ca_bundles_are_watched_too(tmp_path: Path) -> None:
     (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "ca.pem").write_text("not read by the loader\n")
+    (tmp_path / "policies" / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
     config = load_config(write_config(tmp_path, {"api": {"url": "https://127.0.0.1:1", "ca_bundle": "ca.pem"}}))
     files = watched_files(config)
     assert files[-1] == str(tmp_path / "policies" / "ca.pem")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,16 @@ def _read_policy_file(
     return declared
 
 
+def _unusable_ca_bundle(path: Path) -> str:
+    """Why ``path`` holds no usable CA certificate (unreadable, not PEM, no certificate); "" when it does.
+    Checked here so that ``validate`` and a reload refuse it, rather than a data plane half built around it."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as error:
+        return str(error) or type(error).__name__
+    return ""
+
+
 def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str, ...]) -> Upstream:
     """``sidecar_headers`` (the org and client IP headers) are the sidecar's: never sent upstream."""
     ca_bundle = s.get("ca_bundle", v.text, None)
@@ -194,6 +205,10 @@ def _read_upstream(name: str, s: Section, file: Path, sidecar_headers: tuple[str
         resolved = file.parent / ca_bundle
         if not resolved.is_file():
             s.error(s.mark_of("ca_bundle"), f"{s.path}.ca_bundle", f"no such file: {shown_path(resolved)}")
+        else:
+            unusable = _unusable_ca_bundle(resolved)
+            if unusable:
+                s.error(s.mark_of("ca_bundle"), f"{s.path}.ca_bundle", f"cannot load {shown_path(resolved)}: {unusable}")
         ca_bundle = str(resolved)
     upstream = Upstream(
         name=name,

@@ -1,8 +1,8 @@
 """The access log: one JSON line per request, written in batches.
 
-Going through :mod:`logging` cost about 45 us per request (stack inspection, a LogRecord,
-a lock and a write syscall per line), a quarter of the sidecar's throughput. Lines are
-instead formatted directly and written at most every ``interval`` seconds, one write for
+Going through :mod:`logging` costs a stack inspection, a LogRecord, a lock and a write
+syscall per line, a large share of the sidecar's throughput (figures: bench/README.md,
+"Figures behind the code"). Lines are instead formatted directly and written at most every ``interval`` seconds, one write for
 all lines since the last: at most that much of the log is lost if the process is killed.
 
 The line records the path without its query string (Google API keys travel in ``?key=``),

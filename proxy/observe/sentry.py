@@ -23,7 +23,7 @@ How sentry-sdk is set up, deliberately:
 - No tracing, no profiling, no sessions, no local variables in stack frames (they hold request
   bodies and headers), ``send_default_pii`` off (which alone would still send request bodies and
   non-denylisted headers: every event also goes through :func:`proxy.observe.scrub.scrub_event`).
-- Capturing serializes the event on the calling thread (a few hundred microseconds) and queues it;
+- Capturing serializes the event on the calling thread (bench/README.md has what it cost) and queues it;
   a background thread sends it. A dead or hanging Sentry therefore never blocks a request, but an
   outage that fails every request would pay that cost per request: reports are limited per
   fingerprint (``burst`` per ``window``; the number left out rides on the next report).

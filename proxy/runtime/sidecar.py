@@ -1,4 +1,11 @@
-"""One sidecar process: data and admin listeners, signals, hot reload, and the graceful drain.
+"""One sidecar process, and the composition root: what it is made of, started in order, closed in reverse.
+
+Every resource (Sentry, Slack, the stores, the limiter, the access log, the listeners, the data
+planes, the background tasks) is entered into one :class:`contextlib.AsyncExitStack` as it
+starts; :meth:`Sidecar.close` closes the stack, so each stops after whatever started after it
+and nothing that never started is closed. A new component is one line in :meth:`Sidecar.start`:
+``await self._enter(component)`` (anything with ``start()`` and ``close()``), or
+``await self._listen(runner, address)`` for a listener.
 
 On SIGTERM or SIGINT: ``/readyz`` turns 503, the data listener closes (new connections are
 refused), in-flight requests get up to ``shutdown_grace`` to finish, then the process exits.
@@ -13,19 +20,19 @@ closes its connection pools. The breaker and limit stores are the same objects b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import signal
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from proxy.config.load import load_config
-from proxy.config.model import Address, Config, StateSettings
+from proxy.config.model import Address, Config
 from proxy.errors import ConfigError, Problem
 from proxy.events import BackendChanged, ConfigReloaded, EventBus
 from proxy.guard import Guard
@@ -45,9 +52,7 @@ from proxy.config.running import (
     summarize,
     watched_files,
 )
-from proxy.state.base import BreakerStore, LimitStore
-from proxy.state.memory import MemoryBreakerStore
-from proxy.state.memory_limits import MemoryLimitStore
+from proxy.state.stores import Stores, open_stores
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
 
@@ -57,26 +62,37 @@ log = logging.getLogger("resilience_proxy")
 KEEPALIVE_TIMEOUT = 75.0
 
 
+class Component(Protocol):
+    """What the sidecar starts and, in reverse order, closes."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Sidecar:
     """The listeners and the data plane of one process, with an explicit start / drain / close."""
 
     def __init__(self, config: Config, *, reuse_port: bool = False, access_log: AccessLog | None = None,
-                 breakers: BreakerStore | None = None, limits: LimitStore | None = None,
-                 watch_interval: float | None = 0.5, tell_workers: Callable[[], None] | None = None) -> None:
-        """``watch_interval``: seconds between polls of the config files (None: no watching).
-        ``tell_workers``: with ``--workers N``, asks the supervisor to reload every worker after an
-        admin reload here (this one then finds its files unchanged)."""
+                 stores: Stores | None = None, watch_interval: float | None = 0.5,
+                 tell_workers: Callable[[], None] | None = None) -> None:
+        """Build every part, without I/O; :meth:`start` starts them.
+
+        ``stores``: the breaker and limit stores (default: the configured backend's); the sidecar
+        starts and closes them. ``watch_interval``: seconds between polls of the config files (None:
+        no watching). ``tell_workers``: with ``--workers N``, asks the supervisor to reload every
+        worker after an admin reload here (this one then finds its files unchanged)."""
+        self._stack = contextlib.AsyncExitStack()
         self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
-        self.breakers = breakers or make_breaker_store(config.state)
-        self.limits = limits or make_limit_store(config.state)
         self.events = EventBus()
         self.events.subscribe(log_events)
         self.events.subscribe(proxy_metrics().on_event)
+        self.breakers, self.limits = stores or open_stores(config.state)
         self.breakers.emit_to(self.events.emit)
         self.alerts = SlackAlerts(config.slack, self.events.emit) if config.slack else None
-        self.errors = SentryReporter(config.sentry) if config.sentry else None
-        for reporter in (self.alerts, self.errors):
+        self.sentry = SentryReporter(config.sentry) if config.sentry else None
+        for reporter in (self.alerts, self.sentry):
             if reporter is not None:
                 self.events.subscribe(reporter.on_event)
         self.access_log = access_log or AccessLog(enabled=config.log.access)
@@ -85,6 +101,7 @@ class Sidecar:
         self.limiter = Limiter(self.limits)
         self.limiter.add_listener(self.events.emit)
         self.dataplane = DataPlane(config, self.events, self.access_log, self.guard, self.limiter)
+        self._stack.push_async_callback(self._close_planes)  # made here, so closed even if start() never ran
         self._retired: set[DataPlane] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
@@ -102,7 +119,6 @@ class Sidecar:
         self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
                                               lambda: self.sampler.sample()),
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        self._watch: asyncio.Task[None] | None = None
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
 
@@ -125,40 +141,56 @@ class Sidecar:
         return self.dataplane.handle(request)
 
     async def start(self) -> None:
-        """Bind both listeners (port 0 picks a free port) and start serving."""
-        for reporter in (self.errors, self.alerts):
-            if reporter is not None:
-                await reporter.start()
-        await self.breakers.start()
-        await self.limits.start()
-        self._watch = asyncio.create_task(self._watch_backend())
+        """Start every part in order, then bind both listeners (port 0 picks a free port) and serve.
+
+        Each part is entered into the stack as it starts: :meth:`close` stops them in reverse."""
+        await self._enter(self.sentry)
+        await self._enter(self.alerts)
+        await self._enter(self.breakers)
+        await self._enter(self.limits)
+        self._stack.push_async_callback(self.limiter.close)  # its holds go to the limit store: closed first
+        self._stack.callback(self.access_log.flush)
+        self._mirror_backend()
+        self.admin_address = await self._listen(self._admin, self.config.admin.listen)
+        self.data_address = await self._listen(self._data, self.config.listen)
+        self._stack.push_async_callback(self._cancel_tasks)  # first to stop: no reload or sample while closing
+        self._spawn(self._watch_backend())
         if self._watch_interval:
             self._spawn(self._watch_files(self._watch_interval))
-        self.admin_address = await self._bind(self._admin, self.config.admin.listen)
-        self.data_address = await self._bind(self._data, self.config.listen)
         self.health.serving = True
         log.info("serving", extra={"listen": str(self.data_address), "admin": str(self.admin_address),
                                    "upstreams": [f"{u.prefix} -> {u.url}" for u in self.config.upstreams]})
 
-    async def _bind(self, runner: web.BaseRunner, address: Address) -> Address:
+    async def _enter(self, component: Component | None) -> None:
+        """Start ``component`` (None: not configured) and close it with the sidecar."""
+        if component is not None:
+            await component.start()
+            self._stack.push_async_callback(component.close)
+
+    async def _listen(self, runner: web.BaseRunner, address: Address) -> Address:
+        """Bind ``runner`` on ``address`` and close it with the sidecar; the address it got."""
         await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, address.host, address.port, reuse_port=self._reuse_port, backlog=1024)
         await site.start()
         host, port = runner.addresses[-1][:2]
         return Address(host, port)
 
     async def _watch_backend(self, interval: float = 0.5) -> None:
-        """Mirror the state backend's health into readiness and a log line per change; sample the gauges
-        (breaker views that other replicas move, backend health, Redis errors, in-flight requests)."""
         while True:
-            up = self.breakers.backend_up and self.limits.backend_up
-            if up != self.health.backend_up:
-                (log.info if up else log.error)("state backend %s", "up" if up else "down",
-                                                extra={"backend": self.config.state.backend})
-                self.events.emit(BackendChanged(self.config.state.backend, up, time.time()))
-            self.health.backend_up = up
-            self.sampler.sample()
             await asyncio.sleep(interval)
+            self._mirror_backend()
+
+    def _mirror_backend(self) -> None:
+        """Mirror the state backend's health into readiness and a log line per change; sample the gauges
+        (breaker views that other replicas move, backend health, Redis failures, in-flight requests)."""
+        up = self.breakers.backend_up and self.limits.backend_up
+        if up != self.health.backend_up:
+            (log.info if up else log.error)("state backend %s", "up" if up else "down",
+                                            extra={"backend": self.config.state.backend})
+            self.events.emit(BackendChanged(self.config.state.backend, up, time.time()))
+        self.health.backend_up = up
+        self.sampler.sample()
 
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace), then stop the data plane."""
@@ -210,13 +242,13 @@ class Sidecar:
             return old, None, list(error.problems)
         if self._closing:  # shutting down: a new data plane would outlive close()
             return old, None, [Problem(old.source, 0, 0, "", "the sidecar is shutting down")]
-        problems = restart_only_changes(old, new) + unusable_ca_bundles(new)
+        problems = restart_only_changes(old, new)
         if problems:
             return old, None, problems
         try:
             return new, DataPlane(new, self.events, self.access_log, self.guard, self.limiter,
                                   reuse=self.dataplane.clients), []
-        except Exception as error:  # e.g. a ca_bundle that exists but holds no certificate
+        except Exception as error:  # whatever the loader could not foresee: refuse, never crash
             return old, None, [Problem(new.source, 0, 0, "upstreams", f"cannot build the data plane: {error}")]
 
     def _apply(self, old: Config, new: Config, plane: DataPlane, attempt: ReloadAttempt) -> None:
@@ -268,56 +300,21 @@ class Sidecar:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        self._closing = True
-        if self._watch is not None:
-            self._watch.cancel()
-        for task in list(self._tasks):
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await self._data.cleanup()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_planes(self) -> None:
         for plane in (self.dataplane, *self._retired):
             await plane.close_clients()
         self._retired.clear()
-        await self.limiter.close()
-        self.access_log.flush()
-        await self.breakers.close()
-        await self.limits.close()
-        await self._admin.cleanup()
-        for reporter in (self.alerts, self.errors):
-            if reporter is not None:
-                await reporter.close()
 
-
-def unusable_ca_bundles(config: Config) -> list[Problem]:
-    """CA files that exist but hold no usable certificate: the loader only checks that they exist,
-    and a data plane half built around one would leave connection pools open."""
-    problems = []
-    for upstream in config.upstreams:
-        if upstream.ca_bundle:
-            try:
-                ssl.create_default_context(cafile=upstream.ca_bundle)
-            except (OSError, ssl.SSLError) as error:
-                problems.append(Problem(upstream.source, 0, 0, f"upstreams.{upstream.name}.ca_bundle",
-                                        f"cannot load {upstream.ca_bundle}: {error}"))
-    return problems
-
-
-def make_breaker_store(state: StateSettings) -> BreakerStore:
-    """The configured backend: embedded memory, or Redis shared by the fleet."""
-    if state.backend == "redis":
-        from proxy.state.redis.breakers import RedisBreakerStore
-
-        return RedisBreakerStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
-    return MemoryBreakerStore()
-
-
-def make_limit_store(state: StateSettings) -> LimitStore:
-    """Rate-limit buckets in the configured backend: this process, or Redis for the whole fleet."""
-    if state.backend == "redis":
-        from proxy.state.redis.limits import RedisLimitStore
-
-        return RedisLimitStore(state.redis_url, prefix=state.key_prefix, timeout=state.redis_timeout)
-    return MemoryLimitStore()
+    async def close(self) -> None:
+        """Stop everything :meth:`start` started, in reverse order (a second call does nothing)."""
+        self._closing = True
+        await self._stack.aclose()
 
 
 async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5,

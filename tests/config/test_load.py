@@ -1,5 +1,6 @@
 """Loading real files: defaults, overrides, and one case per kind of error with its exact message."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,21 @@ def test_webhook_backlog_alert_age_defaults_to_five_minutes_and_names_a_bad_valu
     assert config.slack is not None and config.slack.webhook_backlog_age == 0.0
     assert errors(tmp_path, slack + "    webhook_backlog_age: 300\n", twilio=GOOD_POLICY) == [
         "config.yaml:5:5: alerts.slack.webhook_backlog_age: invalid duration '300' (write 250ms, 30s, 15m or 1h)"]
+
+
+def test_a_ca_bundle_without_a_certificate_names_its_file_line_and_key(tmp_path: Path) -> None:
+    (tmp_path / "policies" / "certs").mkdir(parents=True)
+    (tmp_path / "policies" / "certs" / "ca.pem").write_text("not a certificate\n")
+    (problem,) = errors(tmp_path, "{}\n", twilio=GOOD_POLICY + "    ca_bundle: certs/ca.pem\n")
+    assert problem.startswith("policies/twilio.yaml:7:5: upstreams.twilio.ca_bundle: cannot load policies/certs/ca.pem: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_ca_bundle_names_its_file_line_and_key(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    bundle = tmp_path / "policies" / "ca.pem"
+    bundle.write_text("")
+    bundle.chmod(0)
+    (problem,) = errors(tmp_path, "{}\n", twilio=GOOD_POLICY + "    ca_bundle: ca.pem\n")
+    assert problem == ("policies/twilio.yaml:7:5: upstreams.twilio.ca_bundle: cannot load policies/ca.pem: "
+                       "[Errno 13] Permission denied")

@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import trustme
 import yaml
 
 from proxy.config import load
@@ -112,7 +113,7 @@ AUTH_SECTIONS = ("twilio", "google", "hmac")
 @pytest.fixture
 def variants(tmp_path: Path) -> list[dict[str, Any]]:
     """Documents that together use every schema key: a webhook takes only its own provider's section."""
-    (tmp_path / "ca.pem").write_text("")
+    (tmp_path / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())  # the loader checks it holds a certificate
     document = example(SCHEMA, itertools.count())
     document["upstreams"]["x"]["routes"][0]["path"] = "/a/{id}"
     found = []

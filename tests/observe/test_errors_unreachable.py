@@ -26,8 +26,8 @@ async def failing_requests(tmp_path: Path, dsn: str) -> tuple[list[float], float
     long closing the sidecar took."""
     upstreams = {"twilio": {"url": f"http://127.0.0.1:{free_port()}", "prefix": "/twilio", "breaker": False}}
     sidecar = Sidecar(load_config(write_config(tmp_path, upstreams, errors={"sentry": {"dsn": dsn}})))
-    assert sidecar.errors is not None
-    sidecar.errors.limit = ReportLimit(burst=REQUESTS)  # every failure goes to the SDK
+    assert sidecar.sentry is not None
+    sidecar.sentry.limit = ReportLimit(burst=REQUESTS)  # every failure goes to the SDK
     await sidecar.start()
     latencies = []
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,8 @@ async def test_a_ca_bundle_without_a_certificate_refuses_the_reload(  # type: ig
     plane = sidecar.dataplane
     status, body = await reload(http, sidecar)
     assert status == 422 and len(body["problems"]) == 1
-    assert body["problems"][0].startswith(f"{policy}: upstreams.tls.ca_bundle: cannot load {policy.parent / 'ca.pem'}: ")
+    assert re.match(rf"{re.escape(str(policy))}:\d+:\d+: upstreams\.tls\.ca_bundle: cannot load "
+                    rf"{re.escape(str(policy.parent / 'ca.pem'))}: ", body["problems"][0]), body["problems"][0]
     assert sidecar.dataplane is plane
 
 

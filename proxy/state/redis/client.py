@@ -2,10 +2,10 @@
 
 redis-py's default pool opens one connection per concurrent command and refuses the 101st
 ("Too many connections"), and each new connection costs a handshake of several round trips:
-a burst of 200 requests on a cold pool took 375 ms, far past a 50 ms timeout, which took the
-store down. A blocking pool of a few connections instead makes a burst queue for a connection
-(200 EVALSHAs at once: 19 ms for the last one, cold or warm), and the wait counts against the
-same timeout as the command.
+a burst on a cold pool took many times a 50 ms timeout, which took the store down. A blocking
+pool of a few connections instead makes a burst queue for a connection (the last of a burst
+answers well within the timeout, cold or warm), and the wait counts against the same timeout as
+the command. The figures are in bench/README.md, "Figures behind the code".
 """
 
 from __future__ import annotations

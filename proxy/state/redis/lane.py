@@ -1,16 +1,16 @@
 """Commands from many requests over one Redis connection, pipelined as they queue up.
 
 The rate limiter sends one EVALSHA per request. Through redis-py's client each command costs
-about 150 us of the sidecar's CPU even for a PING (pool checkout and check-in with their locks,
-health checks, event dispatch); the command itself, packed and parsed by the same redis-py
-connection with hiredis, costs a fraction of that. So the limiter keeps one connection of its own
+far more of the sidecar's CPU than the command itself, even for a PING (pool checkout and
+check-in with their locks, health checks, event dispatch); packed and parsed by the same
+redis-py connection with hiredis, the command costs a fraction of that. So the limiter keeps one connection of its own
 and sends on it whatever requests have queued since the last write: one write and one read
 burst for a batch, replies matched to callers in order (what ioredis calls auto-pipelining).
 Under load batches grow and the cost per request falls further; a lone request goes out at once.
 
 Parsing and the socket stay redis-py's (:class:`redis.asyncio.Connection`, with hiredis);
 commands are packed by hiredis too, because redis-py's asyncio packer is pure Python and was the
-largest cost left (about 100 us for an EVALSHA of three limits). Only the batching is ours.
+largest cost left. Only the batching is ours. (Figures: bench/README.md, "Figures behind the code".)
 A reply that is a Redis error fails its own caller only; a broken connection fails every caller
 waiting on it, and the next command reconnects.
 """

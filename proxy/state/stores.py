@@ -1,0 +1,39 @@
+"""The configured backend's stores: embedded memory, or Redis shared by the fleet (``state:`` in config)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from proxy.config.model import StateSettings
+from proxy.state.base import BreakerStore, LimitStore
+from proxy.state.memory import MemoryBreakerStore
+from proxy.state.memory_limits import MemoryLimitStore
+
+
+class Stores(NamedTuple):
+    breakers: BreakerStore
+    limits: LimitStore
+
+
+def open_stores(settings: StateSettings) -> Stores:
+    """Both stores of ``settings``' backend, not started yet (the owner starts and closes them)."""
+    return Stores(breaker_store(settings), limit_store(settings))
+
+
+def breaker_store(settings: StateSettings) -> BreakerStore:
+    """Breakers in this process, or in Redis for the whole fleet."""
+    if settings.backend == "redis":
+        # Imported here so that a memory-only sidecar never loads redis-py (not to dodge a cycle).
+        from proxy.state.redis.breakers import RedisBreakerStore
+
+        return RedisBreakerStore(settings.redis_url, prefix=settings.key_prefix, timeout=settings.redis_timeout)
+    return MemoryBreakerStore()
+
+
+def limit_store(settings: StateSettings) -> LimitStore:
+    """Rate-limit buckets in this process, or in Redis for the whole fleet."""
+    if settings.backend == "redis":
+        from proxy.state.redis.limits import RedisLimitStore
+
+        return RedisLimitStore(settings.redis_url, prefix=settings.key_prefix, timeout=settings.redis_timeout)
+    return MemoryLimitStore()
