@@ -1,0 +1,108 @@
+"""Checks for bench/webhooks.py: its requests are what Twilio sends and what the sidecar accepts (signed
+as twilio-python signs, each a distinct event), its config loads with the sidecar's loader, and its
+closed loop counts every answer and stops at its bounds."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import openloop
+import pytest
+import webhooks
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from twilio.request_validator import RequestValidator
+
+from proxy.config.load import load_config
+from proxy.policy.webhook_auth import verify
+from proxy.policy.webhook_keys import dedupe_key
+from proxy.policy.webhook_request import InboundRequest
+
+
+def split(raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    request_line, *lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    assert int(headers["content-length"]) == len(body)
+    return request_line, headers, body
+
+
+def test_the_signature_is_twilio_pythons() -> None:
+    url = "http://127.0.0.1:18181/hooks/twilio/status"
+    params = webhooks.status_callback(7)
+    validator = RequestValidator(webhooks.AUTH_TOKEN)
+    assert webhooks.signature(webhooks.AUTH_TOKEN, url, params) == validator.compute_signature(url, dict(params))
+    _, headers, body = split(webhooks.signed_request(7, 18181))
+    assert validator.validate(url, dict(parse_qsl(body.decode())), headers["x-twilio-signature"])
+
+
+def test_the_sidecar_verifies_each_request_and_sees_distinct_events(tmp_path: Path) -> None:
+    config = webhooks.write_config(tmp_path, data_port=18080, admin_port=19901, hooks_port=18181, app_port=18000,
+                                   redis_port=16379)
+    loaded = load_config(config, {})
+    assert loaded.state.backend == "redis" and str(loaded.webhooks_listen) == "127.0.0.1:18181"
+    [hook] = loaded.webhooks
+    assert (hook.name, hook.path, hook.provider, hook.mode) == (webhooks.WEBHOOK, webhooks.PATH, "twilio", "queue")
+    assert hook.deliver_to == "http://127.0.0.1:18000/app/status"
+    keys = set()
+    for i in range(20):
+        request_line, headers, body = split(webhooks.signed_request(i, 18181))
+        assert request_line == f"POST {webhooks.PATH} HTTP/1.1"
+        inbound = InboundRequest("POST", "", headers, body)
+        assert verify(hook, inbound).ok
+        keys.add(dedupe_key(hook, inbound))
+    assert len(keys) == 20
+
+
+async def test_the_closed_loop_counts_every_answer_and_stops_at_its_cap() -> None:
+    seen: list[str] = []
+
+    async def app(request: web.Request) -> web.Response:
+        seen.append(request.headers["I-Twilio-Idempotency-Token"])
+        return web.Response(status=200 if len(seen) % 10 else 503, text="<Response/>", content_type="text/xml")
+
+    server = web.Application()
+    server.router.add_post(webhooks.PATH, app)
+    async with TestServer(server, host="127.0.0.1") as running:
+        requests = webhooks.signed_requests(running.port, itertools.count())
+        result = await webhooks.closed_loop(running.port, requests, conns=4, seconds=30.0, cap=100)
+    assert (result["accepted"], result["other"]) == (90, 10)
+    assert sorted(seen) == sorted(f"bench-{i}" for i in range(100))
+
+
+async def test_the_open_loop_sends_each_given_request_once() -> None:
+    seen: list[str] = []
+
+    async def app(request: web.Request) -> web.Response:
+        seen.append(request.headers["I-Twilio-Idempotency-Token"])
+        return web.Response(text="<Response/>", content_type="text/xml")
+
+    server = web.Application()
+    server.router.add_post(webhooks.PATH, app)
+    async with TestServer(server, host="127.0.0.1") as running:
+        answers = await openloop.run(f"http://127.0.0.1:{running.port}{webhooks.PATH}", 200, 0.5, 0.1, 4, 2.0,
+                                     requests=webhooks.signed_requests(running.port, itertools.count(1000)))
+    assert len(seen) == len(set(seen)) == 120
+    assert answers["non_2xx"] == answers["timeouts"] == 0
+
+
+def test_the_markdown_table() -> None:
+    result = {"accept": {"accepted": 30000, "other": 0, "seconds": 10.0, "per_second": 3000.0},
+              "delivery": {"events": 9000, "seconds": 4.5, "per_second": 2000.0},
+              "redis": {"total_per_event": 6.1, "per_event": {"evalsha": 3.0, "xautoclaim": 0.1}},
+              "latency": {"500": {"p50": 0.9, "p99": 2.1, "max": 5.0, "non_2xx": 0, "timeouts": 0,
+                                  "conn_errors": 0}}}
+    assert webhooks.markdown(result).splitlines()[2:] == [
+        "| accepted, closed loop 10 s, delivering meanwhile | 3,000 events/s (0 not 2xx) |",
+        "| delivered afterwards, listener idle | 2,000 events/s (9,000 events) |",
+        "| Redis commands per event, accept to completed | 6.1 (evalsha 3.0, xautoclaim 0.1) |",
+        "| provider answer at 500/s, open loop | p50 0.9 ms, p99 2.1 ms, max 5.0 ms; 0 failed |"]
+
+
+def test_quick_mode_shortens_every_phase() -> None:
+    args = webhooks.parse_args(["--quick"])
+    assert (args.seconds, args.openloop_seconds, args.rates) == (3.0, 3.0, [500.0])
+    with pytest.raises(SystemExit):
+        webhooks.parse_args(["--connections", "many"])
