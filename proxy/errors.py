@@ -7,8 +7,10 @@
     │   ├── NotAProxyTarget         400/405: absolute-form target or CONNECT
     │   ├── BodyTooLarge            413: over the upstream's body limit
     │   ├── MissingLimitKey         400: a rate limit needs a key the request lacks
-    │   └── RateLimited             429: a rate limit rejects it; Retry-After and RateLimit-* say more
+    │   ├── RateLimited             429: a rate limit rejects it; Retry-After and RateLimit-* say more
+    │   └── WebhookRefused          403: an inbound webhook failed its provider's verification
     ├── LimitUnavailable            503: a rate limit set to deny while its backend is down
+    ├── QueueUnavailable            503: ``on_backend_error: reject`` while the webhook store is down
     ├── CircuitOpen                 503: the route's breaker is open; Retry-After says when to try
     └── UpstreamError               the upstream could not answer (5xx)
         ├── UpstreamConnectError    502: refused, DNS, TLS
@@ -101,6 +103,22 @@ class RateLimited(RequestRejected):
 
     def response_headers(self) -> dict[str, str]:
         return self.headers
+
+
+class WebhookRefused(RequestRejected):
+    """An inbound webhook whose signature or token does not verify: nothing is stored or delivered."""
+
+    status = 403
+
+
+class QueueUnavailable(ProxyError):
+    """The webhook store cannot take the event (``on_backend_error: reject``): the provider should retry."""
+
+    status = 503
+    proxy_status = "proxy_internal_error"
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class LimitUnavailable(ProxyError):

@@ -48,6 +48,12 @@ def dedupe_key(webhook: Webhook, request: InboundRequest) -> str:
     return hashlib.sha256(b"body" + _SEPARATOR.encode() + request.body).hexdigest()
 
 
+def forward_id(webhook: Webhook, dedupe_key: str) -> str:
+    """The ``X-Webhook-Id`` of an event forwarded before the store has seen it (``mode: sync``, passthrough):
+    derived from the dedupe key, so a provider's retry reaches the app with the id of the first try."""
+    return _digest("id", webhook.name, dedupe_key)[:32]
+
+
 def event_type(webhook: Webhook, request: InboundRequest) -> str:
     """Twilio's status (MessageStatus, SmsStatus, CallStatus), Google's X-Goog-Resource-State, else ''."""
     if webhook.provider == "twilio":

@@ -52,9 +52,11 @@ from proxy.config.running import (
     summarize,
     watched_files,
 )
-from proxy.state.stores import Stores, open_stores
+from proxy.runtime.delivery import DeliveryWorkers
+from proxy.state.stores import Stores, open_stores, webhook_store
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.dataplane import DataPlane
+from proxy.web.webhooks import WebhookListener
 
 log = logging.getLogger("resilience_proxy")
 # Well above the idle reuse window of the SDKs' HTTP clients, so that a client never sends a
@@ -121,6 +123,14 @@ class Sidecar:
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
+        # Inbound webhooks: one store for the listener, the delivery workers and the admin API (also with
+        # only a listener, so that webhooks a reload adds are served); the listener on its own port.
+        self.webhooks = webhook_store(config.state) if config.webhooks or config.webhooks_listen else None
+        self.delivery = None if self.webhooks is None else DeliveryWorkers(
+            self.webhooks, lambda: self.config.webhooks, self.events.emit)
+        self.webhook_listener = None if self.webhooks is None or config.webhooks_listen is None else (
+            WebhookListener(lambda: self.config.webhooks, self.webhooks, self.events.emit))
+        self.webhooks_address: Address | None = None
 
     @property
     def config(self) -> Config:
@@ -148,11 +158,21 @@ class Sidecar:
         await self._enter(self.alerts)
         await self._enter(self.breakers)
         await self._enter(self.limits)
+        await self._enter(self.webhooks)
+        await self._enter(self.delivery)
+        if self.webhooks is not None and self.config.state.backend == "memory":
+            log.warning("webhook events are queued in memory: events not yet delivered are lost on restart "
+                        "(state.backend: redis keeps them)")
         self._stack.push_async_callback(self.limiter.close)  # its holds go to the limit store: closed first
         self._stack.callback(self.access_log.flush)
         self._mirror_backend()
         self.admin_address = await self._listen(self._admin, self.config.admin.listen)
         self.data_address = await self._listen(self._data, self.config.listen)
+        if self.webhook_listener is not None and self.config.webhooks_listen is not None:
+            await self._enter(self.webhook_listener)
+            self.webhooks_address = await self._listen(self.webhook_listener.runner, self.config.webhooks_listen)
+            log.info("webhooks listening", extra={"webhooks": str(self.webhooks_address),
+                                                  "paths": [hook.path for hook in self.config.webhooks]})
         self._stack.push_async_callback(self._cancel_tasks)  # first to stop: no reload or sample while closing
         self._spawn(self._watch_backend())
         if self._watch_interval:
@@ -197,7 +217,10 @@ class Sidecar:
         self.health.draining = True
         self._closing = True  # no reload from here on (the admin port stays up during the drain)
         log.info("draining", extra={"in_flight": self.in_flight, "grace_s": self.config.shutdown_grace})
-        await self._data.cleanup()
+        if self.webhook_listener is not None:
+            await self.webhook_listener.runner.cleanup()  # providers retry elsewhere; what was accepted is kept
+        delivering = () if self.delivery is None else (self.delivery.drain(self.config.shutdown_grace),)
+        await asyncio.gather(self._data.cleanup(), *delivering)
         log.info("drained", extra={"in_flight": self.in_flight})
 
     async def reload(self, trigger: str = "signal") -> ReloadAttempt:

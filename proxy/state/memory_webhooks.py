@@ -78,7 +78,7 @@ class MemoryWebhookStore:
         if known is not None:
             return Accepted(known[0], True)
         self._make_room(queue)
-        event_id = uuid.uuid4().hex
+        event_id = event.event_id or uuid.uuid4().hex
         at = now if delivered else None
         record = EventRecord(id=event_id, webhook=event.webhook,
                              status=EventStatus.COMPLETED if delivered else EventStatus.PENDING,

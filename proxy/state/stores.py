@@ -8,6 +8,12 @@ from proxy.config.model import StateSettings
 from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
+from proxy.state.memory_webhooks import MemoryWebhookStore
+from proxy.state.webhooks import DeliveryQueue
+
+WEBHOOK_ACCEPT_TIMEOUT_MIN = 0.1
+"""Floor of the wait for Redis on the webhook receive path: a timed-out accept that Redis did run is
+delivered twice (queued, and forwarded by ``on_backend_error: passthrough``)."""
 
 
 class Stores(NamedTuple):
@@ -37,3 +43,13 @@ def limit_store(settings: StateSettings) -> LimitStore:
 
         return RedisLimitStore(settings.redis_url, prefix=settings.key_prefix, timeout=settings.redis_timeout)
     return MemoryLimitStore()
+
+
+def webhook_store(settings: StateSettings) -> DeliveryQueue:
+    """Inbound webhook events: durable in Redis, or a bounded queue in this process (lost on restart)."""
+    if settings.backend == "redis":
+        from proxy.state.redis.webhooks import RedisWebhookStore
+
+        return RedisWebhookStore(settings.redis_url, prefix=settings.key_prefix,
+                                 timeout=max(settings.redis_timeout, WEBHOOK_ACCEPT_TIMEOUT_MIN))
+    return MemoryWebhookStore()

@@ -49,6 +49,9 @@ class InboundEvent:
     """Twilio MessageStatus/SmsStatus, Google X-Goog-Resource-State, else ''."""
     verified: str
     """twilio | google | hmac | none."""
+    event_id: str = ""
+    """The id to give the event; '' lets the store choose. In ``mode: sync`` the listener has already
+    sent the app an ``X-Webhook-Id``: the event must keep it when it is logged or queued."""
 
 
 @dataclass(frozen=True)

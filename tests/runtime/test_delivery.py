@@ -7,97 +7,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 
-from proxy.clock import SystemClock
 from proxy.config.webhooks import Backoff, Delivery, Webhook
 from proxy.events import WebhookAttempted, WebhookSettled
 from proxy.runtime.delivery import DeliveryWorkers
 from proxy.state.redis.webhooks import RedisWebhookStore
-from proxy.state.webhooks import EventStatus, InboundEvent
-from tests.conftest import free_port
-
-DAY, WEEK = 86_400.0, 7 * 86_400.0
-
-
-class App:
-    """The app behind the sidecar on a fixed loopback port, which a test can stop and start again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.status = 200
-        self.headers: dict[str, str] = {}
-        self.hold: asyncio.Event | None = None
-        """While set to an unset Event, requests wait for it (a slow app)."""
-        self.received: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/twilio/status"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        seen = {"method": request.method, "query": request.query_string, "body": await request.read(),
-                "headers": dict(request.headers)}
-        self.received.append(seen)
-        if self.hold is not None:
-            await self.hold.wait()
-        return web.Response(status=self.status, headers=self.headers)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def ids(self, status: int | None = None) -> list[str]:
-        return [r["headers"]["X-Webhook-Id"] for r in self.received]
-
-
-@pytest.fixture
-async def app() -> AsyncIterator[App]:
-    app = App()
-    await app.start()
-    yield app
-    if app.hold is not None:
-        app.hold.set()
-    await app.stop()
+from proxy.state.webhooks import EventStatus
+from tests.webhook_app import DAY, WEEK, App, inbound, until
 
 
 def webhook(app: App, attempts: int = 8, concurrency: int = 4) -> Webhook:
     return Webhook(name="twilio_status", path="/hooks/twilio/status", deliver_to=app.url, provider="twilio",
                    delivery=Delivery(attempts=attempts, backoff=Backoff(0.05, 2.0, 0.4), timeout=5.0,
                                      concurrency=concurrency))
-
-
-def inbound(key: str, body: bytes = b"MessageSid=SM1&MessageStatus=delivered") -> InboundEvent:
-    return InboundEvent(webhook="twilio_status", dedupe_key=key, method="POST", query="x=1",
-                        headers=(("Content-Type", "application/x-www-form-urlencoded"), ("I-Twilio-Idempotency-Token", key)),
-                        body=body, received_at=time.time(), org="AC1", event_type="delivered", verified="twilio")
-
-
-async def until(check: Callable[[], Awaitable[Any] | Any], deadline: float = 30.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

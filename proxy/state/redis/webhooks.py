@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -39,6 +40,8 @@ SCRIPTS = Scripts("webhook_accept", "webhook_claim", "webhook_settle", "webhook_
 
 LOG_FIELDS = ("s", "a", "r", "l", "c", "e", "o", "t")
 STATUSES = tuple(EventStatus)
+PRUNE_INTERVAL = 60.0
+"""Seconds between two looks for the consumers of replicas that are gone."""
 REPLAY_BATCH = 200
 """Events per replay script, so that replaying thousands never blocks Redis for long."""
 
@@ -76,6 +79,7 @@ class RedisWebhookStore(RedisHealth):
         self._max_connections = max_connections
         self._client: aioredis.Redis | None = None
         self._work: dict[str, asyncio.Event] = {}
+        self._next_prune: dict[str, float] = {}
 
     # -- the WebhookStore protocol ----------------------------------------------------------------
 
@@ -84,7 +88,8 @@ class RedisWebhookStore(RedisHealth):
         now = self._clock.now()
         reply = await self._run(
             "accept", event.webhook, self._timeout,
-            new_event_id(), dedupe_digest(event.dedupe_key), repr(now), _ms(dedupe_window), _ms(log_retention),
+            event.event_id or new_event_id(), dedupe_digest(event.dedupe_key), repr(now), _ms(dedupe_window),
+            _ms(log_retention),
             repr(event.received_at + log_retention), "1" if delivered else "0", repr(event.received_at),
             event.org, event.event_type, event.method, event.query, json.dumps(event.headers), event.body,
             event.verified)
@@ -144,8 +149,13 @@ class RedisWebhookStore(RedisHealth):
     # -- the DeliveryQueue protocol ---------------------------------------------------------------
 
     async def claim(self, webhook: str, consumer: str, count: int, visibility: float) -> list[Delivery]:
+        # Now and then, forget the consumers of replicas that are gone (each start is a new one).
+        monotonic = time.monotonic()
+        prune = monotonic >= self._next_prune.get(webhook, 0.0)
+        if prune:
+            self._next_prune[webhook] = monotonic + PRUNE_INTERVAL
         rows = await self._run("claim", webhook, self._worker_timeout, consumer, count, _ms(visibility),
-                               repr(self._clock.now()))
+                               repr(self._clock.now()), "1" if prune else "0")
         return [Delivery(webhook=webhook, event_id=_text(event_id), attempt=int(attempt),
                          received_at=float(received_at), method=_text(method), query=_text(query),
                          headers=tuple((str(k), str(v)) for k, v in json.loads(headers)), body=bytes(body),

@@ -1,6 +1,8 @@
 -- claim: move due retries to the stream, take over entries idle past the visibility timeout
 -- (their consumer died), then read new ones; mark each processing and count its attempt.
--- ARGV 1 consumer, 2 count, 3 visibility ms, 4 now
+-- ARGV 1 consumer, 2 count, 3 visibility ms, 4 now, 5 prune: "1" also forgets consumers that hold
+--      nothing and were idle past the visibility timeout (killed replicas; a consumer that asks
+--      again comes back by itself), so the group does not grow with every restart
 -- Reply { { stream id, event id, attempt, received_at, method, query, headers, body, verified }, ... }
 local consumer, count, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, count)
@@ -23,6 +25,17 @@ if #entries < count then
   if read then
     for _, entry in ipairs(read[1][2]) do
       entries[#entries + 1] = entry
+    end
+  end
+end
+if ARGV[5] == '1' then
+  for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', STREAM, GROUP)) do
+    local fields = {}
+    for i = 1, #info, 2 do
+      fields[info[i]] = info[i + 1]
+    end
+    if fields.pending == 0 and fields.idle > tonumber(ARGV[3]) and fields.name ~= consumer then
+      redis.call('XGROUP', 'DELCONSUMER', STREAM, GROUP, fields.name)
     end
   end
 end
