@@ -63,6 +63,8 @@ def inbound(key: str, body: bytes = b"MessageSid=SM1&MessageStatus=delivered") -
 
 
 async def until(check: Callable[[], Awaitable[Any] | Any], deadline: float = 30.0) -> Any:
+    """Poll ``check`` (a function or a coroutine function) until it returns something truthy; fail after
+    ``deadline`` seconds."""
     end = time.monotonic() + deadline
     while True:
         result = check()

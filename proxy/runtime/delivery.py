@@ -113,7 +113,7 @@ class DeliveryWorkers:
         for claim in list(self._claims):  # claims on their way when the loops stopped
             try:
                 claimed += await claim
-            except (BackendUnavailable, asyncio.CancelledError):
+            except (Exception, asyncio.CancelledError):  # nothing claimed, or nothing we could hand back
                 pass
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=grace)
@@ -190,7 +190,11 @@ class DeliveryWorkers:
 
     async def _deliver(self, hook: Webhook, delivery: Delivery) -> None:
         started = time.monotonic()
-        answer = await self._send(hook, delivery)
+        try:
+            answer = await self._send(hook, delivery)
+        except Exception:  # a bug, or something aiohttp raised that we did not foresee: retried, never lost
+            log.exception("webhook %s: delivering event %s failed", hook.name, delivery.event_id)
+            answer = Answer(error=LOST)
         verdict = judge(schedule_of(hook), delivery.attempt, answer, self._random)
         self._emit(WebhookAttempted(hook.name, delivery.attempt, verdict.status, answer.status,
                                     time.monotonic() - started))

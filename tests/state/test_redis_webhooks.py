@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from proxy.state.base import BackendUnavailable
 from proxy.state.redis.webhooks import RedisWebhookStore
 from proxy.state.webhooks import EventStatus, InboundEvent
+from tests.webhook_app import until
 
 HOOK = "twilio_status"
 
@@ -127,17 +127,6 @@ async def test_a_hung_redis_costs_an_accept_at_most_the_timeout(own_redis) -> No
     finally:
         own_redis.resume()
         await store.close()
-
-
-async def until(check: Any, deadline: float = 10.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_consumers_of_replicas_that_are_gone_are_forgotten(store, redis_url, redis_server) -> None:  # type: ignore[no-untyped-def]

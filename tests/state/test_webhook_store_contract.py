@@ -18,6 +18,7 @@ from proxy.clock import FakeClock
 from proxy.state.memory_webhooks import MemoryWebhookStore
 from proxy.state.redis.webhooks import RedisWebhookStore
 from proxy.state.webhooks import DeliveryQueue, EventStatus, InboundEvent
+from tests.webhook_app import until
 
 HOOK = "twilio_status"
 DAY = 86_400.0
@@ -63,18 +64,6 @@ async def accept(store: DeliveryQueue, clock: FakeClock, key: str = "k1", *, win
     accepted = await store.accept(inbound(clock, key, **fields), dedupe_window=window, log_retention=retention)
     assert not accepted.duplicate
     return accepted.event_id
-
-
-async def until(check: Callable[[], Awaitable[Any]], deadline: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_accept_logs_a_pending_event_and_a_duplicate_gets_the_same_id(store_and_clock) -> None:  # type: ignore[no-untyped-def]
