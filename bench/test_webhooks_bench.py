@@ -92,8 +92,7 @@ def test_the_markdown_table() -> None:
     result = {"accept": {"accepted": 30000, "other": 0, "seconds": 10.0, "per_second": 3000.0},
               "delivery": {"events": 9000, "seconds": 4.5, "per_second": 2000.0},
               "redis": {"total_per_event": 6.1, "per_event": {"evalsha": 3.0, "xautoclaim": 0.1}},
-              "latency": {"500": {"p50": 0.9, "p99": 2.1, "max": 5.0, "non_2xx": 0, "timeouts": 0,
-                                  "conn_errors": 0}}}
+              "latency": {"500": {"latency_ms": {"p50": 0.9, "p99": 2.1, "max": 5.0}, "errors": 0}}}
     assert webhooks.markdown(result).splitlines()[2:] == [
         "| accepted, closed loop 10 s, delivering meanwhile | 3,000 events/s (0 not 2xx) |",
         "| delivered afterwards, listener idle | 2,000 events/s (9,000 events) |",

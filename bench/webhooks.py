@@ -240,9 +240,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"| delivered afterwards, listener idle | {delivered} |",
              f"| Redis commands per event, accept to completed | {redis['total_per_event']} ({per_event}) |"]
     for rate, answers in result["latency"].items():
-        failed = answers["non_2xx"] + answers["timeouts"] + answers["conn_errors"]
-        lines.append(f"| provider answer at {rate}/s, open loop | p50 {answers['p50']} ms, p99 {answers['p99']} ms, "
-                     f"max {answers['max']} ms; {failed} failed |")
+        ms = answers["latency_ms"]
+        lines.append(f"| provider answer at {rate}/s, open loop | p50 {ms['p50']} ms, p99 {ms['p99']} ms, "
+                     f"max {ms['max']} ms; {answers['errors']} failed |")
     return "\n".join(lines)
 
 
