@@ -30,6 +30,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 """Larger asks get this many: one answer stays a few hundred kilobytes at most."""
 STATUSES = ", ".join(s.value for s in EventStatus)
+NO_EVENT = "no such event: unknown, or older than retention.delivery_log"
 REPLAYABLE = frozenset({EventStatus.DEAD_LETTER, EventStatus.FAILED, EventStatus.COMPLETED})
 """What replay may move back to pending (failed: its next attempt is brought forward)."""
 
@@ -87,68 +88,71 @@ def add_webhook_routes(app: web.Application, current: Callable[[], Config], stor
     """``current`` returns the running config (webhooks and token follow reloads); ``store`` is None
     when no webhook is configured, and every webhook name is then unknown."""
 
-    def find(request: web.Request) -> Webhook | None:
+    def target(request: web.Request, mutates: bool = False) -> tuple[Webhook, WebhookStore] | web.Response:
+        """The webhook named in the path and the store, or the refusal: the token first for a mutation
+        (so that nothing, not even which webhooks exist, is told without it), then 404."""
+        if mutates:
+            refused = check_token(request, current().admin.token)
+            if refused is not None:
+                return refused
         name = request.match_info["name"]
-        if store is None:
-            return None
-        return next((w for w in current().webhooks if w.name == name), None)
-
-    def unknown() -> web.Response:
-        return refuse(404, "no such webhook (see GET /admin/webhooks)")
+        webhook = next((w for w in current().webhooks if w.name == name), None) if store is not None else None
+        if webhook is None or store is None:
+            return refuse(404, "no such webhook (see GET /admin/webhooks)")
+        return webhook, store
 
     async def list_webhooks(_: web.Request) -> web.Response:
-        webhooks = current().webhooks if store is not None else ()
-        answers = [describe_queue(w, await store.stats(w.name)) for w in webhooks] if store is not None else []
-        return web.json_response({"webhooks": answers})
+        if store is None:
+            return web.json_response({"webhooks": []})
+        return web.json_response({"webhooks": [describe_queue(w, await store.stats(w.name))
+                                               for w in current().webhooks]})
 
     async def list_events(request: web.Request) -> web.Response:
-        webhook = find(request)
-        if webhook is None or store is None:
-            return unknown()
+        found = target(request)
+        if isinstance(found, web.Response):
+            return found
+        webhook, events = found
         try:
             status = parse_status(request.query.get("status"), None)
             limit = parse_limit(request.query.get("limit"))
         except ValueError as error:
             return refuse(400, str(error))
-        records = await store.events(webhook.name, status, limit)
+        records = await events.events(webhook.name, status, limit)
         return web.json_response({"webhook": webhook.name, "status": status.value if status else None,
                                   "limit": limit, "events": [describe_event(r) for r in records]})
 
     async def one_event(request: web.Request) -> web.Response:
-        webhook = find(request)
-        if webhook is None or store is None:
-            return unknown()
-        record = await store.event(webhook.name, request.match_info["id"])
+        found = target(request)
+        if isinstance(found, web.Response):
+            return found
+        webhook, events = found
+        record = await events.event(webhook.name, request.match_info["id"])
         if record is None:
-            return refuse(404, "no such event: unknown, or older than retention.delivery_log")
+            return refuse(404, NO_EVENT)
         return web.json_response(describe_event(record))
 
     async def replay_one(request: web.Request) -> web.Response:
-        refused = check_token(request, current().admin.token)
-        if refused is not None:
-            return refused
-        webhook = find(request)
-        if webhook is None or store is None:
-            return unknown()
-        record = await store.event(webhook.name, request.match_info["id"])
+        found = target(request, mutates=True)
+        if isinstance(found, web.Response):
+            return found
+        webhook, events = found
+        record = await events.event(webhook.name, request.match_info["id"])
         if record is None:
-            return refuse(404, "no such event: unknown, or older than retention.delivery_log")
+            return refuse(404, NO_EVENT)
         if record.status not in REPLAYABLE:
             return refuse(409, f"the event is {record.status.value}: it is already queued for delivery")
-        if not await store.replay(webhook.name, record.id):
+        if not await events.replay(webhook.name, record.id):
             return refuse(409, "the event cannot be replayed: its payload is kept only for dedupe.window, "
                                "or it was queued again meanwhile")
         emit(WebhookReplayed(webhook.name, 1))
-        after = await store.event(webhook.name, record.id)
+        after = await events.event(webhook.name, record.id)
         return web.json_response({"replayed": 1, "event": describe_event(after or record)})
 
     async def replay_all(request: web.Request) -> web.Response:
-        refused = check_token(request, current().admin.token)
-        if refused is not None:
-            return refused
-        webhook = find(request)
-        if webhook is None or store is None:
-            return unknown()
+        found = target(request, mutates=True)
+        if isinstance(found, web.Response):
+            return found
+        webhook, events = found
         try:
             status = parse_status(request.query.get("status"), EventStatus.DEAD_LETTER)
         except ValueError as error:
@@ -157,7 +161,7 @@ def add_webhook_routes(app: web.Application, current: Callable[[], Config], stor
         if status not in REPLAYABLE:
             return refuse(400, f"status must be one of dead_letter, failed, completed, not {status.value!r} "
                                "(those events are already queued)")
-        count = await store.replay_all(webhook.name, status)
+        count = await events.replay_all(webhook.name, status)
         if count:
             emit(WebhookReplayed(webhook.name, count))
         return web.json_response({"webhook": webhook.name, "status": status.value, "replayed": count})
