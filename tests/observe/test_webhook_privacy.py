@@ -7,6 +7,7 @@ import json
 import logging
 
 from proxy.config.model import SentrySettings
+from proxy.events import WebhookSettled
 from proxy.observe.scrub import scrub_text, scrub_value
 from proxy.observe.sentry import SentryReporter
 from proxy.state.webhooks import InboundEvent
@@ -67,6 +68,7 @@ async def test_sentry_never_sees_a_webhook_payload(fake_sentry: FakeSentry) -> N
     reporter = SentryReporter(SentrySettings(dsn=fake_sentry.dsn))
     await reporter.start()
     try:
+        reporter.on_event(WebhookSettled("twilio_inbound", "dead_letter", 8, 3600.0))
         hooks_log = logging.getLogger("resilience_proxy.webhooks")
         hooks_log.warning("retrying %r", TWILIO)
         try:
@@ -80,6 +82,8 @@ async def test_sentry_never_sees_a_webhook_payload(fake_sentry: FakeSentry) -> N
 
     [report] = fake_sentry.events
     assert report["extra"]["headers"]["X-Goog-Channel-Token"] == "[redacted]"
+    crumbs = {c.get("category"): c for c in report["breadcrumbs"]["values"]}
+    assert crumbs["webhook"]["message"] == "webhook twilio_inbound event moved to dead letter after 8 attempt(s)"
     raw = fake_sentry.raw.decode("utf-8", "replace")
     assert leaked(raw) == [], leaked(raw)
     assert "twilio_inbound" in raw  # the report still says which webhook
