@@ -1,7 +1,8 @@
 """Inbound webhooks through a real sidecar process (``python -m proxy run``) on a real redis-server.
 
 The webhooks listener is its own port: it takes verified provider requests and serves nothing else;
-the data port does not serve webhook paths. Events are read back from Redis with the store itself.
+the data port does not serve webhook paths. The sidecar's delivery workers bring events to a real
+app; the delivery log is read back from Redis with the store itself.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from proxy.web.webhooks import EMPTY_TWIML
 from tests.conftest import free_port
 from tests.processes import SidecarProcess
 from tests.web.webhook_rig import PHONE, PUBLIC, STATUS, TEXT, TOKEN, TWIML, App, app_server, post, signed
+from tests.webhook_app import until
 
 
 def write_hooks(directory: Path, app_url: str) -> None:
@@ -66,23 +68,31 @@ async def store(redis_url: str) -> AsyncIterator[RedisWebhookStore]:
     await store.close()
 
 
-async def test_a_signed_callback_is_in_redis_and_a_forged_one_is_not(hooked: Hooked,
+async def completed(store: RedisWebhookStore, webhook: str) -> list[str]:
+    return [r.id for r in await store.events(webhook, EventStatus.COMPLETED, 10)]
+
+
+async def test_a_signed_callback_is_delivered_and_a_forged_one_is_not(hooked: Hooked,
                                                                      store: RedisWebhookStore) -> None:
     forged = {"X-Twilio-Signature": "Zm9yZ2Vk", "Content-Type": "application/x-www-form-urlencoded"}
     assert (await post(hooked.url + "/hooks/twilio/status", urlencode(STATUS).encode(), forged))[0] == 403
-    assert await store.events("status", None, 10) == []
     status, headers, body = await post(hooked.url + "/hooks/twilio/status", urlencode(STATUS).encode(),
                                        signed(STATUS))
     assert (status, headers["Content-Type"], body) == (200, "text/xml", EMPTY_TWIML)
+    (event_id,) = await until(lambda: completed(store, "status"))
+    ((method, path, sent, payload),) = hooked.app.received  # the forged one never reached the app
+    assert (method, path, payload) == ("POST", "/twilio/status", urlencode(STATUS).encode())
+    assert (sent["X-Webhook-Id"], sent["X-Webhook-Attempt"], sent["X-Webhook-Verified"]) == (event_id, "1", "twilio")
     (record,) = await store.events("status", None, 10)
-    assert (record.status, record.org, record.event_type) == (EventStatus.PENDING, "AC1", "delivered")
+    assert (record.org, record.event_type, record.attempts) == ("AC1", "delivered", 1)
 
 
-async def test_duplicates_are_stored_once(hooked: Hooked, store: RedisWebhookStore) -> None:
+async def test_duplicates_are_delivered_once(hooked: Hooked, store: RedisWebhookStore) -> None:
     headers = {**signed(STATUS), "I-Twilio-Idempotency-Token": "idem-dup"}
     for _ in range(3):
         assert (await post(hooked.url + "/hooks/twilio/status", urlencode(STATUS).encode(), headers))[2] == EMPTY_TWIML
-    assert len(await store.events("status", None, 10)) == 1
+    await until(lambda: completed(store, "status"))
+    assert len(hooked.app.received) == 1 and len(await store.events("status", None, 10)) == 1
 
 
 async def test_sync_mode_returns_the_apps_twiml(hooked: Hooked, store: RedisWebhookStore) -> None:
@@ -131,7 +141,7 @@ async def test_the_memory_backend_says_events_are_lost_on_restart(tmp_path: Path
         await sidecar.wait_ready()
     finally:
         sidecar.stop()
-    assert "webhook events are kept in this process only and lost on restart" in sidecar.log
+    assert "lost on restart" in sidecar.log
 
 
 async def test_without_a_listener_no_port_is_opened(tmp_path: Path) -> None:
