@@ -29,14 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import redisstats  # noqa: E402
-import uvloop  # noqa: E402
+import redisstats
+import uvloop
 
-from proxy.config.webhooks import Backoff, Delivery, Webhook  # noqa: E402
-from proxy.events import WebhookSettled  # noqa: E402
-from proxy.runtime.delivery import DeliveryWorkers  # noqa: E402
-from proxy.state.redis.webhooks import RedisWebhookStore  # noqa: E402
-from proxy.state.webhooks import InboundEvent  # noqa: E402
+from proxy.config.webhooks import Backoff, Delivery, Webhook
+from proxy.events import WebhookSettled
+from proxy.runtime.delivery import DeliveryWorkers
+from proxy.state.redis.webhooks import RedisWebhookStore
+from proxy.state.webhooks import InboundEvent
 
 BODY = (b"AccountSid=AC00000000000000000000000000000000&MessageSid=SM00000000000000000000000000000000"
         b"&MessageStatus=delivered&To=%2B15550000000&From=%2B15551111111&ApiVersion=2010-04-01")

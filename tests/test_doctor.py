@@ -21,6 +21,7 @@ from aiohttp import web
 
 from proxy.config.load import load_config
 from proxy.config.model import Address
+from proxy.config.webhooks import Webhook
 from proxy.doctor.local import check_listen, check_state_backend
 from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result, exit_status, render
 from tests.conftest import free_port
@@ -215,6 +216,10 @@ def test_local_checks_and_exit_status() -> None:
     config = load_config(ROOT / "config.example.yaml", {})
     assert check_state_backend(config) == Result(
         "state backend", WARN, "memory: breakers and rate limits are per process, not per fleet")
+    with_webhooks = dataclasses.replace(config, webhooks=(Webhook("w", "/hooks/w", "http://127.0.0.1:3000/w", "none"),))
+    assert check_state_backend(with_webhooks) == Result(
+        "state backend", WARN, "memory: breakers and rate limits are per process, not per fleet; "
+                               "webhook events not yet delivered are lost on restart")
     assert check_listen(config).status == PASS
     exposed = dataclasses.replace(config, admin=dataclasses.replace(config.admin, listen=Address("::", 9901)))
     assert check_listen(exposed) == Result("listen addresses", WARN, "not loopback: admin.listen [::]:9901")

@@ -61,7 +61,10 @@ def check_listen(config: Config) -> Result:
 def check_state_backend(config: Config) -> Result | None:
     """Only the memory backend gets a row here; Redis gets its own network checks."""
     if config.state.backend == "memory":
-        return Result("state backend", WARN, "memory: breakers and rate limits are per process, not per fleet")
+        detail = "memory: breakers and rate limits are per process, not per fleet"
+        if config.webhooks:
+            detail += "; webhook events not yet delivered are lost on restart"
+        return Result("state backend", WARN, detail)
     return None
 
 

@@ -113,8 +113,8 @@ class DeliveryWorkers:
         for claim in list(self._claims):  # claims on their way when the loops stopped
             try:
                 claimed += await claim
-            except (Exception, asyncio.CancelledError):  # nothing claimed, or nothing we could hand back
-                pass
+            except (Exception, asyncio.CancelledError) as error:  # noqa: BLE001  (nothing claimed: nothing to hand back)
+                log.debug("a claim under way at the drain failed: %s", type(error).__name__)
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=grace)
         unfinished = dict(self._in_flight)

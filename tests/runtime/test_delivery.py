@@ -15,6 +15,7 @@ import pytest
 from proxy.config.webhooks import Backoff, Delivery, Webhook
 from proxy.events import WebhookAttempted, WebhookSettled
 from proxy.runtime.delivery import DeliveryWorkers
+from proxy.state.base import BackendUnavailable
 from proxy.state.redis.webhooks import RedisWebhookStore
 from proxy.state.webhooks import EventStatus
 from tests.webhook_app import DAY, WEEK, App, inbound, until
@@ -188,7 +189,7 @@ async def test_a_dead_redis_pauses_the_workers_and_they_resume(own_redis, app) -
         async def accepted() -> str | None:
             try:
                 return (await store.accept(inbound("k1"), dedupe_window=DAY, log_retention=WEEK)).event_id
-            except Exception:
+            except BackendUnavailable:
                 return None
 
         event_id = await until(accepted)
@@ -199,9 +200,9 @@ async def test_a_dead_redis_pauses_the_workers_and_they_resume(own_redis, app) -
 
 
 def worker_process(tmp_path: Path, name: str, redis_url: str, app: App, visibility: float) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / f"{name}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "tests.webhook_worker", redis_url, app.url, str(visibility)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / f"{name}.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "tests.webhook_worker", redis_url, app.url, str(visibility)],
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 async def test_a_replica_killed_while_holding_events_leaves_them_to_the_other(tmp_path, redis_url, store,  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ visibility advance the fake clock and then poll, with a deadline, until the back
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from proxy.clock import FakeClock
 from proxy.state.memory_webhooks import MemoryWebhookStore
 from proxy.state.redis.webhooks import RedisWebhookStore
-from proxy.state.webhooks import DeliveryQueue, EventStatus, InboundEvent
+from proxy.state.webhooks import Accepted, DeliveryQueue, EventStatus, InboundEvent
 from tests.webhook_app import until
 
 HOOK = "twilio_status"
@@ -51,10 +50,10 @@ async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple
 
 def inbound(clock: FakeClock, key: str = "k1", body: bytes = b"MessageSid=SM1&MessageStatus=delivered",
             **fields: Any) -> InboundEvent:
-    values: dict[str, Any] = dict(webhook=HOOK, dedupe_key=key, method="POST", query="a=1&b=2",
-                                  headers=(("Content-Type", "application/x-www-form-urlencoded"), ("X-Extra", "yes")),
-                                  body=body, received_at=clock.now(), org="AC123", event_type="delivered",
-                                  verified="twilio")
+    values: dict[str, Any] = {
+        "webhook": HOOK, "dedupe_key": key, "method": "POST", "query": "a=1&b=2", "body": body,
+        "headers": (("Content-Type", "application/x-www-form-urlencoded"), ("X-Extra", "yes")),
+        "received_at": clock.now(), "org": "AC123", "event_type": "delivered", "verified": "twilio"}
     values.update(fields)
     return InboundEvent(**values)
 
@@ -260,3 +259,13 @@ async def test_an_event_whose_payload_expired_is_dead_lettered_not_delivered(sto
     record = await store.event(HOOK, event_id)
     assert record is not None and record.error == "payload expired before delivery"
     assert not await store.replay(HOOK, event_id)
+
+
+async def test_an_event_keeps_the_id_the_listener_gave_it(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    given = await store.accept(inbound(clock, event_id="sync-given-id"), dedupe_window=DAY, log_retention=WEEK)
+    assert given == Accepted("sync-given-id", False)
+    again = await store.accept(inbound(clock, event_id="another-id"), dedupe_window=DAY, log_retention=WEEK)
+    assert again == Accepted("sync-given-id", True)
+    (delivery,) = await store.claim(HOOK, "a", 10, 60)
+    assert delivery.event_id == "sync-given-id"

@@ -16,9 +16,18 @@ if redis.call('EXISTS', STREAM) == 0 then
   return {}
 end
 local entries = {}
-local taken = redis.call('XAUTOCLAIM', STREAM, GROUP, consumer, ARGV[3], '0-0', 'COUNT', count)
-for _, entry in ipairs(taken[2]) do
-  entries[#entries + 1] = entry
+-- Each XAUTOCLAIM looks at a bounded stretch of the pending list; live consumers' recent claims may
+-- come first, so follow the cursor a few steps (bounded: a claim never scans the whole list).
+local cursor = '0-0'
+for _ = 1, 8 do
+  local taken = redis.call('XAUTOCLAIM', STREAM, GROUP, consumer, ARGV[3], cursor, 'COUNT', count - #entries)
+  for _, entry in ipairs(taken[2]) do
+    entries[#entries + 1] = entry
+  end
+  cursor = taken[1]
+  if cursor == '0-0' or #entries >= count then
+    break
+  end
 end
 if #entries < count then
   local read = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count - #entries, 'STREAMS', STREAM, '>')
