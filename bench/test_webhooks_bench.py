@@ -88,20 +88,40 @@ async def test_the_open_loop_sends_each_given_request_once() -> None:
     assert answers["non_2xx"] == answers["timeouts"] == 0
 
 
-def test_the_markdown_table() -> None:
-    result = {"accept": {"accepted": 30000, "other": 0, "seconds": 10.0, "per_second": 3000.0},
-              "delivery": {"events": 9000, "seconds": 4.5, "per_second": 2000.0},
-              "redis": {"total_per_event": 6.1, "per_event": {"evalsha": 3.0, "xautoclaim": 0.1}},
-              "latency": {"500": {"latency_ms": {"p50": 0.9, "p99": 2.1, "max": 5.0}, "errors": 0}}}
-    assert webhooks.markdown(result).splitlines()[2:] == [
-        "| accepted, closed loop 10 s, delivering meanwhile | 3,000 events/s (0 not 2xx) |",
-        "| delivered afterwards, listener idle | 2,000 events/s (9,000 events) |",
-        "| Redis commands per event, accept to completed | 6.1 (evalsha 3.0, xautoclaim 0.1) |",
-        "| provider answer at 500/s, open loop | p50 0.9 ms, p99 2.1 ms, max 5.0 ms; 0 failed |"]
+def test_rounds_are_summarised_as_medians_and_commands_per_accepted_event() -> None:
+    def one(proxied: float, accepted: float, accepted_n: int, evalsha: int) -> dict:
+        return {"proxied": {"per_second": proxied}, "accept": {"per_second": accepted, "accepted": accepted_n,
+                                                               "other": 0},
+                "delivery": {"per_second": 500.0}, "backlog_at_stop": 100, "completed": accepted_n,
+                "dead_letter": 0, "commands": {"evalsha": evalsha, "xack": accepted_n}}
+
+    summary = webhooks.summarize([one(2000, 1000, 1000, 2500), one(1800, 990, 990, 2475), one(2100, 400, 400, 1000)])
+    assert (summary["proxied_per_second"], summary["accepted_per_second"]) == (2000, 990)
+    assert summary["accepted_vs_proxied"] == 0.495
+    assert summary["redis"]["per_event"] == {"evalsha": 2.5, "xack": 1.0}
+    assert summary["redis"]["total_per_event"] == 3.5
+    table = webhooks.markdown({**summary, "latency": {"200": {
+        "webhook": {"latency_ms": {"p50": 0.9, "p99": 2.1, "max": 5.0}, "errors": 0},
+        "proxied": {"latency_ms": {"p50": 0.7, "p99": 1.5, "max": 3.0}, "errors": 0}}}}).splitlines()
+    assert table[2] == "| accepted, closed loop, delivering meanwhile | 990 events/s (0 not 2xx) |"
+    assert "| Redis round trips (EVALSHA) per event, accept to completed | 2.5 |" in table
+    assert table[-1] == ("| provider answer at 200/s, open loop | p50 0.9 ms, p99 2.1 ms, max 5.0 ms; 0 failed "
+                         "(proxied POST: p50 0.7, p99 1.5 ms) |")
+
+
+def test_the_proxied_yardstick_carries_the_same_form_through_the_data_port(tmp_path: Path) -> None:
+    request_line, _, body = split(webhooks.proxied_request(3, 18080))
+    assert request_line == "POST /bench/app/status HTTP/1.1"
+    assert dict(parse_qsl(body.decode())) == dict(webhooks.status_callback(3))
+    config = load_config(webhooks.write_config(tmp_path, data_port=18080, admin_port=19901, hooks_port=18181,
+                                               app_port=18000, redis_port=16379), {})
+    [bench] = config.upstreams
+    assert bench.prefix == "/bench" and bench.url == "http://127.0.0.1:18000"
+    assert config.breakers() == []
 
 
 def test_quick_mode_shortens_every_phase() -> None:
     args = webhooks.parse_args(["--quick"])
-    assert (args.seconds, args.openloop_seconds, args.rates) == (3.0, 3.0, [500.0])
+    assert (args.seconds, args.rounds, args.openloop_seconds, args.rates) == (3.0, 1, 3.0, [200.0])
     with pytest.raises(SystemExit):
         webhooks.parse_args(["--connections", "many"])

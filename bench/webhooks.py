@@ -7,18 +7,23 @@ its ``public_url``, so each one is verified, deduplicated and queued for real (n
 The app is nginx answering 200 at once (bench/upstream.conf), so delivery measures the sidecar.
 
 1. **accepted/s**: closed loop, ``--connections`` keep-alive connections sending back to back for
-   ``--seconds``; delivery runs meanwhile in the same process (as in production).
+   ``--seconds``; delivery runs meanwhile in the same process (as in production). Each round first
+   runs the same load as plain proxied POSTs through the data port to nginx: the machine's yardstick,
+   so that ``accepted / proxied`` is a ratio from one interleaved run, whatever else the machine does.
 2. **delivery/s**: the backlog left when the load stops, delivered with the listener idle.
-3. **Redis commands per event**: ``INFO commandstats`` from before phase 1 to the end of phase 2,
-   over the events accepted: accept, claim and settle, plus the background (queue sampling every 2 s,
-   idle workers' polls).
+3. **Redis per event**: ``INFO commandstats`` from before each accept phase to the end of its drain,
+   over the events accepted: round trips (EVALSHA: accept, claim, settle) and every command the
+   scripts ran; the background (queue sampling every 2 s, idle workers' polls, the runner's own
+   ``GET /admin/webhooks`` polls) is included.
 4. **provider-answer latency**: open loop (bench/openloop.py) at each ``--rates``, p50/p99 from the
-   scheduled send time, so queueing behind a slow sidecar counts; the queue is drained between rates.
+   scheduled send time, so queueing behind a slow sidecar counts, next to a proxied POST at the same
+   rate; the queue is drained between rates.
 
 Pinning as in bench/run.py: the sidecar alone on ``--proxy-cpu``; nginx, Redis and the load on
-``--load-cpu``. Every phase is bounded in time and in requests.
+``--load-cpu``. Every phase is bounded in time and in requests. Its ports (18300 nginx, 18390 data,
+18391 webhooks, 19991 admin, 16399 Redis) differ from bench/run.py's, but run one bench at a time.
 
-    python bench/webhooks.py            # about 1 minute
+    python bench/webhooks.py            # about 3 minutes
     python bench/webhooks.py --quick    # about 20 seconds
 """
 
@@ -34,6 +39,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -88,6 +94,7 @@ def signed_requests(port: int, numbers: Iterator[int]) -> Iterator[bytes]:
 
 def policy_yaml(hooks_port: int, app_port: int) -> str:
     return (f"upstreams:\n  bench:\n    url: http://127.0.0.1:{app_port}\n    prefix: /bench\n"
+            "    breaker: false\n    retry: false\n"
             f"webhooks:\n  {WEBHOOK}:\n    path: {PATH}\n    deliver_to: http://127.0.0.1:{app_port}/app/status\n"
             f"    provider: twilio\n    twilio:\n      auth_token: {AUTH_TOKEN}\n"
             f"      public_url: http://127.0.0.1:{hooks_port}{PATH}\n")
@@ -195,70 +202,114 @@ def wait_drained(admin_port: int, deadline: float = 180.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def measure(args: argparse.Namespace, admin_port: int, numbers: Iterator[int]) -> dict[str, Any]:
-    requests = signed_requests(args.hooks_port, numbers)
-    asyncio.run(closed_loop(args.hooks_port, requests, args.connections, 1.0))  # warm-up
-    wait_drained(admin_port)
-    before_commands, before = redisstats.commandstats(args.redis_port), queue(admin_port)
-    accept = asyncio.run(closed_loop(args.hooks_port, requests, args.connections, args.seconds))
-    at_stop, stopped = queue(admin_port), time.perf_counter()
-    drained = wait_drained(admin_port)
+def proxied_request(i: int, port: int) -> bytes:
+    """The same form body POSTed through the data port to nginx, no policy: the yardstick for the ratios."""
+    body = urlencode(status_callback(i)).encode()
+    head = (f"POST /bench/app/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def one_round(args: argparse.Namespace, numbers: Iterator[int]) -> dict[str, Any]:
+    """A proxied closed loop, then the webhook closed loop and the drain after it."""
+    proxied = asyncio.run(closed_loop(args.data_port, (proxied_request(i, args.data_port) for i in numbers),
+                                      args.connections, args.seconds))
+    before_commands, before = redisstats.commandstats(args.redis_port), queue(args.admin_port)
+    accept = asyncio.run(closed_loop(args.hooks_port, signed_requests(args.hooks_port, numbers), args.connections,
+                                     args.seconds))
+    at_stop, stopped = queue(args.admin_port), time.perf_counter()
+    drained = wait_drained(args.admin_port)
     drain_seconds = time.perf_counter() - stopped
-    commands = redisstats.delta(before_commands, redisstats.commandstats(args.redis_port))
     delivered = drained["counts"]["completed"] - at_stop["counts"]["completed"]
-    result: dict[str, Any] = {
-        "accept": accept,
-        "backlog_at_stop": at_stop["depth"],
-        "delivery": {"events": delivered, "seconds": round(drain_seconds, 3),
-                     "per_second": round(delivered / drain_seconds, 1) if drain_seconds else None},
-        "completed": drained["counts"]["completed"] - before["counts"]["completed"],
-        "dead_letter": drained["counts"]["dead_letter"] - before["counts"]["dead_letter"],
-        "redis": {"commands": commands, "per_event": {name: round(n / max(accept["accepted"], 1), 2)
-                                                      for name, n in commands.items()},
-                  "total_per_event": round(sum(commands.values()) / max(accept["accepted"], 1), 2)},
-        "latency": {},
+    return {"proxied": proxied, "accept": accept, "backlog_at_stop": at_stop["depth"],
+            "delivery": {"events": delivered, "seconds": round(drain_seconds, 3),
+                         "per_second": round(delivered / drain_seconds, 1) if drain_seconds else None},
+            "completed": drained["counts"]["completed"] - before["counts"]["completed"],
+            "dead_letter": drained["counts"]["dead_letter"] - before["counts"]["dead_letter"],
+            "commands": redisstats.delta(before_commands, redisstats.commandstats(args.redis_port))}
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds; Redis commands summed over rounds, per event accepted."""
+    def median(path: tuple[str, str]) -> float:
+        return statistics.median(r[path[0]][path[1]] or 0.0 for r in rounds)
+
+    accepted = sum(r["accept"]["accepted"] for r in rounds) or 1
+    commands: dict[str, int] = {}
+    for r in rounds:
+        for name, n in r["commands"].items():
+            commands[name] = commands.get(name, 0) + n
+    proxied, accept = median(("proxied", "per_second")), median(("accept", "per_second"))
+    return {
+        "proxied_per_second": proxied, "accepted_per_second": accept,
+        "accepted_vs_proxied": round(accept / proxied, 3) if proxied else None,
+        "not_2xx": sum(r["accept"]["other"] for r in rounds),
+        "delivered_per_second": median(("delivery", "per_second")),
+        "backlog_at_stop": statistics.median(r["backlog_at_stop"] for r in rounds),
+        "completed": sum(r["completed"] for r in rounds), "dead_letter": sum(r["dead_letter"] for r in rounds),
+        "accepted": accepted,
+        "redis": {"commands": commands, "per_event": {name: round(n / accepted, 2) for name, n in commands.items()},
+                  "total_per_event": round(sum(commands.values()) / accepted, 2)},
     }
+
+
+def measure(args: argparse.Namespace, numbers: Iterator[int]) -> dict[str, Any]:
+    """Warm-up, ``--rounds`` interleaved rounds, then the open loop at each rate (proxied, then webhooks)."""
+    asyncio.run(closed_loop(args.hooks_port, signed_requests(args.hooks_port, numbers), args.connections, 1.0))
+    asyncio.run(closed_loop(args.data_port, (proxied_request(i, args.data_port) for i in numbers), args.connections,
+                            1.0))
+    wait_drained(args.admin_port)
+    rounds = [one_round(args, numbers) for _ in range(args.rounds)]
+    result = {"rounds": rounds, **summarize(rounds), "latency": {}}
     for rate in args.rates:
         total = int(rate * (args.warmup + args.openloop_seconds))
-        answers = asyncio.run(openloop.run(f"http://127.0.0.1:{args.hooks_port}{PATH}", rate, args.openloop_seconds,
-                                           args.warmup, args.connections, 2.0,
-                                           requests=signed_requests(args.hooks_port, itertools.islice(numbers, total))))
-        result["latency"][str(int(rate))] = answers
-        wait_drained(admin_port)
+        proxied = asyncio.run(openloop.run(
+            f"http://127.0.0.1:{args.data_port}/bench/app/status", rate, args.openloop_seconds, args.warmup,
+            args.connections, 2.0,
+            requests=(proxied_request(i, args.data_port) for i in itertools.islice(numbers, total))))
+        answers = asyncio.run(openloop.run(
+            f"http://127.0.0.1:{args.hooks_port}{PATH}", rate, args.openloop_seconds, args.warmup, args.connections,
+            2.0, requests=signed_requests(args.hooks_port, itertools.islice(numbers, total))))
+        result["latency"][str(int(rate))] = {"webhook": answers, "proxied": proxied}
+        wait_drained(args.admin_port)
     return result
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The figures as the table in bench/README.md."""
-    accept, delivery, redis = result["accept"], result["delivery"], result["redis"]
-    per_event = ", ".join(f"{name} {n}" for name, n in redis["per_event"].items())
-    delivered = (f"{delivery['per_second']:,.0f} events/s ({delivery['events']:,} events)"
-                 if delivery["per_second"] else "-")
+    redis = result["redis"]
+    per_event = ", ".join(f"{name} {n}" for name, n in sorted(redis["per_event"].items(), key=lambda kv: -kv[1]))
     lines = ["| measure | value |", "|---|---|",
-             f"| accepted, closed loop {accept['seconds']:.0f} s, delivering meanwhile | "
-             f"{accept['per_second']:,.0f} events/s ({accept['other']} not 2xx) |",
-             f"| delivered afterwards, listener idle | {delivered} |",
-             f"| Redis commands per event, accept to completed | {redis['total_per_event']} ({per_event}) |"]
-    for rate, answers in result["latency"].items():
-        ms = answers["latency_ms"]
-        lines.append(f"| provider answer at {rate}/s, open loop | p50 {ms['p50']} ms, p99 {ms['p99']} ms, "
-                     f"max {ms['max']} ms; {answers['errors']} failed |")
+             f"| accepted, closed loop, delivering meanwhile | {result['accepted_per_second']:,.0f} events/s "
+             f"({result['not_2xx']} not 2xx) |",
+             f"| proxied POST through the data port, same load (yardstick) | {result['proxied_per_second']:,.0f} req/s |",
+             f"| accepted / proxied | {result['accepted_vs_proxied']} |",
+             f"| delivered afterwards, listener idle (backlog {result['backlog_at_stop']:,.0f} events) | "
+             f"{result['delivered_per_second']:,.0f} events/s |",
+             f"| Redis round trips (EVALSHA) per event, accept to completed | {redis['per_event'].get('evalsha', 0)} |",
+             f"| Redis commands per event, scripts' own included | {redis['total_per_event']} ({per_event}) |"]
+    for rate, both in result["latency"].items():
+        hook, proxied = both["webhook"]["latency_ms"], both["proxied"]["latency_ms"]
+        lines.append(f"| provider answer at {rate}/s, open loop | p50 {hook['p50']} ms, p99 {hook['p99']} ms, "
+                     f"max {hook['max']} ms; {both['webhook']['errors']} failed (proxied POST: p50 {proxied['p50']}, "
+                     f"p99 {proxied['p99']} ms) |")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s phases, one rate")
-    parser.add_argument("--seconds", type=float, default=10.0, help="closed-loop accept phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="each closed-loop phase")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of proxied and webhook loads")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rates", default="500,1000", help="open-loop rates (events/s)")
+    parser.add_argument("--rates", default="200,400", help="open-loop rates (events/s)")
     parser.add_argument("--openloop-seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--app-port", type=int, default=18000, help="nginx, the app")
-    parser.add_argument("--data-port", type=int, default=18080)
-    parser.add_argument("--admin-port", type=int, default=19901)
-    parser.add_argument("--hooks-port", type=int, default=18181)
-    parser.add_argument("--redis-port", type=int, default=16379)
+    parser.add_argument("--app-port", type=int, default=18300, help="nginx, the app")
+    parser.add_argument("--data-port", type=int, default=18390)
+    parser.add_argument("--admin-port", type=int, default=19991)
+    parser.add_argument("--hooks-port", type=int, default=18391)
+    parser.add_argument("--redis-port", type=int, default=16399)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     parser.add_argument("--proxy-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
@@ -268,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if args.quick:
-        args.seconds, args.openloop_seconds, args.warmup, args.rates = 3.0, 3.0, 1.0, args.rates[:1]
+        args.seconds, args.rounds, args.openloop_seconds, args.warmup = 3.0, 1, 3.0, 1.0
+        args.rates = args.rates[:1]
     return args
 
 
@@ -299,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         services.append(procs.start("sidecar", [args.python, "-m", "proxy", "run", "--config", str(config)],
                                     args.proxy_cpu, tmp, cwd=run.REPO_DIR))
         procs.wait_ready(services[-1], args.admin_port, "/readyz")
-        result = measure(args, args.admin_port, itertools.count())
+        result = measure(args, itertools.count())
         result["args"] = {k: v for k, v in vars(args).items() if k not in ("python", "redis_server")}
         print(markdown(result))
         if args.out:
