@@ -4,6 +4,7 @@ closed loop counts every answer and stops at its bounds."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -103,8 +104,9 @@ def test_rounds_are_summarised_as_medians_and_commands_per_accepted_event() -> N
     table = webhooks.markdown({**summary, "latency": {"200": {
         "webhook": {"latency_ms": {"p50": 0.9, "p99": 2.1, "max": 5.0}, "errors": 0},
         "proxied": {"latency_ms": {"p50": 0.7, "p99": 1.5, "max": 3.0}, "errors": 0}}}}).splitlines()
-    assert table[2] == "| accepted, closed loop, delivering meanwhile | 990 events/s (0 not 2xx) |"
-    assert "| Redis round trips (EVALSHA) per event, accept to completed | 2.5 |" in table
+    assert table[2] == ("| answered 2xx, closed loop, delivering meanwhile | 990 events/s (0 not 2xx; 0 of 2,390 "
+                        "forwarded without Redis: passthrough) |")
+    assert "| Redis round trips (EVALSHA) per event queued, accept to completed | 2.5 |" in table
     assert table[-1] == ("| provider answer at 200/s, open loop | p50 0.9 ms, p99 2.1 ms, max 5.0 ms; 0 failed "
                          "(proxied POST: p50 0.7, p99 1.5 ms) |")
 
@@ -125,3 +127,18 @@ def test_quick_mode_shortens_every_phase() -> None:
     assert (args.seconds, args.rounds, args.openloop_seconds, args.rates) == (3.0, 1, 3.0, [200.0])
     with pytest.raises(SystemExit):
         webhooks.parse_args(["--connections", "many"])
+
+
+async def test_received_reads_the_listeners_answers_by_result_for_the_bench_webhook() -> None:
+    text = ('resilience_proxy_webhooks_received_total{webhook="bench_status",result="accepted"} 120.0\n'
+            'resilience_proxy_webhooks_received_total{webhook="bench_status",result="passthrough"} 7.0\n'
+            'resilience_proxy_webhooks_received_total{webhook="other",result="accepted"} 5.0\n')
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=text)
+
+    server = web.Application()
+    server.router.add_get("/metrics", metrics)
+    async with TestServer(server, host="127.0.0.1") as running:
+        counts = await asyncio.to_thread(webhooks.received, running.port)
+    assert counts == {"accepted": 120, "passthrough": 7}

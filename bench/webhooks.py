@@ -37,6 +37,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -185,6 +186,20 @@ async def closed_loop(port: int, requests: Iterator[bytes], conns: int, seconds:
             "per_second": round(load.ok / took, 1)}
 
 
+_RECEIVED = re.compile(r'^resilience_proxy_webhooks_received_total\{([^}]*)\} (\S+)$', re.MULTILINE)
+_RESULT = re.compile(r'result="([^"]*)"')
+
+
+def received(admin_port: int) -> dict[str, int]:
+    """The listener's answers so far by result (``resilience_proxy_webhooks_received_total``): whether
+    the 2xx the load counted were queued (``accepted``) or forwarded without Redis (``passthrough``)."""
+    counts: dict[str, int] = {}
+    for labels, value in _RECEIVED.findall(procs.http_text(admin_port, "/metrics", timeout=5.0)):
+        if f'webhook="{WEBHOOK}"' in labels and (result := _RESULT.search(labels)):
+            counts[result.group(1)] = counts.get(result.group(1), 0) + round(float(value))
+    return counts
+
+
 def queue(admin_port: int) -> dict[str, Any]:
     """The webhook's line of GET /admin/webhooks: counts by status, depth, oldest pending age."""
     [line] = [w for w in json.loads(procs.http_text(admin_port, "/admin/webhooks", timeout=5.0))["webhooks"]
@@ -215,12 +230,15 @@ def one_round(args: argparse.Namespace, numbers: Iterator[int]) -> dict[str, Any
     proxied = asyncio.run(closed_loop(args.data_port, (proxied_request(i, args.data_port) for i in numbers),
                                       args.connections, args.seconds))
     before_commands, before = redisstats.commandstats(args.redis_port), queue(args.admin_port)
+    answers_before = received(args.admin_port)
     accept = asyncio.run(closed_loop(args.hooks_port, signed_requests(args.hooks_port, numbers), args.connections,
                                      args.seconds))
     at_stop, stopped = queue(args.admin_port), time.perf_counter()
     drained = wait_drained(args.admin_port)
     drain_seconds = time.perf_counter() - stopped
     delivered = drained["counts"]["completed"] - at_stop["counts"]["completed"]
+    answers = received(args.admin_port)
+    accept["by_result"] = {k: n - answers_before.get(k, 0) for k, n in answers.items() if n > answers_before.get(k, 0)}
     return {"proxied": proxied, "accept": accept, "backlog_at_stop": at_stop["depth"],
             "delivery": {"events": delivered, "seconds": round(drain_seconds, 3),
                          "per_second": round(delivered / drain_seconds, 1) if drain_seconds else None},
@@ -234,7 +252,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     def median(path: tuple[str, str]) -> float:
         return statistics.median(r[path[0]][path[1]] or 0.0 for r in rounds)
 
-    accepted = sum(r["accept"]["accepted"] for r in rounds) or 1
+    # Per event stored: a 2xx without Redis (passthrough: the store timed out) cost no queue work.
+    accepted = sum(r["accept"].get("by_result", {}).get("accepted", r["accept"]["accepted"]) for r in rounds) or 1
+    passthrough = sum(r["accept"].get("by_result", {}).get("passthrough", 0) for r in rounds)
     commands: dict[str, int] = {}
     for r in rounds:
         for name, n in r["commands"].items():
@@ -247,7 +267,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "delivered_per_second": median(("delivery", "per_second")),
         "backlog_at_stop": statistics.median(r["backlog_at_stop"] for r in rounds),
         "completed": sum(r["completed"] for r in rounds), "dead_letter": sum(r["dead_letter"] for r in rounds),
-        "accepted": accepted,
+        "accepted": accepted, "passthrough": passthrough,
         "redis": {"commands": commands, "per_event": {name: round(n / accepted, 2) for name, n in commands.items()},
                   "total_per_event": round(sum(commands.values()) / accepted, 2)},
     }
@@ -280,13 +300,14 @@ def markdown(result: dict[str, Any]) -> str:
     redis = result["redis"]
     per_event = ", ".join(f"{name} {n}" for name, n in sorted(redis["per_event"].items(), key=lambda kv: -kv[1]))
     lines = ["| measure | value |", "|---|---|",
-             f"| accepted, closed loop, delivering meanwhile | {result['accepted_per_second']:,.0f} events/s "
-             f"({result['not_2xx']} not 2xx) |",
+             f"| answered 2xx, closed loop, delivering meanwhile | {result['accepted_per_second']:,.0f} events/s "
+             f"({result['not_2xx']} not 2xx; {result['passthrough']:,} of {result['accepted'] + result['passthrough']:,} "
+             "forwarded without Redis: passthrough) |",
              f"| proxied POST through the data port, same load (yardstick) | {result['proxied_per_second']:,.0f} req/s |",
              f"| accepted / proxied | {result['accepted_vs_proxied']} |",
              f"| delivered afterwards, listener idle (backlog {result['backlog_at_stop']:,.0f} events) | "
              f"{result['delivered_per_second']:,.0f} events/s |",
-             f"| Redis round trips (EVALSHA) per event, accept to completed | {redis['per_event'].get('evalsha', 0)} |",
+             f"| Redis round trips (EVALSHA) per event queued, accept to completed | {redis['per_event'].get('evalsha', 0)} |",
              f"| Redis commands per event, scripts' own included | {redis['total_per_event']} ({per_event}) |"]
     for rate, both in result["latency"].items():
         hook, proxied = both["webhook"]["latency_ms"], both["proxied"]["latency_ms"]
