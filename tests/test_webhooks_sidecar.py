@@ -152,3 +152,25 @@ async def test_without_a_listener_no_port_is_opened(tmp_path: Path) -> None:
     finally:
         sidecar.stop()
     assert "webhooks listening" not in sidecar.log
+
+
+async def test_a_reload_applies_webhook_definitions_but_not_a_new_listener(tmp_path: Path, start_sidecar) -> None:  # type: ignore[no-untyped-def]
+    write_hooks(tmp_path, "http://127.0.0.1:9")
+    port = free_port()
+    sidecar = await start_sidecar({"api": {"url": "http://127.0.0.1:9"}}, webhooks={"listen": f"127.0.0.1:{port}"})
+    url = f"http://127.0.0.1:{port}"
+    push = {"X-Goog-Channel-ID": "c", "X-Goog-Message-Number": "1", "X-Goog-Channel-Token": "channel-secret"}
+    assert (await post(url + "/hooks/google/calendar", headers=push))[0] == 200
+    hooks = yaml.safe_load((tmp_path / "policies" / "hooks.yaml").read_text())
+    hooks["webhooks"]["calendar"]["path"] = "/hooks/google/v2"
+    (tmp_path / "policies" / "hooks.yaml").write_text(yaml.safe_dump(hooks))
+    assert (await sidecar.reload("signal")).result == "ok"
+    assert (await post(url + "/hooks/google/calendar", headers=push))[0] == 404
+    assert (await post(url + "/hooks/google/v2", headers={**push, "X-Goog-Message-Number": "2"}))[0] == 200
+
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["webhooks"]["listen"] = f"127.0.0.1:{free_port()}"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    attempt = await sidecar.reload("signal")
+    assert attempt.result == "error" and "webhooks.listen: cannot change while running" in attempt.problems[0]
+    assert (await post(url + "/hooks/google/v2", headers={**push, "X-Goog-Message-Number": "3"}))[0] == 200

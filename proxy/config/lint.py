@@ -18,12 +18,11 @@ Pure: the YAML trees are passed in (they carry the line and column of each key),
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from typing import Union
 
-from proxy.config.model import Address, Config, Route, Upstream
+from proxy.config.model import Config, Route, Upstream
 from proxy.config.policy_values import LimitPolicy, Rate
 from proxy.config.yamltree import Mark, YNode
 from proxy.errors import ERROR, WARNING, Problem
@@ -252,7 +251,7 @@ def _webhooks(config: Config, trees: Mapping[str, YNode]) -> Iterator[Problem]:
         if config.webhooks_listen is None:
             yield where.problem(("path",), f"no webhooks.listen in {config.source}: this webhook never receives a "
                                 "request", WARNING)
-        elif webhook.provider == "none" and not is_loopback(config.webhooks_listen):
+        elif webhook.provider == "none" and not config.webhooks_listen.is_loopback:
             yield where.problem(("provider",), f"provider: none on {config.webhooks_listen}, which other hosts can "
                                 "reach: anyone who reaches it can queue events for the app (verify with twilio, "
                                 "google or hmac)", WARNING)
@@ -260,13 +259,3 @@ def _webhooks(config: Config, trees: Mapping[str, YNode]) -> Iterator[Problem]:
             yield where.problem(("delivery", "timeout"), f"{_seconds(webhook.delivery.timeout)} in mode: sync: "
                                 f"Twilio waits {_seconds(TWILIO_WAITS)} for an answer and gives up before the app's "
                                 "reply is relayed (write less than 15s)", WARNING)
-
-
-def is_loopback(address: Address) -> bool:
-    """Whether only this host can reach ``address`` (``localhost`` counts; any other name does not)."""
-    if address.host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.host).is_loopback
-    except ValueError:
-        return False

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.config import values as v
+from proxy.config.policies import _positive_duration
 from proxy.config.reader import Section
 from proxy.config.webhooks import (
     DEFAULT_MAX_BODY,
@@ -80,13 +81,6 @@ def key_part(value: Any) -> KeyPart:
     elif source == "json" and not _JSON_PATH.fullmatch(name):
         raise ValueError(f"invalid key '{value}': json: takes a dotted path such as json:data.id")
     return KeyPart(source, name)  # type: ignore[arg-type]
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = v.duration(value)
-    if seconds <= 0:
-        raise ValueError(f"must be greater than zero, not '{value}'")
-    return seconds
 
 
 def _positive_size(value: Any) -> int:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 
 from proxy.config import values as v
 from proxy.config.lint import lint
 from proxy.config.load import load_config, policy_trees
-from proxy.config.model import Address, Config
+from proxy.config.model import Config
 from proxy.doctor.report import FAIL, PASS, WARN, Result
 from proxy.errors import ERROR, ConfigError, Problem
 
@@ -40,19 +39,10 @@ def check_admin_token(config: Config) -> Result:
     return Result("admin token", WARN, "not set: force-open, disable and reset are refused (admin.token)")
 
 
-def _loopback(address: Address) -> bool:
-    if address.host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_listen(config: Config) -> Result:
     """Apps on the same host are the only intended clients; an open data port is an open proxy to paid APIs."""
     listeners = (("listen", config.listen), ("admin.listen", config.admin.listen))
-    exposed = [f"{name} {address}" for name, address in listeners if not _loopback(address)]
+    exposed = [f"{name} {address}" for name, address in listeners if not address.is_loopback]
     if exposed:
         return Result("listen addresses", WARN, "not loopback: " + ", ".join(exposed))
     return Result("listen addresses", PASS, f"loopback: {config.listen}, admin {config.admin.listen}")

@@ -10,6 +10,7 @@ from proxy.config.load import load_config
 from proxy.config.running import restart_only_changes
 from proxy.config.webhooks import Backoff, Dedupe, Delivery, GoogleAuth, KeyPart, Retention, TwilioAuth
 from proxy.errors import ConfigError
+from tests.config.test_load import write
 
 UPSTREAM = "upstreams:\n  twilio:\n    url: https://api.twilio.com\n"
 
@@ -50,14 +51,6 @@ webhooks:
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-
-
-def write(tmp_path: Path, config: str, **policies: str) -> Path:
-    (tmp_path / "policies").mkdir(exist_ok=True)
-    for name, text in policies.items():
-        (tmp_path / "policies" / f"{name}.yaml").write_text(text)
-    (tmp_path / "config.yaml").write_text(config)
-    return tmp_path / "config.yaml"
 
 
 def errors(tmp_path: Path, config: str = "{}\n", **policies: str) -> list[str]:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from twilio.request_validator import RequestValidator
 
 from proxy.config.webhooks import GoogleAuth, HmacAuth, TwilioAuth, Webhook
 from proxy.events import WebhookReceived
@@ -84,6 +85,19 @@ async def test_the_query_twilio_called_with_is_signed_and_kept(rig: Rig) -> None
     assert status == 200
     (delivery,) = await rig.store.claim("status", "test", 10, 30.0)
     assert delivery.query == "tenant=a%20b"
+
+
+async def test_a_json_webhook_signed_by_request_validator_is_accepted(rig: Rig) -> None:
+    body = b'{"MessageSid": "SM1", "MessageStatus": "sent"}'
+    query = f"bodySHA256={hashlib.sha256(body).hexdigest()}"
+    headers = {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(f"{PUBLIC}?{query}", {}),
+               "Content-Type": "application/json"}
+    assert (await post(rig.url + f"/hooks/twilio/status?{query}", body, headers))[0] == 200
+    tampered = b'{"MessageSid": "SM1", "MessageStatus": "failed"}'
+    status, _, answer = await post(rig.url + f"/hooks/twilio/status?{query}", tampered, headers)
+    assert status == 403 and b"bodySHA256 does not match the body" in answer
+    (delivery,) = await rig.store.claim("status", "test", 10, 30.0)
+    assert (delivery.body, delivery.query) == (body, query)
 
 
 @pytest.mark.parametrize(("case", "headers"), [
