@@ -186,6 +186,8 @@ FIXTURES = [
     "upstreams:\n  a:\n    url: http://127.0.0.1:9\n    max_request_body: 1048576\n    routes:\n"
     "      - {name: r, methods: post, path: '/v1/{id}/**', retry: {on: timeout, budget: {ratio: 0.5}}}\n"
     "    rate_limits:\n      - {name: l, key: 'path:id', limit: 5, per: 1m30s, overrides: {acme: 50}}\n",
+    "webhooks:\n  w:\n    path: /hooks/w\n    deliver_to: http://127.0.0.1:3000/w\n    provider: google\n"
+    "    google: {channel_token: '${TOKEN:-t}'}\n    dedupe: {key: 'header:X-Goog-Channel-ID', window: 2d}\n",
 ]
 
 
@@ -208,6 +210,9 @@ def test_what_the_loader_accepts_the_schema_accepts(tmp_path: Path, policy: str)
     "upstreams:\n  api:\n    url: https://api.example.com\n    retry: {budget: {ratio: 150%}}\n",
     "upstreams:\n  api:\n    url: https://api.example.com\n    breaker: true\n",
     "upstreams:\n  api:\n    prefix: /api\n",
+    "webhooks:\n  w:\n    path: /w\n    deliver_to: http://127.0.0.1/w\n    provider: twilio\n",
+    "webhooks:\n  w:\n    path: /w\n    deliver_to: ftp://127.0.0.1/w\n    provider: none\n",
+    "webhooks:\n  w:\n    path: /w\n    deliver_to: http://127.0.0.1/w\n    provider: none\n    mode: later\n",
 ])
 def test_what_both_refuse(tmp_path: Path, policy: str) -> None:
     assert loader_problems(tmp_path, policy) != []
