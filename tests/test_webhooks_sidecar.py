@@ -7,6 +7,7 @@ app; the delivery log is read back from Redis with the store itself.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -17,7 +18,7 @@ import yaml
 from proxy.state.redis.webhooks import RedisWebhookStore
 from proxy.state.webhooks import EventStatus
 from proxy.web.webhooks import EMPTY_TWIML
-from tests.conftest import free_port
+from tests.conftest import write_config
 from tests.processes import SidecarProcess
 from tests.web.webhook_rig import PHONE, PUBLIC, STATUS, TEXT, TOKEN, TWIML, App, app_server, post, signed
 from tests.webhook_app import until
@@ -37,6 +38,28 @@ def write_hooks(directory: Path, app_url: str) -> None:
     (directory / "policies" / "hooks.yaml").write_text(yaml.safe_dump({"webhooks": hooks}))
 
 
+def distinct_ports(count: int) -> list[int]:
+    """Free loopback ports, all different (two calls of free_port() may return the same one)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start(directory: Path, listen: bool = True, **settings: object) -> tuple[SidecarProcess, int]:
+    """A sidecar process with the webhooks listener (when ``listen``) on a port of its own; and that port."""
+    data, admin, hooks = distinct_ports(3)
+    if listen:
+        settings["webhooks"] = {"listen": f"127.0.0.1:{hooks}"}
+    path = write_config(directory, {"api": {"url": "http://127.0.0.1:9"}}, listen=f"127.0.0.1:{data}",
+                        admin={"listen": f"127.0.0.1:{admin}"}, **settings)
+    return SidecarProcess(directory, {}, config=(path, data, admin)), hooks
+
+
 class Hooked:
     def __init__(self, sidecar: SidecarProcess, port: int, app: App) -> None:
         self.sidecar, self.app = sidecar, app
@@ -48,11 +71,8 @@ async def hooked(tmp_path: Path, redis_url: str) -> AsyncIterator[Hooked]:
     app = App(body=TWIML, content_type="text/xml")
     async with app_server(app) as app_url:
         write_hooks(tmp_path, app_url)
-        port = free_port()
-        sidecar = SidecarProcess(tmp_path, {"api": {"url": "http://127.0.0.1:9"}},
-                                 webhooks={"listen": f"127.0.0.1:{port}"},
-                                 state={"backend": "redis", "redis_url": redis_url},
-                                 log={"level": "info", "access": True})
+        sidecar, port = start(tmp_path, state={"backend": "redis", "redis_url": redis_url},
+                              log={"level": "info", "access": True})
         try:
             await sidecar.wait_ready()
             yield Hooked(sidecar, port, app)
@@ -135,8 +155,7 @@ async def test_nothing_from_the_request_reaches_the_log(hooked: Hooked) -> None:
 
 async def test_the_memory_backend_says_events_are_lost_on_restart(tmp_path: Path) -> None:
     write_hooks(tmp_path, "http://127.0.0.1:9")
-    sidecar = SidecarProcess(tmp_path, {"api": {"url": "http://127.0.0.1:9"}},
-                             webhooks={"listen": f"127.0.0.1:{free_port()}"}, log={"level": "info"})
+    sidecar, _ = start(tmp_path, log={"level": "info"})
     try:
         await sidecar.wait_ready()
     finally:
@@ -146,7 +165,7 @@ async def test_the_memory_backend_says_events_are_lost_on_restart(tmp_path: Path
 
 async def test_without_a_listener_no_port_is_opened(tmp_path: Path) -> None:
     write_hooks(tmp_path, "http://127.0.0.1:9")
-    sidecar = SidecarProcess(tmp_path, {"api": {"url": "http://127.0.0.1:9"}}, log={"level": "info"})
+    sidecar, _ = start(tmp_path, listen=False, log={"level": "info"})
     try:
         await sidecar.wait_ready()
     finally:
@@ -156,9 +175,9 @@ async def test_without_a_listener_no_port_is_opened(tmp_path: Path) -> None:
 
 async def test_a_reload_applies_webhook_definitions_but_not_a_new_listener(tmp_path: Path, start_sidecar) -> None:  # type: ignore[no-untyped-def]
     write_hooks(tmp_path, "http://127.0.0.1:9")
-    port = free_port()
-    sidecar = await start_sidecar({"api": {"url": "http://127.0.0.1:9"}}, webhooks={"listen": f"127.0.0.1:{port}"})
-    url = f"http://127.0.0.1:{port}"
+    sidecar = await start_sidecar({"api": {"url": "http://127.0.0.1:9"}}, webhooks={"listen": "127.0.0.1:0"})
+    assert sidecar.webhooks_address is not None
+    url = f"http://127.0.0.1:{sidecar.webhooks_address.port}"
     push = {"X-Goog-Channel-ID": "c", "X-Goog-Message-Number": "1", "X-Goog-Channel-Token": "channel-secret"}
     assert (await post(url + "/hooks/google/calendar", headers=push))[0] == 200
     hooks = yaml.safe_load((tmp_path / "policies" / "hooks.yaml").read_text())
@@ -169,7 +188,7 @@ async def test_a_reload_applies_webhook_definitions_but_not_a_new_listener(tmp_p
     assert (await post(url + "/hooks/google/v2", headers={**push, "X-Goog-Message-Number": "2"}))[0] == 200
 
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    config["webhooks"]["listen"] = f"127.0.0.1:{free_port()}"
+    config["webhooks"]["listen"] = "127.0.0.1:8081"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     attempt = await sidecar.reload("signal")
     assert attempt.result == "error" and "webhooks.listen: cannot change while running" in attempt.problems[0]
