@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -174,6 +175,8 @@ class OpenLoop:
         self.busy: set[Conn] = set()
         self.waiting: deque[float] = deque()
         self.tally = Tally()
+        self.requests: Iterator[bytes] | None = None
+        """When set, each request sent is the next of these (unique events: bench/webhooks.py)."""
         self.closing = False
         self._reconnects: set[asyncio.Task[bool]] = set()  # strong refs: the loop only keeps weak ones
 
@@ -210,7 +213,7 @@ class OpenLoop:
         conn.sent = time.perf_counter()
         self.busy.add(conn)
         assert conn.transport is not None
-        conn.transport.write(self.request)
+        conn.transport.write(self.request if self.requests is None else next(self.requests))
         if sched >= self.measure_from:
             self.tally.lags.append(conn.sent - sched)
 
@@ -260,11 +263,13 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 async def run(
-    url: str, rate: float, duration: float, warmup: float, conns: int, timeout: float, headers: tuple[str, ...] = ()
+    url: str, rate: float, duration: float, warmup: float, conns: int, timeout: float, headers: tuple[str, ...] = (),
+    requests: Iterator[bytes] | None = None,
 ) -> dict[str, object]:
     """Drive `url` at `rate` req/s for warmup + duration seconds; return stats for the measured part.
 
-    ``headers`` are extra ``Name: value`` lines sent with every request.
+    ``headers`` are extra ``Name: value`` lines sent with every request. ``requests``: whole requests
+    to send instead of a GET of ``url`` (one per request, at least ``rate * (warmup + duration)``).
     """
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -279,6 +284,7 @@ async def run(
     total = int(rate * (warmup + duration))  # hard cap on the number of requests
     loop = asyncio.get_running_loop()
     gen = OpenLoop(parts.hostname, port, request, timeout, measure_from=math.inf)
+    gen.requests = requests
     if not all(await asyncio.gather(*(gen.connect() for _ in range(conns)))):
         raise SystemExit(f"openloop: cannot open {conns} connections to {parts.netloc}")
 

@@ -97,9 +97,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _inject_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from proxy.k8s.inject import Options, parse_env
+    from proxy.k8s.inject import Options, parse_env, parse_port
 
-    return Options(mode=args.mode, image=args.image, env=tuple(parse_env(spec) for spec in args.env))
+    return Options(mode=args.mode, image=args.image, env=tuple(parse_env(spec) for spec in args.env),
+                   webhooks_port=None if args.webhooks_port is None else parse_port(args.webhooks_port))
 
 
 def _inject(args: argparse.Namespace) -> int:
@@ -163,6 +164,9 @@ def _add_inject_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"sidecar image (default {DEFAULT_IMAGE})")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=/PREFIX",
                         help="set NAME=http://127.0.0.1:8080/PREFIX in the app containers (repeatable)")
+    parser.add_argument("--webhooks-port", metavar="PORT",
+                        help="declare the inbound-webhooks listener as container port rp-webhooks (the config's "
+                             "webhooks.listen must be 0.0.0.0:PORT)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -209,3 +209,14 @@ class WebhookReplayed:
 
     webhook: str
     count: int
+
+
+@dataclass(frozen=True)
+class WebhookQueueSampled:
+    """A webhook's queue as its store reported it just now (sampled every few seconds, off the request path)."""
+
+    webhook: str
+    depth: int
+    """Events waiting or in delivery."""
+    oldest_pending_age: float | None
+    """Seconds since the oldest undelivered event was received; None when none waits."""

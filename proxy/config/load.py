@@ -248,6 +248,7 @@ def _read_slack(alerts: Section) -> SlackSettings | None:
         error_rate=slack.get("error_rate", v.fraction, 0.0),
         error_window=slack.get("error_window", _positive(v.duration), 300.0),
         error_min_requests=slack.get("error_min_requests", v.positive_int, 20),
+        webhook_backlog_age=slack.get("webhook_backlog_age", v.duration, 300.0),
         queue_size=slack.get("queue_size", v.positive_int, 100),
     )
     if token and not settings.channel:

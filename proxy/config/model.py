@@ -150,6 +150,8 @@ class SlackSettings:
     """Alert when an upstream's share of failed requests over ``error_window`` crosses this (0: off)."""
     error_window: float = 300.0
     error_min_requests: int = 20
+    webhook_backlog_age: float = 300.0
+    """Alert when a webhook's oldest undelivered event is older than this (0: off)."""
     queue_size: int = 100
     """Messages waiting for Slack; past it new ones are dropped (and counted), never the request path."""
 

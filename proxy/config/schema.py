@@ -339,6 +339,7 @@ def config_schema() -> Schema:
                 "error_rate": fraction("Alert when an upstream's failures cross this share (0: off)."),
                 "error_window": duration("The window error_rate is measured over."),
                 "error_min_requests": integer(1, "Requests in the window before error_rate applies."),
+                "webhook_backlog_age": duration("Alert when a webhook's oldest undelivered event is older (0: off)."),
                 "queue_size": integer(1, "Messages waiting for Slack; more are dropped."),
             })}),
             "errors": obj("Error reports.", {"sentry": obj("Sentry; an empty dsn turns it off.", {

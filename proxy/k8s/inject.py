@@ -24,6 +24,8 @@ SECRET_KEYS = ("ADMIN_TOKEN", "SLACK_BOT_TOKEN", "SENTRY_DSN", "REDIS_URL")
 DATA_URL = "http://127.0.0.1:8080"
 ADMIN_PORT = 9901
 ADMIN_PORT_NAME = "rp-admin"
+WEBHOOKS_PORT_NAME = "rp-webhooks"
+"""The inbound-webhooks listener's named port (``webhooks.listen``), declared only when asked for."""
 
 # One prefix, a domain we own, for the namespace/pod label the webhook selects on and for the annotations
 # (as linkerd.io/inject and sidecar.istio.io/inject).
@@ -65,6 +67,9 @@ class Options:
     image: str = DEFAULT_IMAGE
     env: tuple[tuple[str, str], ...] = ()
     version: str = __version__
+    webhooks_port: int | None = None
+    """Declare the sidecar's webhooks listener as the container port ``rp-webhooks`` (the config's
+    ``webhooks.listen`` must use the same port on 0.0.0.0); None: no such port."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ def _inject_pod(kind: str, name: str, obj: dict[str, Any], pod: dict[str, Any], 
             spec["terminationGracePeriodSeconds"] = CLASSIC_GRACE
     _ensure_volumes(spec)
     _ensure_app_env(spec, options.env)
+    if options.webhooks_port is not None:
+        _ensure_webhooks_port(spec, options.webhooks_port)
     metadata = pod.get("metadata")
     if not isinstance(metadata, dict):
         metadata = pod["metadata"] = {}
@@ -230,6 +237,33 @@ def sidecar_volumes() -> list[dict[str, Any]]:
     """
     return [{"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP}},
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
+
+
+def parse_port(text: str) -> int:
+    """``--webhooks-port``: 1-65535 and not a port the sidecar already uses; ValueError naming what is wrong."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"--webhooks-port {text!r}: write a port number from 1 to 65535, e.g. 8081")
+    if int(text) in (ADMIN_PORT, 8080):
+        raise ValueError(f"--webhooks-port {text}: the sidecar already uses it (8080 data, {ADMIN_PORT} admin); "
+                         "e.g. 8081")
+    return int(text)
+
+
+def _ensure_webhooks_port(spec: dict[str, Any], port: int) -> None:
+    """The sidecar container declares ``rp-webhooks`` on ``port`` (replacing another number, never twice)."""
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            if not isinstance(container, dict) or container.get("name") != CONTAINER:
+                continue
+            ports = container.get("ports")
+            if not isinstance(ports, list):
+                ports = container["ports"] = []
+            for entry in ports:
+                if isinstance(entry, dict) and entry.get("name") == WEBHOOKS_PORT_NAME:
+                    entry["containerPort"] = port
+                    return
+            ports.append({"name": WEBHOOKS_PORT_NAME, "containerPort": port, "protocol": "TCP"})
+            return
 
 
 def _ensure_app_env(spec: dict[str, Any], env: tuple[tuple[str, str], ...]) -> None:

@@ -32,6 +32,7 @@ from proxy.events import (
     RetryDecided,
     UpstreamThrottled,
 )
+from proxy.observe.webhook_metrics import WebhookMetrics
 
 PREFIX = "resilience_proxy_"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -199,6 +200,8 @@ class ProxyMetrics:
             ConfigReloaded: self._reloaded,
             AlertSent: self._alert_sent,
         }
+        self.webhooks = WebhookMetrics()
+        self._handlers.update(self.webhooks.handlers())
 
     def on_event(self, event: object) -> None:
         """The event bus's listener: one dict lookup on the event's type, then the family's update."""

@@ -13,7 +13,10 @@ What goes, and why:
   ``api_key=``, ``sig=``, ``signature=``), and 32-character tokens (a Twilio auth token is 32 hex, an
   API key secret 32 alphanumerics);
 - message content: Twilio ``Body``, Calendar ``summary``/``description``/``location``, attendees'
-  ``email``/``displayName``, wherever they sit in nested data.
+  ``email``/``displayName``, wherever they sit in nested data;
+- what an inbound webhook carries: an event value's raw ``body`` (walked by field name, or its repr's
+  ``body=b'...'``), Twilio's ``ProfileName``, and header pairs named like a secret (``X-Goog-Channel-Token``,
+  ``X-Hub-Signature-256``, ``Stripe-Signature``, any configured ``X-...-Signature``).
 
 What stays: Twilio SIDs (``AC``/``SM`` + 32 hex, 34 characters: identifiers, not secrets, and needed to
 debug), upstream and route names, error types, and ids this process generated (``request_id``,
@@ -22,6 +25,7 @@ Sentry's ``event_id``/``trace_id``), whose 32-hex shape would otherwise look lik
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -49,9 +53,15 @@ def _credential(match: re.Match[str]) -> str:
 # (triggers, pattern, replacement), applied in order. A pattern runs only when one of its triggers
 # occurs in the lower-cased text: a plain log message costs a few substring tests, not eight scans.
 _RULES: list[tuple[tuple[str, ...], re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    # The repr of an inbound webhook event (a log line's ``%r`` or Sentry's repr of an ``extra``): its raw
+    # body goes whole, and a (name, value) pair whose name says secret keeps only its name.
+    (("body=b",), re.compile(r"""(?i)\bbody=b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""), f"body={REDACTED}"),
+    (("signature", "token", "secret", "authorization"),
+     re.compile(r"""(?i)(['"])([\w-]*(?:signature|token|secret|authorization)[\w-]*)\1,\s*(['"])(?:(?!\3).)*\3"""),
+     lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}, '{REDACTED}'"),
     # Parameters, JSON fields and credentials keep their name, so the text still says one was there.
     # A Twilio Body runs to the next "&" even when its spaces were not encoded.
-    (("=",), re.compile(rf"(?i)(?<![A-Za-z0-9])(?:(?:{_SECRET_PARAMS})=[^&#\s\"',;]*|body=[^&#\"'\r\n]*)"),
+    (("=",), re.compile(rf"(?i)(?<![A-Za-z0-9])(?:(?:{_SECRET_PARAMS})=[^&#\s\"',;]*|(?:body|profilename)=(?!\[redacted\])[^&#\"'\r\n]*)"),
      _param),
     # JSON, and Python's repr of a dict (a dict logged with %s): single or double quotes.
     (('"', "'"), re.compile(rf"""(?i)(["'])(?:{_JSON_FIELDS})\1\s*:\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""),
@@ -70,14 +80,20 @@ _TOKEN = re.compile(r"\b[0-9A-Za-z]{32}\b")
 # Every rule's match holds one of these characters or words; most strings (names, error types,
 # timestamps) hold none and skip the rules.
 _SUSPECT_CHARS = re.compile(r"[=\"'@+%]")
-_SUSPECT_WORDS = ("basic", "bearer", "ya29.", "1//0", "aiza", "xox")
+_SUSPECT_WORDS = ("basic", "bearer", "ya29.", "1//0", "aiza", "xox", "signature", "token", "secret", "authorization")
 
 _SECRET_KEYS = frozenset({
     "authorization", "proxy-authorization", "cookie", "cookies", "set-cookie", "x-twilio-signature",
     "x-goog-api-key", "x-api-key", "api-key", "apikey", "access-token", "refresh-token", "id-token", "auth-token",
     "client-secret", "password", "secret", "token", "signature",
+    # inbound webhooks: Google's channel token; GitHub / Stripe style HMAC signatures
+    "x-goog-channel-token", "x-hub-signature", "x-hub-signature-256", "stripe-signature",
 })
-_CONTENT_KEYS = frozenset({"body", "summary", "description", "location", "email", "displayname"})
+# Any configured hmac header (X-Acme-Signature), X-...-Token, X-...-Secret.
+_SECRET_SUFFIXES = ("-signature", "-signature-256", "-token", "-secret")
+# Twilio webhook form fields: Body (the message), ProfileName (a WhatsApp sender's name); a webhook's payload.
+_CONTENT_KEYS = frozenset({"body", "summary", "description", "location", "email", "displayname", "profilename",
+                           "payload"})
 _OWN_IDS = frozenset({"request-id", "event-id", "trace-id", "span-id", "parent-span-id", "x-request-id"})
 
 
@@ -107,7 +123,7 @@ def normal_key(key: object) -> str:
 def is_sensitive_key(key: object) -> bool:
     """Whether a value under this key is dropped whole, whatever it looks like."""
     name = normal_key(key)
-    return name in _SECRET_KEYS or name in _CONTENT_KEYS
+    return name in _SECRET_KEYS or name in _CONTENT_KEYS or name.endswith(_SECRET_SUFFIXES)
 
 
 def scrub_value(value: Any, key: object = "") -> Any:
@@ -151,7 +167,15 @@ def _walk(value: Any, key: object, drops: frozenset[str]) -> Any:
     if isinstance(value, Mapping):
         return {k: _walk(v, k, drops) for k, v in value.items() if k not in drops}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_walk(v, "", drops) for v in value]
+        # (name, value) pairs are headers or form fields: the name decides, as a dict key would.
+        return [[v[0], _walk(v[1], v[0], drops)] if _is_pair(v) else _walk(v, "", drops) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # An event value (an inbound webhook's, say): its field names decide, so ``body`` goes whole.
+        return {f.name: _walk(getattr(value, f.name), f.name, drops) for f in dataclasses.fields(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"[{len(value)} bytes]"  # raw bytes are bodies: never their content
     return scrub_text(str(value))
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)

@@ -8,7 +8,12 @@ What is reported:
   so Sentry groups by what failed, never by phone number or message text;
 - any log record at error level that carries an exception (``log.exception(...)``: the data plane's
   "unexpected error while proxying", a failing event listener, aiohttp's own handler errors);
-- as breadcrumbs only: breaker transitions and state-backend changes, and info-and-up log lines.
+- as breadcrumbs only: breaker transitions, state-backend changes, inbound webhook events moved to
+  dead letter (the webhook's name and the attempts: never a payload), and info-and-up log lines.
+
+Inbound webhooks carry PII (phone numbers, message texts) and secrets (signatures, channel tokens):
+nothing here reads a webhook request; what a log line says about one goes through the scrubber, which
+drops an event value's body (as a value or in its repr) and headers named like a secret.
 
 Not reported: answers the sidecar gives on purpose (4xx, rate limits, an open breaker's 503) and
 error logs without an exception (backend down: a Slack alert's business, kept as a breadcrumb).
@@ -40,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.config.model import SentrySettings
-from proxy.events import BackendChanged, BreakerTransition, RequestEnded
+from proxy.events import BackendChanged, BreakerTransition, RequestEnded, WebhookSettled
 from proxy.observe.library_logs import protect_library_logs
 from proxy.observe.scrub import scrub_breadcrumb, scrub_event
 from proxy.policy.classify import worth_reporting
@@ -121,6 +126,9 @@ class SentryReporter:
         elif isinstance(event, BackendChanged):
             self._breadcrumb("state", f"state backend {event.backend} {'up' if event.up else 'down'}",
                              "info" if event.up else "error", {"backend": event.backend})
+        elif isinstance(event, WebhookSettled) and event.outcome == "dead_letter":
+            self._breadcrumb("webhook", f"webhook {event.webhook} event moved to dead letter after {event.attempts} "
+                             "attempt(s)", "warning", {"webhook": event.webhook, "attempts": event.attempts})
 
     def _report_failure(self, event: RequestEnded) -> None:
         upstream, route, kind = event.upstream or "", event.route or "default", event.error or ""

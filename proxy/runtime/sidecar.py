@@ -53,6 +53,7 @@ from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
 from proxy.observe.process_info import process_info
 from proxy.observe.sentry import SentryReporter
+from proxy.observe.webhook_metrics import WebhookSampler
 from proxy.runtime.delivery import DeliveryWorkers
 from proxy.state.stores import Stores, open_stores, webhook_store
 from proxy.web.admin.app import Health, admin_app
@@ -120,9 +121,6 @@ class Sidecar:
             shutdown_timeout=config.shutdown_grace,
         )
         self._tell_workers = tell_workers
-        self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
-                                              lambda: self.sampler.sample()),
-                                    access_log=None, handle_signals=False, shutdown_timeout=1.0)
         self.data_address: Address | None = None
         self.admin_address: Address | None = None
         # Inbound webhooks: one store for the listener, the delivery workers and the admin API (also with
@@ -133,6 +131,13 @@ class Sidecar:
         self.webhook_listener = None if self.webhooks is None or config.webhooks_listen is None else (
             WebhookListener(lambda: self.config.webhooks, self.webhooks, self.events.emit))
         self.webhooks_address: Address | None = None
+        # Queue depth and oldest pending age, sampled off the request path for the gauges and the backlog alert.
+        self.webhook_sampler = None if self.webhooks is None else WebhookSampler(
+            lambda: [hook.name for hook in self.config.webhooks], self.webhooks, self.events.emit,
+            proxy_metrics().webhooks.forget)
+        self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
+                                              lambda: self.sampler.sample(), self.webhooks, self.events.emit),
+                                    access_log=None, handle_signals=False, shutdown_timeout=1.0)
 
     @property
     def config(self) -> Config:
@@ -177,6 +182,8 @@ class Sidecar:
                                                   "paths": [hook.path for hook in self.config.webhooks]})
         self._stack.push_async_callback(self._cancel_tasks)  # first to stop: no reload or sample while closing
         self._spawn(self._watch_backend())
+        if self.webhook_sampler is not None:
+            self._spawn(self.webhook_sampler.run())
         if self._watch_interval:
             self._spawn(self._watch_files(self._watch_interval))
         self.health.serving = True

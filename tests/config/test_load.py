@@ -248,6 +248,16 @@ def test_rate_limited_condition_and_body_key_are_read(tmp_path: Path) -> None:
         "", "relay")
 
 
+def test_webhook_backlog_alert_age_defaults_to_five_minutes_and_names_a_bad_value(tmp_path: Path) -> None:
+    slack = "alerts:\n  slack:\n    token: xoxb-1\n    channel: C1\n"
+    config = load_config(write(tmp_path, slack, twilio=GOOD_POLICY), {})
+    assert config.slack is not None and config.slack.webhook_backlog_age == 300.0
+    config = load_config(write(tmp_path, slack + "    webhook_backlog_age: 0s\n", twilio=GOOD_POLICY), {})
+    assert config.slack is not None and config.slack.webhook_backlog_age == 0.0
+    assert errors(tmp_path, slack + "    webhook_backlog_age: 300\n", twilio=GOOD_POLICY) == [
+        "config.yaml:5:5: alerts.slack.webhook_backlog_age: invalid duration '300' (write 250ms, 30s, 15m or 1h)"]
+
+
 def test_a_ca_bundle_without_a_certificate_names_its_file_line_and_key(tmp_path: Path) -> None:
     (tmp_path / "policies" / "certs").mkdir(parents=True)
     (tmp_path / "policies" / "certs" / "ca.pem").write_text("not a certificate\n")

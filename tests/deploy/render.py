@@ -21,7 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 KUSTOMIZATIONS = {"base": K8S / "base", "classic": K8S / "overlays" / "classic",
-                  "with-redis": K8S / "overlays" / "with-redis"}
+                  "with-redis": K8S / "overlays" / "with-redis", "webhooks": K8S / "overlays" / "webhooks"}
 
 _KNOWN = {"apiVersion", "kind", "resources", "configMapGenerator", "patches"}
 

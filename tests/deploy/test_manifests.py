@@ -166,7 +166,11 @@ def test_the_sidecar_is_exactly_what_inject_adds(rendered: tuple[str, list[dict[
     name, objects = rendered
     [template] = [t for t in pod_specs(objects) if sidecar(t)]
     mode = "classic" if name == "classic" else "native"
-    assert sidecar(template) == sidecar_container(IMAGE, mode)
+    container = sidecar(template)
+    if name == "webhooks":  # the overlay's own additions: the listener's port (as inject --webhooks-port) and its secrets
+        container = {**container, "ports": [p for p in container["ports"] if p["name"] != "rp-webhooks"],
+                     "env": [e for e in container["env"] if e["name"] not in ("TWILIO_AUTH_TOKEN", "GOOGLE_CHANNEL_TOKEN")]}
+    assert container == sidecar_container(IMAGE, mode)
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
     assert [volumes.get(v["name"]) for v in sidecar_volumes()] == sidecar_volumes()
 
@@ -182,11 +186,14 @@ def test_configmap_loads_with_the_sidecars_loader(rendered: tuple[str, list[dict
     assert "items" not in volume["configMap"]
     for key, text in configmap["data"].items():
         (tmp_path / key).write_text(text)
-    config = load_config(tmp_path / "config.yaml", environ={})
+    # The webhook secrets come from resilience-proxy-secrets (not optional there).
+    environ = {"TWILIO_AUTH_TOKEN": "t", "GOOGLE_CHANNEL_TOKEN": "g"} if name == "webhooks" else {}
+    config = load_config(tmp_path / "config.yaml", environ=environ)
     assert str(config.admin.listen) == "0.0.0.0:9901" and str(config.listen) == "127.0.0.1:8080"
     assert {u.name for u in config.upstreams} == {"twilio", "google"}
-    assert sorted(Path(f).name for f in config.policy_files) == ["google-calendar.yaml", "twilio.yaml"]
-    assert config.state.backend == ("redis" if name == "with-redis" else "memory")
+    webhooks = ["webhooks.yaml"] if name == "webhooks" else []
+    assert sorted(Path(f).name for f in config.policy_files) == ["google-calendar.yaml", "twilio.yaml", *webhooks]
+    assert config.state.backend == ("redis" if name in ("with-redis", "webhooks") else "memory")
 
 
 def test_policy_copies_equal_the_presets() -> None:
@@ -200,3 +207,30 @@ def test_k8s_config_differs_from_the_example_only_in_admin_listen_and_policy_pat
     example["admin"]["listen"] = "0.0.0.0:9901"
     example["policies"] = ["twilio.yaml", "google-calendar.yaml"]  # the ConfigMap's keys, mounted flat
     assert k8s == example
+
+
+def test_the_webhooks_overlay_admits_the_listener_from_the_ingress_only() -> None:
+    """Ingress -> Service -> the sidecar's rp-webhooks port, which the config's webhooks.listen serves."""
+    objects = render(KUSTOMIZATIONS["webhooks"])
+    [template] = [t for t in pod_specs(objects) if sidecar(t)]
+    ports = {p["name"]: p["containerPort"] for p in sidecar(template)["ports"]}
+    config = yaml.safe_load(next(o for o in of_kind(objects, "ConfigMap"))["data"]["config.yaml"])
+    assert config["webhooks"]["listen"] == f"0.0.0.0:{ports['rp-webhooks']}"
+    [service] = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == "example-app-webhooks"]
+    assert service["spec"]["ports"][0]["targetPort"] == "rp-webhooks"
+    [ingress] = of_kind(objects, "Ingress")
+    [path] = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"]["name"] == "example-app-webhooks" and path["path"] == "/hooks/"
+    hooks = yaml.safe_load(next(o for o in of_kind(objects, "ConfigMap"))["data"]["webhooks.yaml"])["webhooks"]
+    host = ingress["spec"]["rules"][0]["host"]
+    for hook in hooks.values():
+        assert hook["path"].startswith("/hooks/")
+        if "twilio" in hook:  # the URL Twilio signs is the ingress's
+            assert hook["twilio"]["public_url"] == f"https://{host}{hook['path']}"
+    [policy] = [p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == "example-app-webhooks"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": ports["rp-webhooks"]}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    # No other policy opens the webhooks port.
+    others = [r for p in of_kind(objects, "NetworkPolicy") if p is not policy for r in p["spec"].get("ingress", [])]
+    assert all(port["port"] != ports["rp-webhooks"] for r in others for port in r.get("ports", []))

@@ -136,3 +136,47 @@ class FailureWindow:
             self._requests -= requests
             self._failures -= failures
         return Tally(self._failures, self._requests)
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a key counted while its alerts were held: ``count`` more in the last ``window`` seconds."""
+
+    key: str
+    count: int
+    window: float
+
+
+class CountGate:
+    """For things that only ever happen (dead letters): the first of a key is told at once, the next
+    ones within ``interval`` are counted, and one summary with the count follows the interval."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._tracks: dict[str, list[float]] = {}
+        """key -> [when it was last told, how many were held since]."""
+
+    def add(self, key: str, now: float) -> bool:
+        """One more of ``key``: True when this one should be told now."""
+        track = self._tracks.get(key)
+        if track is None or (now - track[0] >= self.interval and not track[1]):
+            self._tracks[key] = [now, 0]
+            return True
+        track[1] += 1
+        return False
+
+    def due(self, now: float) -> list[Held]:
+        """Summaries of the keys whose interval is over with something held; each restarts its interval."""
+        tallies = []
+        for key, track in list(self._tracks.items()):
+            if now - track[0] < self.interval:
+                continue
+            if track[1]:
+                tallies.append(Held(key, int(track[1]), now - track[0]))
+                self._tracks[key] = [now, 0]
+            else:
+                del self._tracks[key]
+        return tallies
+
+    def next_due(self) -> float | None:
+        return min((t[0] + self.interval for t in self._tracks.values() if t[1]), default=None)

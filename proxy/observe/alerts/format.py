@@ -24,6 +24,8 @@ from proxy.observe.alerts.rules import (
     ConfigRefused,
     ErrorRate,
     Flapping,
+    WebhookBacklog,
+    WebhookDeadLetters,
 )
 from proxy.observe.scrub import scrub_text
 
@@ -121,6 +123,8 @@ def _words(alert: Alert) -> tuple[str, str, str, list[str]]:
             ])
         case Flapping():
             return _flapping(alert)
+        case WebhookDeadLetters() | WebhookBacklog():
+            return _webhook(alert)
         case ConfigRefused():
             count = len(alert.problems)
             shown = [scrub_text(p)[:300] for p in alert.problems[:3]]
@@ -141,5 +145,31 @@ def _flapping(alert: Flapping) -> tuple[str, str, str, list[str]]:
     if alert.subject == "backend":
         return ("🔁", "", f"State backend {alert.name} went down {times(alert.downs)} in the last {window}; "
                           f"now {alert.now}", [damped])
+    if alert.subject == "webhook_backlog":
+        return ("🔁", alert.name, f"webhook backlog crossed its threshold {times(alert.downs)} in the last "
+                                  f"{window}; now {alert.now} it", [damped])
     return ("🔁", alert.name, f"error rate crossed its threshold {times(alert.downs)} in the last {window}; "
                               f"now {alert.now} it", [damped])
+
+
+def _webhook(alert: WebhookDeadLetters | WebhookBacklog) -> tuple[str, str, str, list[str]]:
+    """Dead letters and backlogs name the webhook and the admin call that shows (or replays) its events."""
+    name = alert.webhook
+    if isinstance(alert, WebhookDeadLetters):
+        if alert.window is None:
+            summary = "webhook event moved to dead letter: the app refused it (4xx) or every attempt failed"
+        else:
+            summary = (f"{alert.count} more webhook event{'s' if alert.count != 1 else ''} moved to dead letter "
+                       f"in the last {duration(alert.window)}")
+        return ("📮", name, summary, [
+            f"list: GET /admin/webhooks/{name}/events?status=dead_letter",
+            f"replay once the app is fixed: POST /admin/webhooks/{name}/replay?status=dead_letter",
+        ])
+    if alert.high:
+        return ("⏳", name, f"oldest undelivered webhook event is {duration(alert.age)} old", [
+            f"{alert.depth} event{'s' if alert.depth != 1 else ''} waiting", f"alert above {duration(alert.threshold)}",
+            "is the app at deliver_to answering? GET /admin/webhooks",
+        ])
+    return ("✅", name, "webhook backlog cleared", [
+        f"{alert.depth} event{'s' if alert.depth != 1 else ''} waiting", f"alert above {duration(alert.threshold)}",
+    ])

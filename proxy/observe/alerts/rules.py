@@ -14,6 +14,12 @@ health are judged per process, so each replica may tell its own.
 - Openings, backend outages and error-rate crossings are damped by a :class:`FlapGate` per kind.
 - A refused config reload is told with its first problems; the same problems again (a second
   SIGHUP on the same broken files) are not told twice, until a reload succeeds.
+- An inbound webhook's event moving to dead_letter is told by the replica whose update moved it
+  (``WebhookSettled`` is emitted once for the fleet): the first at once, then at most one summary
+  with the count per ``flap_interval`` (:class:`CountGate`).
+- A webhook's oldest undelivered event older than ``webhook_backlog_age`` is told, and its clearing;
+  judged per process from the sampled queue stats (with Redis every replica sees the same queue, so
+  each may tell it), damped by a :class:`FlapGate`.
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from typing import ClassVar
 
 from proxy.clock import Clock
 from proxy.config.model import BreakerId, SlackSettings
-from proxy.events import AttemptEnded, BackendChanged, BreakerTransition, ConfigReloaded, RequestEnded
-from proxy.observe.alerts.damping import FailureWindow, FlapGate, Flaps
+from proxy.events import (
+    AttemptEnded,
+    BackendChanged,
+    BreakerTransition,
+    ConfigReloaded,
+    RequestEnded,
+    WebhookQueueSampled,
+    WebhookSettled,
+)
+from proxy.observe.alerts.damping import CountGate, FailureWindow, FlapGate, Flaps
 from proxy.policy.classify import upstream_failed
 
 CIRCUIT_OPEN = "destination_unavailable"
@@ -101,7 +115,8 @@ class ErrorRate:
 
 @dataclass(frozen=True)
 class Flapping:
-    """A summary of what a damped key did: ``subject`` is ``breaker``, ``backend`` or ``error_rate``."""
+    """A summary of what a damped key did: ``subject`` is ``breaker``, ``backend``, ``error_rate``
+    or ``webhook_backlog``."""
 
     kind: ClassVar[str] = "flapping"
     subject: str
@@ -122,8 +137,31 @@ class ConfigRefused:
     trigger: str
 
 
+@dataclass(frozen=True)
+class WebhookDeadLetters:
+    """Events of a webhook moved to dead_letter: the first one (``window`` None), or a summary of
+    ``count`` more over the last ``window`` seconds."""
+
+    kind: ClassVar[str] = "webhook_dead_letters"
+    webhook: str
+    count: int
+    window: float | None = None
+
+
+@dataclass(frozen=True)
+class WebhookBacklog:
+    """A webhook's oldest undelivered event passed ``threshold`` seconds (``high``), or the backlog cleared."""
+
+    kind: ClassVar[str] = "webhook_backlog"
+    webhook: str
+    high: bool
+    age: float
+    depth: int
+    threshold: float
+
+
 Alert = (BreakerOpened | BreakerRecovered | BreakerOverridden | BackendDown | BackendUp | ErrorRate | Flapping
-         | ConfigRefused)
+         | ConfigRefused | WebhookDeadLetters | WebhookBacklog)
 
 
 class AlertRules:
@@ -135,6 +173,9 @@ class AlertRules:
         self._breakers = FlapGate(settings.flap_interval)
         self._backends = FlapGate(settings.flap_interval)
         self._rates = FlapGate(settings.flap_interval)
+        self._dead_letters = CountGate(settings.flap_interval)
+        self._backlogs = FlapGate(settings.flap_interval)
+        self._backlogged: set[str] = set()
         self._opened_at: dict[str, float] = {}
         self._states: dict[str, str] = {}
         self._last_errors: dict[str, str] = {}
@@ -148,6 +189,8 @@ class AlertRules:
             BreakerTransition: self._transition,  # type: ignore[dict-item]
             BackendChanged: self._backend,  # type: ignore[dict-item]
             ConfigReloaded: self._reloaded,  # type: ignore[dict-item]
+            WebhookSettled: self._settled,  # type: ignore[dict-item]
+            WebhookQueueSampled: self._backlog,  # type: ignore[dict-item]
         }
 
     def on_event(self, event: object) -> list[Alert]:
@@ -182,11 +225,16 @@ class AlertRules:
             alerts.append(self._summary("backend", flaps.key, flaps, "down" if flaps.down else "up"))
         for flaps in self._rates.due(now):
             alerts.append(self._summary("error_rate", flaps.key, flaps, "above" if flaps.down else "below"))
+        for tally in self._dead_letters.due(now):
+            alerts.append(WebhookDeadLetters(tally.key, tally.count, tally.window))
+        for flaps in self._backlogs.due(now):
+            alerts.append(self._summary("webhook_backlog", flaps.key, flaps, "above" if flaps.down else "below"))
         return alerts
 
     def next_due(self) -> float | None:
         """When :meth:`due` may next have something (None: nothing is held)."""
-        times = [t for t in (g.next_due() for g in (self._breakers, self._backends, self._rates)) if t is not None]
+        gates = (self._breakers, self._backends, self._rates, self._dead_letters, self._backlogs)
+        times = [t for t in (g.next_due() for g in gates) if t is not None]
         return min(times, default=None)
 
     def _summary(self, subject: str, name: str, flaps: Flaps, now: str) -> Flapping:
@@ -273,3 +321,25 @@ class AlertRules:
         if not self._backends.up(event.backend, now):
             return []
         return [BackendUp(event.backend, None if since is None else max(0.0, event.at - since))]
+
+    def _settled(self, event: WebhookSettled) -> list[Alert]:
+        if event.outcome != "dead_letter" or not self._dead_letters.add(event.webhook, self._clock.now()):
+            return []
+        return [WebhookDeadLetters(event.webhook, 1)]
+
+    def _backlog(self, event: WebhookQueueSampled) -> list[Alert]:
+        threshold = self._settings.webhook_backlog_age
+        if not threshold:
+            return []
+        age = event.oldest_pending_age or 0.0
+        high = event.oldest_pending_age is not None and age >= threshold
+        if high == (event.webhook in self._backlogged):
+            return []
+        now = self._clock.now()
+        if high:
+            self._backlogged.add(event.webhook)
+            told = self._backlogs.down(event.webhook, now)
+        else:
+            self._backlogged.discard(event.webhook)
+            told = self._backlogs.up(event.webhook, now)
+        return [WebhookBacklog(event.webhook, high, age, event.depth, threshold)] if told else []

@@ -14,8 +14,10 @@ from aiohttp import web
 from proxy.config.running import ReloadAttempt, RunningConfig
 from proxy.observe.exposition import exposition
 from proxy.state.base import BreakerStore
+from proxy.state.webhooks import WebhookStore
 from proxy.web.admin.breakers import add_breaker_routes
 from proxy.web.admin.config import add_config_routes
+from proxy.web.admin.webhooks import add_webhook_routes
 
 
 @dataclass
@@ -42,9 +44,11 @@ class Health:
 
 def admin_app(health: Health, running: Callable[[], RunningConfig], breakers: BreakerStore,
               reload: Callable[[str], Awaitable[ReloadAttempt]], before_scrape: Callable[[], None] = lambda: None,
+              webhooks: WebhookStore | None = None, emit: Callable[[object], None] = lambda _: None,
               ) -> web.Application:
     """``running`` returns the config that runs now (it changes on reload); ``before_scrape`` brings
-    sampled gauges up to date, so the answering process reports its state of now."""
+    sampled gauges up to date, so the answering process reports its state of now. ``webhooks`` is the
+    inbound-webhook store (None: no webhook configured); ``emit`` puts admin actions on the event bus."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -65,4 +69,5 @@ def admin_app(health: Health, running: Callable[[], RunningConfig], breakers: Br
     app.router.add_get("/metrics", metrics)
     add_breaker_routes(app, lambda: running().config, breakers)
     add_config_routes(app, running, reload)
+    add_webhook_routes(app, lambda: running().config, webhooks, emit)
     return app

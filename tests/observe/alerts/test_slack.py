@@ -151,7 +151,8 @@ async def test_a_429_from_slack_is_retried_after_its_retry_after_while_proxying_
     sidecar = await start_sidecar(policies(url), alerts=slack_config(slack))
     sent = record_alerts(sidecar)
     await trip(http, sidecar)
-    slowest = await slowest_request_while(http, sidecar, lambda: len(slack.delivered) == 1)
+    # Slack records the post before the sidecar reads its answer and counts it sent: wait for both.
+    slowest = await slowest_request_while(http, sidecar, lambda: len(slack.delivered) == 1 and bool(sent))
 
     first, second = slack.posts
     assert (first.answer, second.answer) == ("429:1", "ok")
