@@ -8,10 +8,9 @@ again cannot change that. The error kept in the log is a few words, never the ap
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-Random = Callable[[], float]
+from proxy.policy.backoff import Random, exponential
 
 COMPLETED, FAILED, DEAD_LETTER = "completed", "failed", "dead_letter"
 TIMEOUT, CONNECT_ERROR, LOST = "timeout", "connect_error", "lost"
@@ -56,8 +55,7 @@ class Verdict:
 
 def backoff(schedule: Schedule, attempt: int, random: Random) -> float:
     """Wait after failed attempt ``attempt`` (1-based): initial * multiplier**(attempt-1), capped, jittered."""
-    base = min(schedule.initial * schedule.multiplier ** (attempt - 1), schedule.max_backoff)
-    return max(0.0, base * (1 + schedule.jitter * (2 * random() - 1)))
+    return exponential(schedule.initial, schedule.multiplier, schedule.max_backoff, schedule.jitter, attempt, random)
 
 
 def describe(answer: Answer) -> str:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from proxy.config.policy_values import DUPLICATE_STATUS, RATE_LIMITED, SAFE_METHODS, TOO_MANY_REQUESTS, RetryPolicy
+from proxy.policy.backoff import Random, exponential
 
-Random = Callable[[], float]
 _DELAY_SECONDS = re.compile(r"[0-9]+")
 """delay-seconds: ASCII digits only (``\\d`` would take any script's digits)."""
 
@@ -51,8 +51,7 @@ class Decision:
 
 def backoff(policy: RetryPolicy, retry_number: int, random: Random) -> float:
     """Wait before retry ``retry_number`` (1-based): initial * multiplier**(n-1), capped, with jitter."""
-    base = min(policy.initial * policy.multiplier ** (retry_number - 1), policy.max_backoff)
-    return max(0.0, base * (1 + policy.jitter * (2 * random() - 1)))
+    return exponential(policy.initial, policy.multiplier, policy.max_backoff, policy.jitter, retry_number, random)
 
 
 def retryable(policy: RetryPolicy, facts: RetryFacts) -> bool:

@@ -28,10 +28,8 @@ from proxy.config.webhooks import Webhook
 from proxy.events import WebhookAttempted, WebhookSettled
 from proxy.policy.delivery import (
     COMPLETED,
-    CONNECT_ERROR,
     DEAD_LETTER,
     LOST,
-    TIMEOUT,
     Answer,
     Random,
     Schedule,
@@ -40,14 +38,12 @@ from proxy.policy.delivery import (
 from proxy.policy.retry import parse_retry_after
 from proxy.state.base import BackendUnavailable
 from proxy.state.webhooks import Delivery, DeliveryQueue, EventStatus
+from proxy.web.webhook_forward import send
 
 log = logging.getLogger("resilience_proxy.webhooks")
 
 Emit = Callable[[object], None]
 
-NOT_SENT = frozenset({"host", "content-length", "transfer-encoding", "connection", "x-webhook-id",
-                      "x-webhook-attempt", "x-webhook-verified"})
-"""Headers of the provider's request not delivered: the client sets the first ones; ours are set here."""
 STORE_BACKOFF = (0.25, 5.0)
 """First and longest wait before asking a store that failed again."""
 
@@ -206,25 +202,11 @@ class DeliveryWorkers:
 
     async def _send(self, hook: Webhook, delivery: Delivery) -> Answer:
         assert self._session is not None
-        url = hook.deliver_to
-        if delivery.query:
-            url += ("&" if "?" in url else "?") + delivery.query
-        headers = [(k, v) for k, v in delivery.headers if k.lower() not in NOT_SENT]
-        headers += [("X-Webhook-Id", delivery.event_id), ("X-Webhook-Attempt", str(delivery.attempt)),
-                    ("X-Webhook-Verified", delivery.verified)]
-        try:
-            async with self._session.request(delivery.method, url, data=delivery.body, headers=headers,
-                                             allow_redirects=False,
-                                             timeout=aiohttp.ClientTimeout(total=hook.delivery.timeout)) as response:
-                await response.read()
-                return Answer(response.status,
-                              retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock.now()))
-        except TimeoutError:
-            return Answer(error=TIMEOUT)
-        except aiohttp.ClientConnectorError:
-            return Answer(error=CONNECT_ERROR)
-        except (aiohttp.ClientError, OSError):
-            return Answer(error=LOST)
+        answer = await send(self._session, hook, method=delivery.method, query=delivery.query,
+                            headers=delivery.headers, body=delivery.body, event_id=delivery.event_id,
+                            attempt=delivery.attempt, verified=delivery.verified, read_body=False)
+        return Answer(answer.status, error=answer.error,
+                      retry_after=parse_retry_after(answer.retry_after, self._clock.now()))
 
     async def _settle(self, delivery: Delivery, status: EventStatus, error: str, retry_at: float) -> bool:
         """Record the outcome, trying again while the store is down; past the lease there is no point

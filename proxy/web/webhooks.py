@@ -40,6 +40,7 @@ from proxy.errors import (
     WebhookRefused,
 )
 from proxy.events import WebhookReceived
+from proxy.policy.delivery import TIMEOUT
 from proxy.policy.webhook_auth import verify
 from proxy.policy.webhook_keys import dedupe_key, event_type, forward_id, org
 from proxy.policy.webhook_request import InboundRequest
@@ -48,7 +49,7 @@ from proxy.state.webhooks import InboundEvent, WebhookStore
 from proxy.web.body import expects_continue, send_continue
 from proxy.web.headers import HOP_BY_HOP
 from proxy.web.responses import error_response
-from proxy.web.webhook_forward import TIMEOUT, AppAnswer, forward, read_at_most
+from proxy.web.webhook_forward import AppAnswer, forward, read_at_most
 
 log = logging.getLogger("resilience_proxy.webhooks")
 

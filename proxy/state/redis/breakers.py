@@ -193,14 +193,7 @@ class RedisBreakerStore(RedisHealth):
         self._client = connect(self._url, self._timeout * CONFIRM_FACTOR)
         self._flusher = self._spawn(self._flush_loop())
         self._spawn(self._refresh_loop())
-        try:
-            with translated():
-                await self._connect()
-        except BackendUnavailable as error:
-            self._backend_failures += 1
-            log.warning("Redis at %s unreachable (%s): breakers run on local state until it answers",
-                        self._shown_url, describe(error))
-            self._recovering()
+        await self._first_connect("breakers run on local state")
 
     async def close(self) -> None:
         """Send the queued outcomes, stop the background tasks, close the connections."""

@@ -147,6 +147,18 @@ class RedisHealth:
     async def _connect(self) -> None:
         raise NotImplementedError
 
+    async def _first_connect(self, meanwhile: str) -> None:
+        """Connect at start; if Redis does not answer, start down and keep trying (never raises).
+        ``meanwhile``: what the store does until Redis answers, for the log line."""
+        try:
+            with translated():
+                await self._connect()
+        except BackendUnavailable as error:
+            self._backend_failures += 1
+            log.warning("Redis at %s unreachable (%s): %s until it answers", self._shown_url, describe(error),
+                        meanwhile)
+            self._recovering()
+
     def _recovering(self) -> None:
         """Start waiting for Redis in the background and say it is down."""
         self._spawn(self._recover())

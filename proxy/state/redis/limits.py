@@ -98,14 +98,7 @@ class RedisLimitStore(RedisHealth):
     async def start(self) -> None:
         """Connect and load the scripts; if Redis does not answer, start down and keep trying. Never raises."""
         self._client = connect(self._url, self._timeout)
-        try:
-            with translated():
-                await self._connect()
-        except BackendUnavailable as error:
-            self._backend_failures += 1
-            log.warning("Redis at %s unreachable (%s): rate limits fall back to on_backend_error until it answers",
-                        self._shown_url, describe(error))
-            self._recovering()
+        await self._first_connect("rate limits fall back to on_backend_error")
 
     async def close(self) -> None:
         """Stop the recovery and close the connections; never raises."""

@@ -186,14 +186,7 @@ class RedisWebhookStore(RedisHealth):
         """Connect and load the scripts; if Redis does not answer, start down and keep trying. Never raises."""
         self._client = connect(self._url, self._worker_timeout, max_connections=self._max_connections,
                                decode_responses=False)
-        try:
-            with translated():
-                await self._connect()
-        except BackendUnavailable as error:
-            self._backend_failures += 1
-            log.warning("Redis at %s unreachable (%s): webhook events cannot be queued until it answers",
-                        self._shown_url, describe(error))
-            self._recovering()
+        await self._first_connect("webhook events cannot be queued")
 
     async def close(self) -> None:
         """Stop the recovery and close the connections; never raises."""
