@@ -22,7 +22,15 @@ from dataclasses import dataclass, replace
 
 from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendUnavailable
-from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, QueueStats
+from proxy.state.webhooks import (
+    Accepted,
+    Delivery,
+    EventRecord,
+    EventStatus,
+    InboundEvent,
+    KeptAnswer,
+    QueueStats,
+)
 
 UNFINISHED = (EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.FAILED)
 
@@ -37,14 +45,25 @@ class _Stored:
     """(token, claimed_at) while a consumer holds it."""
 
 
+@dataclass
+class _Dedupe:
+    """What a dedupe key points at, until when."""
+
+    event_id: str
+    until: float
+    held: bool = False
+    """A sync-mode event still being forwarded (:meth:`MemoryWebhookStore.hold`)."""
+    answer: KeptAnswer | None = None
+
+
 class _Queue:
     """One webhook's events."""
 
     def __init__(self) -> None:
         self.events: OrderedDict[str, _Stored] = OrderedDict()
         """Oldest first."""
-        self.dedupe: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        """dedupe key -> (event id, until), oldest first."""
+        self.dedupe: OrderedDict[str, _Dedupe] = OrderedDict()
+        """By dedupe key, oldest first (a hold may lapse before older keys: looked up with its time)."""
         self.payloads: deque[tuple[float, str]] = deque()
         """(until, event id) of the payloads kept, oldest first."""
         self.claimed: dict[str, None] = {}
@@ -70,13 +89,13 @@ class MemoryWebhookStore:
     # -- the WebhookStore protocol ----------------------------------------------------------------
 
     async def accept(self, event: InboundEvent, *, dedupe_window: float, log_retention: float,
-                     delivered: bool = False) -> Accepted:
+                     delivered: bool = False, answer: KeptAnswer | None = None) -> Accepted:
         now = self._clock.now()
         queue = self._queue(event.webhook)
         self._expire(queue, now)
-        known = queue.dedupe.get(event.dedupe_key)
-        if known is not None:
-            return Accepted(known[0], True)
+        known = self._known(queue, event.dedupe_key, now)
+        if known is not None and not (known.held and known.event_id == event.event_id):
+            return Accepted(known.event_id, True, known.answer)
         self._make_room(queue)
         event_id = event.event_id or uuid.uuid4().hex
         at = now if delivered else None
@@ -84,12 +103,24 @@ class MemoryWebhookStore:
                              status=EventStatus.COMPLETED if delivered else EventStatus.PENDING,
                              attempts=1 if delivered else 0, received_at=event.received_at, last_attempt_at=at,
                              completed_at=at, error="", org=event.org, event_type=event.event_type)
-        queue.dedupe[event.dedupe_key] = (event_id, now + dedupe_window)
+        queue.dedupe.pop(event.dedupe_key, None)
+        queue.dedupe[event.dedupe_key] = _Dedupe(event_id, now + dedupe_window, answer=answer if delivered else None)
         queue.events[event_id] = _Stored(record, None if delivered else event, now + log_retention)
         if not delivered:
             queue.payloads.append((now + dedupe_window, event_id))
             queue.ready.append(event_id)
             queue.work.set()
+        return Accepted(event_id, False)
+
+    async def hold(self, event: InboundEvent, *, seconds: float) -> Accepted:
+        now = self._clock.now()
+        queue = self._queue(event.webhook)
+        self._expire(queue, now)
+        known = self._known(queue, event.dedupe_key, now)
+        if known is not None:
+            return Accepted(known.event_id, True, known.answer)
+        event_id = event.event_id or uuid.uuid4().hex
+        queue.dedupe[event.dedupe_key] = _Dedupe(event_id, now + seconds, held=True)
         return Accepted(event_id, False)
 
     async def stats(self, webhook: str) -> QueueStats:
@@ -236,7 +267,7 @@ class MemoryWebhookStore:
     @staticmethod
     def _expire(queue: _Queue, now: float) -> None:
         """Drop what outlived its window: dedupe keys, payloads, log entries (each kept oldest first)."""
-        while queue.dedupe and next(iter(queue.dedupe.values()))[1] <= now:
+        while queue.dedupe and next(iter(queue.dedupe.values())).until <= now:
             queue.dedupe.popitem(last=False)
         while queue.payloads and queue.payloads[0][0] <= now:
             stored = queue.events.get(queue.payloads.popleft()[1])
@@ -245,6 +276,14 @@ class MemoryWebhookStore:
         while queue.events and next(iter(queue.events.values())).log_until <= now:
             event_id, _ = queue.events.popitem(last=False)
             queue.claimed.pop(event_id, None)
+
+    @staticmethod
+    def _known(queue: _Queue, key: str, now: float) -> _Dedupe | None:
+        known = queue.dedupe.get(key)
+        if known is not None and known.until <= now:  # a lapsed hold behind longer-lived keys
+            del queue.dedupe[key]
+            return None
+        return known
 
     def _make_room(self, queue: _Queue) -> None:
         if len(queue.events) < self._max_events:

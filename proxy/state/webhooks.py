@@ -54,13 +54,29 @@ class InboundEvent:
     sent the app an ``X-Webhook-Id``: the event must keep it when it is logged or queued."""
 
 
+MAX_KEPT_ANSWER = 64 * 1024
+"""The largest app answer body a store keeps for duplicates (TwiML is a few hundred bytes); a larger
+answer is not kept, and its duplicates get the provider's empty success, as in ``mode: queue``."""
+
+
+@dataclass(frozen=True)
+class KeptAnswer:
+    """The app's answer to a ``mode: sync`` event, kept with its dedupe key so a duplicate gets it too."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
 @dataclass(frozen=True)
 class Accepted:
-    """What :meth:`WebhookStore.accept` did."""
+    """What :meth:`WebhookStore.accept` (or :meth:`WebhookStore.hold`) did."""
 
     event_id: str
     """X-Webhook-Id: stable per event (a duplicate gets the original's id)."""
     duplicate: bool
+    answer: KeptAnswer | None = None
+    """A duplicate of an event delivered in ``mode: sync``: the app's answer to the original, when kept."""
 
 
 @dataclass(frozen=True)
@@ -95,13 +111,23 @@ class QueueStats:
 
 class WebhookStore(Protocol):
     async def accept(
-        self, event: InboundEvent, *, dedupe_window: float, log_retention: float, delivered: bool = False
+        self, event: InboundEvent, *, dedupe_window: float, log_retention: float, delivered: bool = False,
+        answer: KeptAnswer | None = None,
     ) -> Accepted:
         """Dedupe and enqueue in one round trip.
 
-        ``delivered=True`` (sync mode, the app answered 2xx): log it completed, keep the dedupe key,
-        queue nothing. Raises :class:`proxy.state.base.BackendUnavailable` when the backend cannot answer.
+        ``delivered=True`` (sync mode, the app answered 2xx): log it completed, keep the dedupe key and
+        ``answer`` (for the dedupe window), queue nothing. A duplicate gets the original's id and kept
+        answer, if any. A :meth:`hold` on the same dedupe key with the same ``event_id`` is taken over,
+        not a duplicate. Raises :class:`proxy.state.base.BackendUnavailable` when the backend cannot answer.
         """
+        ...
+
+    async def hold(self, event: InboundEvent, *, seconds: float) -> Accepted:
+        """Sync mode, before forwarding, in one round trip: a duplicate is answered as by :meth:`accept`
+        (nothing changes); else the dedupe key is held for ``seconds`` (the forward's time) under
+        ``event.event_id``, so that a duplicate arriving meanwhile is a duplicate (with no answer yet).
+        The hold lapses by itself if :meth:`accept` never comes (the process died mid-forward)."""
         ...
 
     async def stats(self, webhook: str) -> QueueStats:

@@ -7,8 +7,12 @@ It serves the configured webhook paths and nothing else (no proxying, no admin).
     provider check fails (policy/webhook_auth) ───────────────► 403 + Proxy-Status; nothing stored or sent
     mode: queue ── store.accept ──► the provider's answer (Twilio: empty TwiML; others: empty 200),
                                     a duplicate answered like the original
-    mode: sync ─── forward to the app ─┬─ it answered (not 5xx) ► its answer relayed; 2xx logged as delivered
-                                       └─ down, timeout, 5xx ───► queued as in mode: queue
+    mode: sync ─── store.hold ─┬─ a duplicate ► the app's answer to the original, kept with its dedupe key;
+                               │                the provider's answer when none is kept (the original is
+                               │                still being forwarded, or was not a 2xx, or was too large)
+                               └─ new: forward to the app ─┬─ it answered (not 5xx) ► its answer relayed;
+                                                           │   2xx logged as delivered, the answer kept
+                                                           └─ down, timeout, 5xx ───► queued as in mode: queue
     store down ─── on_backend_error: passthrough ─► forwarded at once, the app's answer relayed
                                      reject ──────► 503 + Retry-After: the provider retries
 
@@ -45,7 +49,7 @@ from proxy.policy.webhook_auth import verify
 from proxy.policy.webhook_keys import dedupe_key, event_type, forward_id, org
 from proxy.policy.webhook_request import InboundRequest
 from proxy.state.base import BackendUnavailable
-from proxy.state.webhooks import InboundEvent, WebhookStore
+from proxy.state.webhooks import MAX_KEPT_ANSWER, Accepted, InboundEvent, KeptAnswer, WebhookStore
 from proxy.web.body import expects_continue, send_continue
 from proxy.web.headers import HOP_BY_HOP
 from proxy.web.responses import error_response
@@ -55,6 +59,8 @@ log = logging.getLogger("resilience_proxy.webhooks")
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 """Valid TwiML that tells Twilio to do nothing."""
+HOLD_MARGIN = 5.0
+"""Seconds a sync-mode dedupe hold outlasts the forward's timeout, for the store call that ends it."""
 NOT_KEPT = HOP_BY_HOP | {"host", "content-length", "expect"}
 """Request headers not stored with the event: they describe this connection, not the event."""
 Emit = Callable[[object], None]
@@ -137,9 +143,18 @@ class WebhookListener:
                                                 log_retention=webhook.retention.delivery_log)
         except BackendUnavailable:
             return await self._backend_down(webhook, event, failed)
-        return ("duplicate" if accepted.duplicate else "accepted"), provider_answer(webhook)
+        if accepted.duplicate:
+            return "duplicate", duplicate_answer(webhook, accepted)
+        return "accepted", provider_answer(webhook)
 
     async def _sync(self, webhook: Webhook, event: InboundEvent) -> tuple[str, web.StreamResponse]:
+        try:
+            held = await self._store.hold(event, seconds=min(webhook.dedupe.window,
+                                                             webhook.delivery.timeout + HOLD_MARGIN))
+        except BackendUnavailable:  # cannot deduplicate: forward anyway, the app's answer still counts
+            held = None
+        if held is not None and held.duplicate:
+            return "duplicate", duplicate_answer(webhook, held)
         answer = await self._forward(webhook, event)
         if answer.failed:
             log.info("webhook app failed in sync mode, event queued: %s", _describe(answer),
@@ -148,7 +163,8 @@ class WebhookListener:
         if 200 <= answer.status < 300:
             try:
                 await self._store.accept(event, dedupe_window=webhook.dedupe.window,
-                                         log_retention=webhook.retention.delivery_log, delivered=True)
+                                         log_retention=webhook.retention.delivery_log, delivered=True,
+                                         answer=kept(answer))
             except BackendUnavailable:
                 log.warning("webhook delivered but not logged: store unavailable", extra={"webhook": webhook.name})
         return "delivered_sync", relay(answer)
@@ -178,6 +194,20 @@ def provider_answer(webhook: Webhook) -> web.Response:
     if webhook.provider == "twilio":
         return web.Response(status=200, body=EMPTY_TWIML, headers={"Content-Type": "text/xml"})
     return web.Response(status=200)
+
+
+def kept(answer: AppAnswer) -> KeptAnswer | None:
+    """What the store keeps of the app's answer for duplicates: all of it, or nothing past MAX_KEPT_ANSWER."""
+    if len(answer.body) > MAX_KEPT_ANSWER:
+        return None
+    return KeptAnswer(answer.status, answer.content_type, answer.body)
+
+
+def duplicate_answer(webhook: Webhook, accepted: Accepted) -> web.Response:
+    """A duplicate is answered like the original: the app's kept answer, else the provider's answer."""
+    if accepted.answer is None:
+        return provider_answer(webhook)
+    return relay(AppAnswer(accepted.answer.status, accepted.answer.body, accepted.answer.content_type))
 
 
 def relay(answer: AppAnswer) -> web.Response:

@@ -16,7 +16,7 @@ import pytest
 from proxy.clock import FakeClock
 from proxy.state.memory_webhooks import MemoryWebhookStore
 from proxy.state.redis.webhooks import RedisWebhookStore
-from proxy.state.webhooks import Accepted, DeliveryQueue, EventStatus, InboundEvent
+from proxy.state.webhooks import Accepted, DeliveryQueue, EventStatus, InboundEvent, KeptAnswer
 from tests.webhook_app import until
 
 HOOK = "twilio_status"
@@ -129,6 +129,65 @@ async def test_delivered_in_sync_mode_is_completed_and_deduplicated_but_not_queu
     assert await store.claim(HOOK, "a", 10, 60) == []
     again = await store.accept(inbound(clock), dedupe_window=DAY, log_retention=WEEK)
     assert (again.duplicate, again.event_id) == (True, done.event_id)
+
+
+TWIML = KeptAnswer(200, "text/xml", b'<?xml version="1.0"?><Response><Message>hi \xc3\xa9</Message></Response>')
+
+
+async def test_a_duplicate_of_a_sync_event_gets_the_apps_kept_answer_while_the_window_lasts(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    done = await store.accept(inbound(clock, event_id="sync-1"), dedupe_window=0.3, log_retention=WEEK,
+                              delivered=True, answer=TWIML)
+    assert done == Accepted("sync-1", False)
+    assert await store.hold(inbound(clock, event_id="sync-1"), seconds=15) == Accepted("sync-1", True, TWIML)
+    assert await store.accept(inbound(clock), dedupe_window=DAY, log_retention=WEEK) == Accepted("sync-1", True, TWIML)
+    assert await store.claim(HOOK, "a", 10, 60) == []  # neither duplicate was queued
+    clock.advance(0.4)
+
+    async def fresh() -> Accepted | None:
+        accepted = await store.hold(inbound(clock, event_id="sync-2"), seconds=15)
+        return None if accepted.duplicate else accepted
+
+    assert await until(fresh) == Accepted("sync-2", False)  # the answer went with its dedupe key
+
+
+async def test_a_delivered_event_without_a_kept_answer_has_duplicates_without_one(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    await store.accept(inbound(clock, event_id="sync-1"), dedupe_window=DAY, log_retention=WEEK, delivered=True)
+    assert await store.hold(inbound(clock, event_id="sync-1"), seconds=15) == Accepted("sync-1", True)
+    queued = await store.accept(inbound(clock, "k2"), dedupe_window=DAY, log_retention=WEEK, answer=TWIML)
+    again = await store.accept(inbound(clock, "k2"), dedupe_window=DAY, log_retention=WEEK)
+    assert again == Accepted(queued.event_id, True)  # only a delivered event keeps an answer
+
+
+async def test_a_hold_makes_duplicates_until_its_accept_takes_it_over(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    assert await store.hold(inbound(clock, event_id="sync-1"), seconds=15) == Accepted("sync-1", False)
+    # a duplicate while the original is forwarded: same id (derived from the dedupe key), no answer yet
+    assert await store.hold(inbound(clock, event_id="sync-1"), seconds=15) == Accepted("sync-1", True)
+    assert await store.accept(inbound(clock, event_id="other"), dedupe_window=DAY,
+                              log_retention=WEEK) == Accepted("sync-1", True)
+    assert await store.event(HOOK, "sync-1") is None  # a hold logs nothing
+    # the app failed: the holder queues its event
+    assert await store.accept(inbound(clock, event_id="sync-1"), dedupe_window=DAY,
+                              log_retention=WEEK) == Accepted("sync-1", False)
+    (delivery,) = await store.claim(HOOK, "a", 10, 60)
+    assert (delivery.event_id, delivery.body) == ("sync-1", inbound(clock).body)
+    assert await store.hold(inbound(clock, event_id="sync-1"), seconds=15) == Accepted("sync-1", True)
+
+
+async def test_a_hold_never_taken_over_lapses(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    store, clock = store_and_clock
+    await store.accept(inbound(clock, "older"), dedupe_window=DAY, log_retention=WEEK)  # a longer-lived key first
+    assert not (await store.hold(inbound(clock, event_id="sync-1"), seconds=0.1)).duplicate
+    clock.advance(0.2)
+
+    async def lapsed() -> bool:
+        return not (await store.hold(inbound(clock, event_id="sync-2"), seconds=15)).duplicate
+
+    await until(lapsed)  # the process that held it died mid-forward: the provider's retry is forwarded
+    assert await store.accept(inbound(clock, event_id="sync-2"), dedupe_window=DAY, log_retention=WEEK,
+                              delivered=True, answer=TWIML) == Accepted("sync-2", False)
 
 
 async def test_an_unsettled_claim_is_taken_over_after_the_visibility_timeout(store_and_clock) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,15 @@ from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendTimeout, BackendUnavailable
 from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
 from proxy.state.redis.scripts import Scripts
-from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, QueueStats
+from proxy.state.webhooks import (
+    Accepted,
+    Delivery,
+    EventRecord,
+    EventStatus,
+    InboundEvent,
+    KeptAnswer,
+    QueueStats,
+)
 
 log = logging.getLogger("resilience_proxy.state")
 
@@ -84,19 +92,16 @@ class RedisWebhookStore(RedisHealth):
     # -- the WebhookStore protocol ----------------------------------------------------------------
 
     async def accept(self, event: InboundEvent, *, dedupe_window: float, log_retention: float,
-                     delivered: bool = False) -> Accepted:
-        now = self._clock.now()
-        reply = await self._run(
-            "accept", event.webhook, self._timeout,
-            event.event_id or new_event_id(), dedupe_digest(event.dedupe_key), repr(now), _ms(dedupe_window),
-            _ms(log_retention),
-            repr(event.received_at + log_retention), "1" if delivered else "0", repr(event.received_at),
-            event.org, event.event_type, event.method, event.query, json.dumps(event.headers), event.body,
-            event.verified)
-        accepted = Accepted(_text(reply[0]), int(reply[1]) == 1)
+                     delivered: bool = False, answer: KeptAnswer | None = None) -> Accepted:
+        kept: tuple[str | int | bytes, ...] = (answer.status, answer.content_type, answer.body) if (
+            delivered and answer is not None) else ("", "", "")
+        accepted = await self._accept("1" if delivered else "0", event, dedupe_window, log_retention, kept)
         if not accepted.duplicate and not delivered:
             self._signal(event.webhook)
         return accepted
+
+    async def hold(self, event: InboundEvent, *, seconds: float) -> Accepted:
+        return await self._accept("h", event, seconds, 0.0, ("", "", ""))
 
     async def stats(self, webhook: str) -> QueueStats:
         now = self._clock.now()
@@ -197,6 +202,19 @@ class RedisWebhookStore(RedisHealth):
             await close_quietly(self._client.aclose)
 
     # -- talking to Redis -------------------------------------------------------------------------
+
+    async def _accept(self, mode: str, event: InboundEvent, window: float, retention: float,
+                      kept: tuple[str | int | bytes, ...]) -> Accepted:
+        """One run of webhook_accept.lua; ``mode``: "1" delivered, "0" queued, "h" hold."""
+        payload = ("", "", "", "", "") if mode == "h" else (  # a hold stores no payload: not sent
+            event.method, event.query, json.dumps(event.headers), event.body, event.verified)
+        reply = await self._run(
+            "accept", event.webhook, self._timeout,
+            event.event_id or new_event_id(), dedupe_digest(event.dedupe_key), repr(self._clock.now()),
+            _ms(window), _ms(retention), repr(event.received_at + retention), mode, repr(event.received_at),
+            event.org, event.event_type, *payload, *kept)
+        answer = KeptAnswer(int(reply[2]), _text(reply[3]), bytes(reply[4])) if len(reply) > 2 else None
+        return Accepted(_text(reply[0]), int(reply[1]) == 1, answer)
 
     async def _replay(self, webhook: str, ids: Sequence[str]) -> int:
         replayed = int(await self._run("replay", webhook, self._worker_timeout, repr(self._clock.now()), *ids))

@@ -6,6 +6,9 @@
 --          Every other key is derived from it and shares its hash tag, so one webhook's keys sit on
 --          one Redis Cluster slot:
 --   d:<digest>  dedupe key -> event id                      PX dedupe window
+--               ("~" .. id: held while a sync-mode event is forwarded, PX the forward's time)
+--   r:<digest>  the app's answer to a sync-mode event        PX dedupe window
+--               s t b (status, content type, body)
 --   p:<id>      payload hash m q h b v (method, query,      PX dedupe window
 --               headers JSON, body, verified)
 --   e:<id>      log hash s a r l c e o t x (status,         PX retention
