@@ -6,6 +6,7 @@ records what it was sent.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,9 +22,10 @@ from twilio.request_validator import RequestValidator
 from proxy.config.webhooks import GoogleAuth, HmacAuth, TwilioAuth, Webhook
 from proxy.events import WebhookReceived
 from proxy.state.memory_webhooks import MemoryWebhookStore
-from proxy.state.webhooks import EventStatus
+from proxy.state.webhooks import MAX_KEPT_ANSWER, EventStatus
 from proxy.web.webhooks import EMPTY_TWIML
 from tests.web.webhook_rig import PHONE, PUBLIC, STATUS, TEXT, TOKEN, TWIML, App, app_server, post, serving, signed
+from tests.webhook_app import until
 
 
 @dataclass
@@ -230,13 +232,42 @@ async def test_sync_mode_relays_an_apps_4xx_without_queueing(rig: Rig) -> None:
     assert await pending(rig.store, "status") == 0
 
 
-async def test_a_provider_retry_in_sync_mode_reaches_the_app_with_the_same_id(rig: Rig) -> None:
+async def test_a_twilio_retry_in_sync_mode_gets_the_original_twiml_and_the_app_sees_one_request(rig: Rig) -> None:
     rig.hooks[0] = twilio_hook(rig.app_url, mode="sync")
+    rig.app.body, rig.app.content_type = TWIML, "application/xml"
     headers = {**signed(STATUS), "I-Twilio-Idempotency-Token": "idem-7"}
-    for _ in range(2):
-        await post(rig.url + "/hooks/twilio/status", urlencode(STATUS).encode(), headers)
-    first, second = (sent["X-Webhook-Id"] for _, _, sent, _ in rig.app.received)
-    assert first == second
+    answers = [await post(rig.url + "/hooks/twilio/status", urlencode(STATUS).encode(), headers) for _ in range(2)]
+    rig.app.body = b"<Response><Message>changed</Message></Response>"  # the retry must not ask again
+    answers.append(await post(rig.url + "/hooks/twilio/status", urlencode(STATUS).encode(), headers))
+    assert [(status, h["Content-Type"], body) for status, h, body in answers] == [(200, "application/xml", TWIML)] * 3
+    assert len(rig.app.received) == 1
+    (record,) = await rig.store.events("status", None, 10)
+    assert (record.id, record.status) == (rig.app.received[0][2]["X-Webhook-Id"], EventStatus.COMPLETED)
+    assert rig.results() == ["delivered_sync", "duplicate", "duplicate"]
+
+
+async def test_a_sync_duplicate_while_the_original_is_forwarded_gets_the_empty_answer(rig: Rig) -> None:
+    rig.hooks[0] = twilio_hook(rig.app_url, mode="sync")
+    rig.app.body, rig.app.content_type, rig.app.gate = TWIML, "application/xml", asyncio.Event()
+    body = urlencode(STATUS).encode()
+    first = asyncio.create_task(post(rig.url + "/hooks/twilio/status", body, signed(STATUS)))
+    await until(lambda: rig.app.received)
+    status, headers, answer = await post(rig.url + "/hooks/twilio/status", body, signed(STATUS))
+    assert (status, headers["Content-Type"], answer) == (200, "text/xml", EMPTY_TWIML)
+    rig.app.gate.set()
+    assert (await first)[2] == TWIML
+    assert len(rig.app.received) == 1
+    assert rig.results() == ["duplicate", "delivered_sync"]
+
+
+async def test_a_sync_answer_over_the_kept_size_leaves_duplicates_the_empty_answer(rig: Rig) -> None:
+    rig.hooks[0] = twilio_hook(rig.app_url, mode="sync")
+    big = b"<Response>" + b" " * MAX_KEPT_ANSWER + b"</Response>"
+    rig.app.body, rig.app.content_type = big, "text/xml"
+    answers = [await post(rig.url + "/hooks/twilio/status", urlencode(STATUS).encode(), signed(STATUS))
+               for _ in range(2)]
+    assert [body for _, _, body in answers] == [big, EMPTY_TWIML]
+    assert len(rig.app.received) == 1
 
 
 async def test_webhook_definitions_follow_the_running_config(rig: Rig) -> None:

@@ -49,6 +49,26 @@ async def test_an_accepted_event_is_in_redis_when_the_provider_gets_its_answer(s
     assert app.received == []
 
 
+async def test_a_sync_duplicate_across_replicas_gets_the_original_twiml_from_redis(own_redis: Any) -> None:
+    app = App(body=TWIML, content_type="application/xml")
+    events: list[WebhookReceived] = []
+    stores = [RedisWebhookStore(own_redis.url, timeout=0.5) for _ in range(2)]  # two replicas, one Redis
+    for one in stores:
+        await one.start()
+    try:
+        async with app_server(app) as app_url:
+            hooks = lambda: (hook(app_url, mode="sync"),)
+            async with serving(hooks, stores[0], events.append) as first, \
+                    serving(hooks, stores[1], events.append) as second:
+                answers = [await post(url + PATH, urlencode(STATUS).encode(), signed(STATUS)) for url in (first, second)]
+    finally:
+        for one in stores:
+            await one.close()
+    assert [(status, h["Content-Type"], body) for status, h, body in answers] == [(200, "application/xml", TWIML)] * 2
+    assert len(app.received) == 1
+    assert [e.result for e in events] == ["delivered_sync", "duplicate"]
+
+
 async def redis_down(store: RedisWebhookStore, own_redis: Any) -> None:
     own_redis.kill()
     end = time.monotonic() + 10

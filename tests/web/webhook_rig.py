@@ -33,12 +33,16 @@ class App:
     body: bytes = b""
     content_type: str = "text/plain"
     delay: float = 0.0
+    gate: asyncio.Event | None = None
+    """When set, every answer waits for it."""
     received: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append((request.method, request.path_qs, dict(request.headers), await request.read()))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         return web.Response(status=self.status, body=self.body, headers={"Content-Type": self.content_type})
 
 
