@@ -22,15 +22,7 @@ from dataclasses import dataclass, replace
 
 from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendUnavailable
-from proxy.state.webhooks import (
-    Accepted,
-    Delivery,
-    EventRecord,
-    EventStatus,
-    InboundEvent,
-    KeptAnswer,
-    QueueStats,
-)
+from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, KeptAnswer, QueueStats
 
 UNFINISHED = (EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.FAILED)
 

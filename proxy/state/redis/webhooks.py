@@ -31,15 +31,7 @@ from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendTimeout, BackendUnavailable
 from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
 from proxy.state.redis.scripts import Scripts
-from proxy.state.webhooks import (
-    Accepted,
-    Delivery,
-    EventRecord,
-    EventStatus,
-    InboundEvent,
-    KeptAnswer,
-    QueueStats,
-)
+from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, KeptAnswer, QueueStats
 
 log = logging.getLogger("resilience_proxy.state")
 
