@@ -66,7 +66,7 @@ async def test_two_workers_sum_in_a_fresh_dir_under_the_inherited_one(tmp_path: 
             assert not samples(text, IN_MEMORY_ONLY), "multiprocess mode"
             assert sample_value(text, "resilience_proxy_requests_total", upstream="api", status_class="2xx") == 6
         sidecar.signal()
-        assert await sidecar.wait_exit() == 0
+        assert await sidecar.wait_exit() == 0, sidecar.log
         deadline = time.monotonic() + 10
         while run_dir.exists():
             assert time.monotonic() < deadline, "the run's metrics dir was not removed"

@@ -167,7 +167,17 @@ def _stop(pool: list[_Worker], stopping: list[int]) -> int:
     forced = _join(pool, stopping)
     if forced:
         return 128 + forced
-    return 0 if all(w.process is None or w.process.exitcode == 0 for w in pool) else 1
+    return 0 if all(_stopped_cleanly(w, stopping[0]) for w in pool) else 1
+
+
+def _stopped_cleanly(worker: _Worker, signum: int) -> bool:
+    """Exit 0, or ended by the stop signal itself before it ever served (a worker still importing has
+    no handler yet and nothing to drain: the signal's default action or KeyboardInterrupt ends it)."""
+    code = 0 if worker.process is None else worker.process.exitcode
+    if code == 0:
+        return True
+    started_serving = worker.ready is not None and worker.ready.is_set()
+    return not started_serving and code in (-signum, 128 + signum)
 
 
 def _join(pool: list[_Worker], stopping: list[int]) -> int:

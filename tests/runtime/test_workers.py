@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+import time
 from pathlib import Path
 
 from tests.conftest import free_port
@@ -28,3 +30,19 @@ async def test_workers_that_cannot_bind_back_off_then_the_supervisor_exits_non_z
     finally:
         sidecar.stop()
         taken.close()
+
+
+async def test_a_stop_that_reaches_workers_still_starting_is_a_clean_exit(tmp_path: Path) -> None:
+    """SIGTERM right after start: the workers, still importing, end by the forwarded signal with nothing to
+    drain; that is the stop asked for, not a failure (it made `--workers 2` exit 1 now and then)."""
+    sidecar = SidecarProcess(tmp_path, {"api": {"url": "http://127.0.0.1:9", "prefix": "/api"}}, "--workers", "2",
+                             log={"level": "info", "access": False})
+    try:
+        deadline = time.monotonic() + 20
+        while "workers started" not in sidecar.log:  # the supervisor has spawned them; they are not serving yet
+            assert time.monotonic() < deadline, sidecar.log
+            await asyncio.sleep(0.01)
+        sidecar.signal()
+        assert await sidecar.wait_exit() == 0, sidecar.log
+    finally:
+        sidecar.stop()
