@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from proxy.config.policy_values import LimitPolicy, KeyKind, Rate
+from proxy.config.policy_values import KeyKind, LimitPolicy, Rate
 from proxy.policy.breaker import State
 from proxy.policy.ratelimit import Check
 from proxy.state.base import BackendUnavailable
