@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -82,8 +81,7 @@ async def test_every_store_works_through_a_sentinel_url(sentinels: SentinelSet, 
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-async def test_a_failover_is_followed_without_a_restart(sentinels: SentinelSet, stores: list,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failover_is_followed_without_a_restart(sentinels: SentinelSet, stores: list) -> None:
     url = sentinels.url()
     a = RedisBreakerStore(url, random=lambda: 0.5, retry_interval=0.2)
     b = RedisBreakerStore(url, random=lambda: 0.5, retry_interval=0.2)
@@ -156,7 +154,7 @@ async def test_doctor_names_the_master_the_sentinels_give(sentinels: SentinelSet
     assert rows["redis"].status in ("PASS", "WARN") and rows["lua scripts"].status == "PASS"
 
 
-async def test_no_sentinel_answering_fails_the_doctor_check(tmp_path: Path) -> None:
+async def test_no_sentinel_answering_fails_the_doctor_check() -> None:
     from proxy.config.model import StateSettings
     from proxy.doctor.network import check_redis
     from tests.conftest import free_port
