@@ -31,9 +31,11 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.extra = extra
+        """More command-line options, e.g. ``("--replicaof", "127.0.0.1", "6380")``."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +50,7 @@ class RedisServer:
         log = open(self.directory / f"redis-{self.port}.log", "ab")
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no"],
+             "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no", *self.extra],
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

@@ -27,6 +27,7 @@ from proxy.config.model import (
 )
 from proxy.config.policies import read_routes
 from proxy.config.reader import Section
+from proxy.config.redis_url import redis_url
 from proxy.config.webhook_reader import DeclaredWebhook, check_unique, read_webhooks
 from proxy.config.yamltree import Mark, YNode, decode, parse_yaml
 from proxy.errors import ConfigError, Problem
@@ -63,7 +64,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     state = top.section("state")
     state_settings = StateSettings(
         backend=state.get("backend", v.one_of("memory", "redis"), "memory"),
-        redis_url=state.get("redis_url", v.text, "redis://127.0.0.1:6379/0"),
+        redis_url=state.get("redis_url", redis_url, "redis://127.0.0.1:6379/0"),
         redis_timeout=state.get("redis_timeout", _redis_timeout, 0.05),
         key_prefix=state.get("key_prefix", v.text, "rp:"),
         required=state.get("required", v.boolean, False),

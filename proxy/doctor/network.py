@@ -39,6 +39,9 @@ async def check_redis(state: StateSettings) -> list[Result]:
     shown = without_password(state.redis_url)
     client = connect(state.redis_url, CHECK_TIMEOUT, max_connections=1)
     try:
+        sentinel = await _check_sentinel(state.redis_url, client)
+        if sentinel is not None and sentinel.status == FAIL:
+            return [sentinel, Result("redis", SKIP, "no master"), Result("lua scripts", SKIP, "no master")]
         try:
             with translated():
                 async with asyncio.timeout(CHECK_TIMEOUT):
@@ -47,7 +50,7 @@ async def check_redis(state: StateSettings) -> list[Result]:
                     await client.ping()
                     rtt = (time.perf_counter() - started) * 1000
         except BackendUnavailable as error:
-            return [Result("redis", FAIL, f"{shown}: {_describe(error)}"),
+            return [*_listed(sentinel), Result("redis", FAIL, f"{shown}: {_describe(error)}"),
                     Result("lua scripts", SKIP, "Redis unreachable")]
         status = WARN if rtt > SLOW_REDIS_MS else PASS
         redis = Result("redis", status, f"{shown}: PING {rtt:.1f} ms"
@@ -60,10 +63,32 @@ async def check_redis(state: StateSettings) -> list[Result]:
                     for text in scripts.values():
                         await client.script_load(text)
         except BackendUnavailable as error:
-            return [redis, Result("lua scripts", FAIL, _describe(error))]
-        return [redis, Result("lua scripts", PASS, f"{len(scripts)} loaded: {', '.join(sorted(scripts))}")]
+            return [*_listed(sentinel), redis, Result("lua scripts", FAIL, _describe(error))]
+        return [*_listed(sentinel), redis, Result("lua scripts", PASS, f"{len(scripts)} loaded: {', '.join(sorted(scripts))}")]
     finally:
         await client.aclose()
+
+
+async def _check_sentinel(url: str, client: Any) -> Result | None:
+    """For ``redis+sentinel://``: which master the sentinels name (None for a single Redis)."""
+    from proxy.config.redis_url import is_sentinel, sentinel_target
+    from proxy.state.redis.client import translated
+
+    if not is_sentinel(url):
+        return None
+    target = sentinel_target(url)
+    try:
+        with translated():
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                host, port = await client.connection_pool.sentinel_manager.discover_master(target.master)
+    except BackendUnavailable as error:
+        return Result("sentinel", FAIL, f"{len(target.sentinels)} sentinels, master {target.master}: "
+                                        f"{_describe(error)}")
+    return Result("sentinel", PASS, f"{len(target.sentinels)} sentinels, master {target.master} at {host}:{port}")
+
+
+def _listed(result: Result | None) -> list[Result]:
+    return [] if result is None else [result]
 
 
 def _slack_client(settings: SlackSettings) -> Any:

@@ -18,13 +18,14 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from proxy.config.redis_url import is_sentinel, sentinel_target, without_password  # without_password: for the stores and doctor
 from proxy.state.base import BackendTimeout, BackendUnavailable
 
 log = logging.getLogger("resilience_proxy.state")
@@ -79,13 +80,47 @@ late by more than a 50 ms timeout while Redis answered in time)."""
 def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS,
             decode_responses: bool = True) -> aioredis.Redis:
     """A client for ``url`` that never retries on its own (the stores decide what a failure means).
-    ``decode_responses=False`` for a store that keeps bytes (webhook bodies)."""
+    ``decode_responses=False`` for a store that keeps bytes (webhook bodies). A ``redis+sentinel://``
+    URL gives a client whose pool asks the sentinels for the master on every new connection, so
+    after a failover the next connection goes to the new master."""
     no_retry = Retry(NoBackoff(), 0)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry=no_retry, decode_responses=decode_responses,
-    )
+    settings: dict[str, Any] = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": timeout,
+                                "socket_connect_timeout": timeout, "retry": no_retry,
+                                "decode_responses": decode_responses}
+    if is_sentinel(url):
+        return _sentinel_client(url, settings)
+    pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
     return aioredis.Redis(connection_pool=pool, retry=no_retry)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's master discovery with the blocking pool's bounded queue (see the module docstring)."""
+
+
+class _SentinelRedis(aioredis.Redis):
+    """The master's client; closing it closes the sentinel clients too (they are ours alone)."""
+
+    sentinel: Sentinel
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            await self.sentinel.aclose()
+
+
+def _sentinel_client(url: str, settings: dict[str, Any]) -> aioredis.Redis:
+    """``master_for`` builds a new pool on each call: called once here, for the client's lifetime."""
+    target = sentinel_target(url)
+    auth = {"username": target.username, "password": target.password}
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs={
+        "socket_timeout": settings["socket_timeout"], "socket_connect_timeout": settings["socket_connect_timeout"],
+        "retry": settings["retry"], **auth,
+    }, **auth)
+    client = sentinel.master_for(target.master, redis_class=_SentinelRedis,
+                                 connection_pool_class=_BlockingSentinelPool, db=target.db, **settings)
+    client.sentinel = sentinel
+    return client
 
 
 def describe(error: BaseException) -> str:
@@ -98,16 +133,6 @@ async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def without_password(url: str) -> str:
-    """The URL for log lines: a password in ``redis://user:secret@host`` never reaches a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username + ':' if parts.username else ':'}***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisHealth:
@@ -129,6 +154,8 @@ class RedisHealth:
         self._backend_failures = 0
         self._emit_backend: BackendEmit = _ignore
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sentinel = is_sentinel(redis_url)
+        self._client: aioredis.Redis | None = None
 
     @property
     def backend_up(self) -> bool:
@@ -158,6 +185,38 @@ class RedisHealth:
             log.warning("Redis at %s unreachable (%s): %s until it answers", self._shown_url, describe(error),
                         meanwhile)
             self._recovering()
+        if self._sentinel:
+            self._spawn(self._follow_master())
+
+    async def _follow_master(self) -> None:
+        """Ask the sentinels for the master every ``retry_interval``; when it moved, drop every connection.
+
+        The pool asks the sentinels only when it opens a connection, and a demoted master answers
+        reads and, until Sentinel reconfigures it (seconds later), writes too: without this the
+        store's open connections (the breakers' subscription, the limiter's lane) would stay on it.
+        A command cut off fails like any Redis failure (local fallback); the next connection, or
+        the store's recovery, goes to the new master."""
+        assert self._client is not None
+        pool = self._client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        known = None
+        while True:
+            try:
+                with translated():
+                    address = await pool.sentinel_manager.discover_master(pool.service_name)
+            except BackendUnavailable:
+                address = known  # no sentinel answers: stay on the master we know
+            if known is not None and address != known:
+                log.warning("Redis master for %s moved to %s:%s: reconnecting", self._shown_url, *address)
+                with contextlib.suppress(BackendUnavailable), translated():
+                    await self._master_moved()
+            known = address
+            await asyncio.sleep(self._retry_interval)
+
+    async def _master_moved(self) -> None:
+        """Close every connection to the old master, in use or not (a store with more adds to this)."""
+        assert self._client is not None
+        await self._client.connection_pool.disconnect(inuse_connections=True)
 
     def _recovering(self) -> None:
         """Start waiting for Redis in the background and say it is down."""

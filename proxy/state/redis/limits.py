@@ -161,6 +161,11 @@ class RedisLimitStore(RedisHealth):
             self._recovering()
         return BackendUnavailable(f"Redis at {self._shown_url} failed: {describe(error)}")
 
+    async def _master_moved(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()  # its callers fail over to on_backend_error; _connect builds a new one
+        await super()._master_moved()
+
     async def _connect(self) -> None:
         assert self._client is not None
         await self._client.connection_pool.disconnect()  # connections from before a restart are dead
