@@ -25,7 +25,11 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from proxy.config.redis_url import is_sentinel, sentinel_target, without_password  # without_password: for the stores and doctor
+from proxy.config.redis_url import (  # without_password: for the stores and doctor
+    is_sentinel,
+    sentinel_target,
+    without_password,
+)
 from proxy.state.base import BackendTimeout, BackendUnavailable
 
 log = logging.getLogger("resilience_proxy.state")
