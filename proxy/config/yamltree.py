@@ -86,6 +86,15 @@ def decode(data: bytes, file: str, problems: list[Problem]) -> str | None:
         return None
 
 
+_FLOW_VARIABLE_HINT = (" (inside { } or [ ] an unquoted ${VAR} reads as a nested mapping: "
+                       "quote it, \"${VAR}\", or write the mapping on its own lines)")
+
+
+def _variable_in_flow(text: str, index: int) -> bool:
+    """Whether the error points at the ``{`` of ``${`` (a flow mapping or sequence met a variable)."""
+    return text[index:index + 1] == "{" and text[index - 1:index] == "$"
+
+
 def parse_yaml(text: str, file: str, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
     """Parse one YAML document; problems (syntax, duplicates, unset variables) are appended, not raised."""
     try:
@@ -99,7 +108,8 @@ def parse_yaml(text: str, file: str, environ: Mapping[str, str], problems: list[
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        problems.append(Problem(file, line, column, "", f"invalid YAML: {exc.problem or exc.context}"))
+        hint = _FLOW_VARIABLE_HINT if mark and _variable_in_flow(text, mark.index) else ""
+        problems.append(Problem(file, line, column, "", f"invalid YAML: {exc.problem or exc.context}{hint}"))
         return None
     except yaml.YAMLError as exc:
         problems.append(Problem(file, 0, 0, "", f"invalid YAML: {exc}"))
