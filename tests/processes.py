@@ -20,9 +20,11 @@ class SidecarProcess:
     """``python -m proxy run`` on free loopback ports, stderr kept in a file for assertions."""
 
     def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str,
-                 admin_token: str | None = None, config: tuple[Path, int, int] | None = None, **settings: Any) -> None:
+                 admin_token: str | None = None, config: tuple[Path, int, int] | None = None,
+                 own_group: bool = False, **settings: Any) -> None:
         """``config``: a config file written by the test and the data and admin ports it names,
-        instead of one written here from ``upstreams`` and ``settings``."""
+        instead of one written here from ``upstreams`` and ``settings``. ``own_group``: the sidecar
+        leads a process group of its own, as a command started from a terminal does (for Ctrl-C)."""
         if config is not None:
             self.config, self.port, self.admin_port = config
         else:
@@ -38,6 +40,7 @@ class SidecarProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "proxy", "run", "--config", str(self.config), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=own_group,
         )
 
     @property
@@ -70,6 +73,10 @@ class SidecarProcess:
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
+
+    def interrupt_from_terminal(self) -> None:
+        """Ctrl-C: SIGINT to the whole foreground process group (needs ``own_group``)."""
+        os.killpg(self.process.pid, signal.SIGINT)
 
     async def wait_exit(self, timeout: float = 30.0) -> int:
         end = time.monotonic() + timeout
