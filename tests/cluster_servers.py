@@ -116,6 +116,17 @@ class ClusterSet:
                    "cluster not ok after the failover")
         return replica
 
+    def manual_failover(self, master: RedisServer, deadline: float = 30.0) -> RedisServer:
+        """``CLUSTER FAILOVER`` on ``master``'s replica: the two swap roles (the old master answers MOVED
+        from then on); returns the new master once the cluster is ok."""
+        replica = self.replica_of(master)
+        with replica.client() as client:
+            client.execute_command("CLUSTER FAILOVER")
+        self._wait(lambda: self._role(replica) == "master" and self._role(master) == "slave", deadline,
+                   f"replica {replica.port} did not take over")
+        self.wait_until_ok(deadline)
+        return replica
+
     def node_id(self, node: RedisServer) -> str:
         with node.client() as client:
             return str(client.execute_command("CLUSTER MYID"))

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +303,8 @@ async def test_a_master_failover_mid_traffic_falls_back_locally_and_shares_again
     options = {"retry_interval": 0.2}
     a = RedisBreakerStore(url, random=lambda: 0.5, **options)
     b = RedisBreakerStore(url, random=lambda: 0.5, **options)
-    limits_a, limits_b = RedisLimitStore(url, **options), RedisLimitStore(url, **options)
+    # 500 ms: the exact count at the end must not meet a timeout of a busy machine (a dead master fails fast)
+    limits_a, limits_b = RedisLimitStore(url, timeout=0.5, **options), RedisLimitStore(url, timeout=0.5, **options)
     stores: list[Store] = [a, b, limits_a, limits_b]
     key = "api/default"
     doomed = own_cluster.master_for_key(hash_key("rp:", key))
@@ -350,6 +352,33 @@ async def test_a_master_failover_mid_traffic_falls_back_locally_and_shares_again
         fresh = limit("after", 10, key="failover", burst=9)
         verdicts = await asyncio.gather(*[(limits_a if i % 2 else limits_b).acquire([fresh]) for i in range(30)])
         assert sum(request[0].allowed for request in verdicts) == 10
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_manual_failover_is_followed_through_moved_without_falling_back(own_cluster: ClusterSet) -> None:
+    """CLUSTER FAILOVER: the old master, now a replica, answers MOVED. The lane's EVALSHA, the breakers'
+    pipeline and the webhook script follow it to the new master; no store takes it for an outage."""
+    url = own_cluster.url()
+    breakers = RedisBreakerStore(url, random=lambda: 0.5)
+    limits = RedisLimitStore(url, timeout=2.0)
+    webhooks = RedisWebhookStore(url, timeout=2.0)
+    stores: list[Store] = [breakers, limits, webhooks]
+    check = limit("per_org", 100, key="acme")
+    old = own_cluster.master_for_key(shard_key("rp:", check))
+    key = next(k for n in range(200) if own_cluster.master_for_key(hash_key("rp:", k := f"api-{n}/default")) is old)
+    hook = next(h for n in range(200) if own_cluster.master_for_key(f"rp:{{wh:{(h := f'hook-{n}')}}}:q") is old)
+    try:
+        for store in stores:
+            await store.start()
+        assert (await limits.acquire([check]))[0].remaining == 99
+        new = own_cluster.manual_failover(old)
+        assert own_cluster.master_for_key(shard_key("rp:", check)) is new
+        assert (await limits.acquire([check]))[0].remaining == 98, "the bucket is on the new master"
+        await open_breaker(breakers, key)
+        await webhooks.accept(replace(inbound("k1"), webhook=hook), dedupe_window=60, log_retention=60)
+        assert all(store.backend_up and store.backend_failures == 0 for store in stores)
     finally:
         for store in stores:
             await store.close()
