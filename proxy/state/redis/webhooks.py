@@ -29,15 +29,7 @@ import redis.asyncio as aioredis
 
 from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendTimeout, BackendUnavailable
-from proxy.state.redis.client import (
-    RedisHealth,
-    cancel_tasks,
-    close_quietly,
-    connect,
-    describe,
-    reconnect,
-    translated,
-)
+from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, reconnect, translated
 from proxy.state.redis.scripts import Scripts
 from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, KeptAnswer, QueueStats
 
