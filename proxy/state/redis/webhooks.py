@@ -11,6 +11,9 @@ Retries wait in a sorted set until they are due, then go back into the stream.
 When Redis fails the store raises :class:`BackendUnavailable` at once until a PING in the
 background finds it again, so the receive path waits on a dead Redis at most ``timeout``, once,
 and the workers back off instead of crashing.
+On a Redis Cluster every call is one slot: the scripts get the stream key in KEYS and derive every
+other key from it (a claim learns event ids only from the stream, so they cannot be declared up
+front), keeping its ``{wh:<name>}`` tag; a cluster runs a script on keys of its own slot.
 """
 
 from __future__ import annotations
