@@ -354,7 +354,8 @@ async def test_a_master_failover_mid_traffic_falls_back_locally_and_shares_again
 
 async def test_a_manual_failover_is_followed_through_moved_without_falling_back(own_cluster: ClusterSet) -> None:
     """CLUSTER FAILOVER: the old master, now a replica, answers MOVED. The lane's EVALSHA, the breakers'
-    pipeline and the webhook script follow it to the new master; no store takes it for an outage."""
+    pipeline and the webhook script follow it to the new master, which lacks the scripts (flushed before)
+    and answers NOSCRIPT: they are loaded there and run again. No store takes any of it for an outage."""
     url = own_cluster.url()
     breakers = RedisBreakerStore(url, random=lambda: 0.5)
     limits = RedisLimitStore(url, timeout=2.0)
@@ -368,6 +369,8 @@ async def test_a_manual_failover_is_followed_through_moved_without_falling_back(
         for store in stores:
             await store.start()
         assert (await limits.acquire([check]))[0].remaining == 99
+        with own_cluster.replica_of(old).client() as replica:
+            replica.script_flush()
         new = own_cluster.manual_failover(old)
         assert own_cluster.master_for_key(shard_key("rp:", check)) is new
         assert (await limits.acquire([check]))[0].remaining == 98, "the bucket is on the new master"
