@@ -359,7 +359,7 @@ async def test_a_manual_failover_is_followed_through_moved_without_falling_back(
     and answers NOSCRIPT: they are loaded there and run again. No store takes any of it for an outage."""
     url = own_cluster.url()
     breakers = RedisBreakerStore(url, random=lambda: 0.5)
-    limits = RedisLimitStore(url, timeout=2.0)
+    limits = RedisLimitStore(url, clock=FakeClock(), timeout=2.0)  # no refill while the failover takes
     webhooks = RedisWebhookStore(url, timeout=2.0)
     stores: list[Store] = [breakers, limits, webhooks]
     check = limit("per_org", 100, key="acme")
