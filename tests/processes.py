@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ class SidecarProcess:
     """``python -m proxy run`` on free loopback ports, stderr kept in a file for assertions."""
 
     def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str,
-                 admin_token: str | None = None, config: tuple[Path, int, int] | None = None, **settings: Any) -> None:
+                 admin_token: str | None = None, config: tuple[Path, int, int] | None = None,
+                 python: Sequence[str] = (), env: Mapping[str, str] | None = None, **settings: Any) -> None:
         """``config``: a config file written by the test and the data and admin ports it names,
-        instead of one written here from ``upstreams`` and ``settings``."""
+        instead of one written here from ``upstreams`` and ``settings``. ``python``: interpreter options
+        (``-X importtime``); ``env``: the environment (default: this process's)."""
         if config is not None:
             self.config, self.port, self.admin_port = config
         else:
@@ -36,8 +39,8 @@ class SidecarProcess:
         self.log_path = directory / "sidecar.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(self.config), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [sys.executable, *python, "-m", "proxy", "run", "--config", str(self.config), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )
 
     @property
