@@ -40,6 +40,8 @@ OPTIONAL = {
     "proxy.runtime.delivery": "webhooks, none declared",
     "proxy.web.webhooks": "webhooks, none declared",
     "proxy.state.memory_webhooks": "webhooks, none declared",
+    "proxy.config.webhooks": "webhooks, none declared",
+    "proxy.config.webhook_reader": "webhooks, none declared",
     "proxy.config.lint": "validate and doctor",
     "proxy.config.schema": "schema",
     "jsonschema": "nothing (a test dependency)",
@@ -74,16 +76,23 @@ def example_config(directory: Path, port: int, admin_port: int, **edits: str) ->
     return directory / "config.example.yaml"
 
 
-async def run_once(process: SidecarProcess, request_path: str) -> tuple[int, str]:
-    """Wait until ready, send one request to the data port and scrape /metrics, then stop: the data
-    port's status and the metrics text (so lazy imports on the first request or scrape are seen too)."""
+async def run_once(process: SidecarProcess, request_path: str, scraped: str = "resilience_proxy_build_info",
+                   deadline: float = 10.0) -> tuple[int, str]:
+    """Wait until ready, send one request to the data port, scrape /metrics until it shows ``scraped``,
+    then stop: the data port's status and the last scrape (so lazy imports on the first request or
+    scrape are seen too)."""
     try:
         await process.wait_ready()
         async with aiohttp.ClientSession() as http:
             async with http.get(process.url + request_path) as response:
                 status = response.status
-            async with http.get(process.admin_url + "/metrics") as response:
-                metrics = await response.text()
+            end = time.monotonic() + deadline
+            while True:
+                async with http.get(process.admin_url + "/metrics") as response:
+                    metrics = await response.text()
+                if scraped in metrics or time.monotonic() > end:
+                    break
+                await asyncio.sleep(0.05)
         process.signal()
         assert await process.wait_exit() == 0, process.log
     finally:
@@ -126,10 +135,10 @@ async def test_what_the_config_turns_on_is_imported_and_works(tmp_path: Path, re
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a final failure that Sentry reports
     process = SidecarProcess(
         tmp_path, {"api": {"url": dead, "prefix": "/api"}}, python=("-X", "importtime"),
-        state={"backend": "redis", "redis_url": redis_url, "key_prefix": f"rp-{tmp_path.name}:"},
+        state={"backend": "redis", "redis_url": redis_url, "redis_timeout": "1s", "key_prefix": f"rp-{tmp_path.name}:"},
         alerts={"slack": {"token": "xoxb-test", "channel": "#alerts", "base_url": slack.base_url}},
         errors={"sentry": {"dsn": fake_sentry.dsn, "environment": "test"}})
-    status, metrics = await run_once(process, "/api/x")
+    status, metrics = await run_once(process, "/api/x", scraped="resilience_proxy_state_backend_up 1.0")
     assert status == 502
     assert "resilience_proxy_state_backend_up 1.0" in metrics, "running on Redis, not on its local fallback"
     end = time.monotonic() + 10.0
