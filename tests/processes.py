@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ class SidecarProcess:
 
     def __init__(self, directory: Path, upstreams: dict[str, dict[str, Any]], *args: str,
                  admin_token: str | None = None, config: tuple[Path, int, int] | None = None,
-                 own_group: bool = False, **settings: Any) -> None:
+                 python: Sequence[str] = (), env: Mapping[str, str] | None = None, own_group: bool = False,
+                 **settings: Any) -> None:
         """``config``: a config file written by the test and the data and admin ports it names,
-        instead of one written here from ``upstreams`` and ``settings``. ``own_group``: the sidecar
+        instead of one written here from ``upstreams`` and ``settings``. ``python``: interpreter options
+        (``-X importtime``); ``env``: the environment (default: this process's). ``own_group``: the sidecar
         leads a process group of its own, as a command started from a terminal does (for Ctrl-C)."""
         if config is not None:
             self.config, self.port, self.admin_port = config
@@ -38,8 +41,8 @@ class SidecarProcess:
         self.log_path = directory / "sidecar.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(self.config), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [sys.executable, *python, "-m", "proxy", "run", "--config", str(self.config), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
             start_new_session=own_group,
         )
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from proxy.config.model import Config, SlackSettings, StateSettings, Upstream
 from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result
 from proxy.state.base import BackendTimeout, BackendUnavailable
-from proxy.web.tls import upstream_context
+from proxy.web.tls import upstream_ssl
 
 CHECK_TIMEOUT = 5.0
 """Per check: long enough for a slow TLS handshake across the world, short enough to wait for."""
@@ -164,7 +164,7 @@ async def check_upstream(upstream: Upstream) -> Result:
             addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError) as error:
         return Result(name, FAIL, f"{host}: DNS: {_describe(error)}")
-    context = upstream_context(upstream.ca_bundle) if parts.scheme == "https" else None  # as the forwarder's
+    context = upstream_ssl(upstream.ca_bundle) if parts.scheme == "https" else None  # as the forwarder's
     started = time.perf_counter()
     try:
         async with asyncio.timeout(max(upstream.connect_timeout, 1.0)):

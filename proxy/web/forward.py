@@ -33,7 +33,7 @@ from proxy.policy.classify import body_decides
 from proxy.web.body import BodyStream
 from proxy.web.exchange import Exchange
 from proxy.web.headers import HeaderPolicy, to_client
-from proxy.web.tls import upstream_context
+from proxy.web.tls import upstream_ssl
 
 ERROR_BODY_LIMIT = 16 * 1024
 
@@ -44,9 +44,9 @@ class UpstreamClient:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.headers = HeaderPolicy(upstream)
-        context = upstream_context(upstream.ca_bundle)  # the system's CAs plus the bundle's
-        connector = aiohttp.TCPConnector(
-            limit=upstream.max_connections, ttl_dns_cache=60, ssl=context, enable_cleanup_closed=True
+        connector = aiohttp.TCPConnector(  # ssl: the system's CAs, plus the bundle's
+            limit=upstream.max_connections, ttl_dns_cache=60, ssl=upstream_ssl(upstream.ca_bundle),
+            enable_cleanup_closed=True,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
