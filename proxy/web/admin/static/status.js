@@ -92,13 +92,14 @@
               button("reset", "Reset"));
   }
 
-  const ROUTE_COLUMNS = ["Upstream", "Route", "Breaker", "Since", "req/s", "Errors", "p50", "p99", "Retries/s",
-                         "Limited/s", "Actions"];
+  const ROUTE_COLUMNS = ["Upstream", "Route", "Breaker", "req/s", "Errors", "p50", "p99", "Retries/s", "Limited/s",
+                         "Actions"];
+  const OPTIONAL = new Set(["p50", "Retries/s"]);  // left out on narrower screens (status.css)
 
   function makeRouteRow(r) {
-    const tr = el("tr", {"data-breaker": `${r.upstream}/${r.route}`},
-      ...ROUTE_COLUMNS.map((label, i) => cell(label, {class: i >= 4 && i <= 9 ? "num" : null})));
-    if (r.breaker) tr.cells[10].append(breakerButtons(r));
+    const tr = el("tr", {"data-breaker": `${r.upstream}/${r.route}`}, ...ROUTE_COLUMNS.map((label, i) =>
+      cell(label, {class: i >= 3 && i <= 8 ? `num${OPTIONAL.has(label) ? " opt" : ""}` : null})));
+    if (r.breaker) tr.cells[9].append(breakerButtons(r));
     return tr;
   }
 
@@ -118,18 +119,24 @@
       else if (b.forced_by) detail = `by ${b.forced_by}`;
       fill(c[2], el("div", {class: "breaker"},
         el("span", {class: `pill state-${b.state}`}, STATE_LABELS[b.state] || b.state),
+        b.since ? el("span", {class: "reason when"}, `since ${ago(b.since)}`) : null,
         detail ? el("span", {class: "reason"}, detail) : null,
         b.reason && b.state !== "closed" ? el("span", {class: "reason"}, b.reason) : null));
+      // Only what can change the state: reset a breaker that is not closed, force-open or disable one that is not.
+      for (const button of c[9].querySelectorAll("button[data-action]")) {
+        const action = button.dataset.action;
+        button.hidden = (action === "reset" && b.state === "closed") || (action === "force-open" && b.state === "forced_open")
+          || (action === "disable" && b.state === "disabled");
+      }
     }
-    c[3].textContent = b && b.since ? ago(b.since) : "–";
-    c[4].textContent = rate(r.rps);
-    c[5].textContent = percent(r.error_ratio);
-    c[5].classList.toggle("hot", r.error_ratio >= 0.05);
-    c[6].textContent = millis(r.p50_ms);
-    c[7].textContent = millis(r.p99_ms);
-    c[8].textContent = rate(r.retries_per_second);
-    c[9].textContent = rate(r.limited_per_second);
-    c[9].classList.toggle("hot", r.limited_per_second > 0);
+    c[3].textContent = rate(r.rps);
+    c[4].textContent = percent(r.error_ratio);
+    c[4].classList.toggle("hot", r.error_ratio >= 0.05);
+    c[5].textContent = millis(r.p50_ms);
+    c[6].textContent = millis(r.p99_ms);
+    c[7].textContent = rate(r.retries_per_second);
+    c[8].textContent = rate(r.limited_per_second);
+    c[8].classList.toggle("hot", r.limited_per_second > 0);
   }
 
   function renderRoutes() {
