@@ -71,6 +71,7 @@ class StatusService:
         config = running.config
         keys = [BreakerId.of(u, r).key for u, r in config.breakers()]
         views = {view.key: view for view in await self._breakers.views(keys)}
+        self._look()  # the fresh read may have moved a view: its transition is told before the document shows it
         self.feed.traffic.advance(self._clock.monotonic())
         return status_document(running, views, self.feed.traffic,
                                self.feed.transitions.recent() if transitions else None,
@@ -97,6 +98,7 @@ class StatusService:
     # -- the sidecar's component ------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._look()  # learn every breaker's state now, so that the first change after start is told
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
@@ -122,18 +124,23 @@ class StatusService:
         """One look; returns when the next stats are due."""
         now = self._clock.monotonic()
         self.feed.traffic.advance(now)
-        config = self._running().config
-        told, self._told = self._told, []
-        seen = self.feed.transitions.observe(
-            [self._breakers.view(BreakerId.of(u, r).key) for u, r in config.breakers()], self._clock.now())
-        for transition in (*told, *seen):
-            self.stream.publish("transition", _json(describe_transition(transition)))
-        if told or seen:
+        if self._look():
             next_stats = now  # the new state in full at once, probes and all
         if self.stream.clients and now >= next_stats:
             self.stream.publish("stats", _json(await self.document(transitions=False)), latest_only=True)
             next_stats = now + STATS_EVERY
         return next_stats
+
+    def _look(self) -> bool:
+        """Publish the transitions made here since the last look and those the local views reveal (made
+        by other replicas); no I/O. True when there was any."""
+        told, self._told = self._told, []
+        seen = self.feed.transitions.observe(
+            [self._breakers.view(BreakerId.of(u, r).key) for u, r in self._running().config.breakers()],
+            self._clock.now())
+        for transition in (*told, *seen):
+            self.stream.publish("transition", _json(describe_transition(transition)))
+        return bool(told or seen)
 
 
 def add_status_routes(app: web.Application, status: StatusService) -> None:

@@ -192,3 +192,42 @@ async def test_the_page_and_its_files_under_a_strict_content_security_policy(
     async with http.get(base_url(sidecar) + "/") as response:
         assert response.status == 404, "the page is on the admin port only"
     assert body
+
+
+async def test_a_transition_another_replica_made_is_pushed_with_its_reason(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted, redis_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Two replicas sharing Redis: the one that did not open the breaker shows it open, fleet-wide."""
+    upstream, url = scripted
+    state = {"backend": "redis", "redis_url": redis_url, "redis_timeout": "250ms"}
+    watched = await start_sidecar(twilio(url), state=state)
+    failing = await start_sidecar(twilio(url), state=state)
+    async with http.get(admin_url(watched) + "/admin/stream") as response:
+        events = messages(response)
+        snapshot, _ = await next_event(events, "snapshot")
+        assert snapshot.json()["scopes"]["breakers"] == "fleet"
+        upstream.status = 503
+        for _ in range(3):
+            assert await send(http, base_url(failing)) == 503
+        transition, took = await next_event(events, "transition", deadline=3.0)
+        assert transition.json() | {"at": None, "open_until": None} == {
+            "upstream": "twilio", "route": "twilio_sms", "from": "closed", "to": "open",
+            "reason": "3 consecutive failures", "at": None, "open_until": None, "by": "another replica"}
+        assert took < 1.5
+    document = await status(http, watched)
+    assert route(document, "twilio_sms")["breaker"]["state"] == "open"
+    assert route(document, "twilio_sms")["requests"] == 0, "traffic is this process's: the other replica's is not here"
+
+
+async def test_webhook_queues_when_webhooks_exist(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, scripted, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    _, url = scripted
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "hooks.yaml").write_text(
+        "webhooks:\n  twilio_status:\n    path: /hooks/twilio/status\n"
+        f"    deliver_to: {url}/app\n    provider: none\n")
+    sidecar = await start_sidecar(twilio(url))
+    (queue,) = (await status(http, sidecar))["webhooks"]
+    assert queue == {"name": "twilio_status", "available": True, "depth": 0, "oldest_pending_seconds": None,
+                     "counts": {"pending": 0, "processing": 0, "completed": 0, "failed": 0, "dead_letter": 0}}

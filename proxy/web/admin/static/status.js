@@ -283,6 +283,8 @@
     source.addEventListener("transition", (event) => {
       if (!doc) return;
       const t = JSON.parse(event.data);
+      const same = (o) => o.upstream === t.upstream && o.route === t.route && o.to === t.to && o.at === t.at;
+      if (doc.transitions.some(same)) return;  // already in the snapshot it followed
       doc.transitions = [t, ...doc.transitions].slice(0, KEEP_TRANSITIONS);
       const route = doc.routes.find((r) => r.upstream === t.upstream && r.route === t.route);
       if (route && route.breaker) {
