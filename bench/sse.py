@@ -40,10 +40,10 @@ from variants import VARIANTS, write_config
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.clock import SystemClock  # noqa: E402 (the sidecar's code, for the listener's own cost)
-from proxy.events import AttemptEnded, LimitDecision, RequestEnded  # noqa: E402
-from proxy.observe.metrics import ProxyMetrics  # noqa: E402
-from proxy.observe.status import StatusFeed  # noqa: E402
+from proxy.clock import SystemClock  # the sidecar's code, for the listener's own cost
+from proxy.events import AttemptEnded, LimitDecision, RequestEnded
+from proxy.observe.metrics import ProxyMetrics
+from proxy.observe.status import StatusFeed
 
 TICKS = os.sysconf("SC_CLK_TCK")
 STREAMS = 2
