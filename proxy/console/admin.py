@@ -13,8 +13,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-DEFAULT_ADMIN = "http://127.0.0.1:9901"
-"""``admin.listen``'s default, on loopback."""
+from proxy.config.load import DEFAULT_ADMIN_LISTEN
+
+DEFAULT_ADMIN = f"http://{DEFAULT_ADMIN_LISTEN}"
+"""``admin.listen``'s default (on loopback)."""
 TOKEN_ENV = "RESILIENCE_PROXY_ADMIN_TOKEN"
 """Where the token comes from (never a flag: it would show in ``ps`` and shell history)."""
 TIMEOUT = 5.0
@@ -22,6 +24,15 @@ TIMEOUT = 5.0
 
 class AdminUnreachable(Exception):
     """The admin port did not give a usable answer; the message is the whole explanation."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect would carry the token elsewhere: it surfaces as an HTTP error instead
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+"""Straight to the admin address: no proxy from the environment (it would see the token), no redirect."""
 
 
 def admin_from_listen(host: str, port: int) -> str:
@@ -39,7 +50,7 @@ def get_json(admin: str, path: str, timeout: float = TIMEOUT) -> Any:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             body = response.read()
     except urllib.error.HTTPError as error:
         raise AdminUnreachable(f"{url}: HTTP {error.code}: {_message(error.read())}") from None
