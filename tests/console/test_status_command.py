@@ -133,6 +133,8 @@ def test_the_token_comes_from_the_environment_and_a_refusal_is_told(
 ) -> None:
     url, seen = refusing_admin
     monkeypatch.setenv("RESILIENCE_PROXY_ADMIN_TOKEN", "t0ken")
+    for name in ("http_proxy", "HTTP_PROXY"):  # a proxy from the environment would see the token: not used
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
     result = run_cli("status", "--admin", url)
     assert (result.returncode, seen) == (1, ["Bearer t0ken"])
     assert result.stderr == (f"resilience-proxy status: {url}/admin/status: HTTP 401: missing or wrong bearer token\n")
