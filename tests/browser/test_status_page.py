@@ -225,8 +225,9 @@ async def test_without_the_token_the_buttons_are_refused(
     status = await page.page.evaluate(
         "fetch('/admin/breakers/twilio/twilio_sms/reset', {method: 'POST'}).then((r) => r.status)")
     assert status == 401
-    await asyncio.sleep(1.2)  # a stats message later, the page still shows it open
-    await page.state(SMS, "open", timeout=0.5)
+    shown = await page.page.locator("#window").text_content()  # the seconds covered: one more with each stats
+    await page.page.wait_for_function(f"document.getElementById('window').textContent !== '{shown}'", timeout=5000)
+    await page.state(SMS, "open", timeout=0.1)  # fresh stats from the sidecar: still open
     assert stored_state(redis_server) == "open"
     await page.shot("4-refused")
     page.assert_clean()
