@@ -1,4 +1,4 @@
-"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject`` and ``injector``."""
+"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject``, ``injector`` and ``status``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from proxy import IMAGE, __version__
 from proxy.config.load import load_config, policy_trees
+from proxy.console.status import add_status_command
 from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")
@@ -215,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           help="how often to look for a renewed certificate (default 10)")
     _add_inject_options(injector)
     injector.set_defaults(handler=_injector)
+    add_status_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("proxy.state",),
     ("proxy.guard", "proxy.limiter", "proxy.observe"),
     ("proxy.web",),
-    ("proxy.runtime", "proxy.doctor", "proxy.k8s"),
+    ("proxy.runtime", "proxy.doctor", "proxy.k8s", "proxy.console"),
     ("proxy.cli", "proxy.__main__"),
 ]
 """Lowest first. A module may import its own layer's modules and any layer below, never one above."""
@@ -40,12 +40,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "proxy.runtime": ("proxy.doctor", "proxy.k8s"),
     "proxy.doctor": ("proxy.runtime", "proxy.k8s"),
     "proxy.k8s": ("proxy.runtime", "proxy.doctor"),
+    "proxy.console": ("proxy.runtime", "proxy.doctor", "proxy.k8s", "proxy.web"),
 }
 
 PURE = ("proxy.errors", "proxy.clock", "proxy.events", "proxy.config", "proxy.policy", "proxy.observe.scrub",
         "proxy.observe.alerts.rules", "proxy.observe.alerts.damping", "proxy.observe.alerts.format",
         "proxy.web.error_formats", "proxy.web.exchange", "proxy.config.running", "proxy.k8s.inject",
-        "proxy.runtime.restarts")
+        "proxy.runtime.restarts", "proxy.observe.traffic", "proxy.observe.transitions", "proxy.observe.status")
 """Modules (or whole packages) that decide without I/O: importing them loads no I/O library."""
 IO_LIBRARIES = ["asyncio", "aiohttp", "redis", "prometheus_client", "sentry_sdk", "slack_sdk", "uvloop", "yarl"]
 

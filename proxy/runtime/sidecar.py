@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from aiohttp import web
 
+from proxy.clock import SystemClock
 from proxy.config.load import load_config
 from proxy.config.model import Address, Config
 from proxy.config.running import (
@@ -51,9 +52,11 @@ from proxy.observe.gauges import Sampler
 from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
 from proxy.observe.process_info import process_info
+from proxy.observe.status import StatusFeed
 from proxy.observe.webhook_metrics import WebhookSampler
 from proxy.state.stores import Stores, open_stores, webhook_store
 from proxy.web.admin.app import Health, admin_app
+from proxy.web.admin.status import StatusService
 from proxy.web.dataplane import DataPlane
 
 if TYPE_CHECKING:
@@ -143,8 +146,13 @@ class Sidecar:
         self.webhook_sampler = None if self.webhooks is None else WebhookSampler(
             lambda: [hook.name for hook in self.config.webhooks], self.webhooks, self.events.emit,
             proxy_metrics().webhooks.forget)
+        # The status page's feed: the last minute per route and the transitions, from the bus.
+        feed = StatusFeed(SystemClock())
+        self.events.subscribe(feed.on_event)
+        self.status = StatusService(feed, lambda: self.running, self.breakers, self.limits, self.webhooks)
         self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
-                                              lambda: self.sampler.sample(), self.webhooks, self.events.emit),
+                                              lambda: self.sampler.sample(), self.webhooks, self.events.emit,
+                                              self.status),
                                     access_log=None, handle_signals=False, shutdown_timeout=1.0)
 
     @property
@@ -182,6 +190,7 @@ class Sidecar:
         self._stack.callback(self.access_log.flush)
         self._mirror_backend()
         self.admin_address = await self._listen(self._admin, self.config.admin.listen)
+        await self._enter(self.status)  # closed before the admin listener, so that open streams end first
         self.data_address = await self._listen(self._data, self.config.listen)
         if self.webhook_listener is not None and self.config.webhooks_listen is not None:
             await self._enter(self.webhook_listener)

@@ -38,6 +38,9 @@ class BreakerView:
     failures: int = 0
     changed_at: float = 0.0
     version: int = 0
+    probes_in_flight: int = 0
+    """Half-open: probes admitted and not yet answered, fleet-wide. Only :meth:`BreakerStore.views` (a
+    fresh read) is sure to fill it in; the hot path never needs it."""
 
     @property
     def admits_freely(self) -> bool:

@@ -8,7 +8,7 @@ from proxy.clock import Clock, SystemClock
 from proxy.config.policy_values import BreakerPolicy
 from proxy.events import BreakerTransition
 from proxy.policy import breaker
-from proxy.policy.breaker import Action, Admission, BreakerRecord, Random
+from proxy.policy.breaker import Action, Admission, BreakerRecord, Random, State
 from proxy.state.base import BreakerView, TransitionEmit, ignore
 
 
@@ -76,7 +76,7 @@ class MemoryBreakerStore:
     def _changed(self, key: str, record: BreakerRecord, transition: BreakerTransition | None) -> None:
         view = self._views.get(key)
         if (view is None or view.version != record.version or view.failures != record.failures
-                or view.open_until != record.open_until):
+                or view.open_until != record.open_until or view.probes_in_flight != in_flight(record)):
             self._views[key] = view_of(key, record)
         if transition is not None:
             self._emit(transition)
@@ -85,4 +85,9 @@ class MemoryBreakerStore:
 def view_of(key: str, record: BreakerRecord) -> BreakerView:
     return BreakerView(key=key, state=record.state, open_until=record.open_until, reason=record.reason,
                        forced_by=record.forced_by, failures=record.failures, changed_at=record.changed_at,
-                       version=record.version)
+                       version=record.version, probes_in_flight=in_flight(record))
+
+
+def in_flight(record: BreakerRecord) -> int:
+    """Probes admitted and not yet answered (a half-open breaker closes or reopens on their answers)."""
+    return max(record.probes - record.successes, 0) if record.state == State.HALF_OPEN else 0

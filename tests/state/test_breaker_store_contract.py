@@ -94,6 +94,28 @@ async def test_open_rejects_until_the_time_is_up_then_one_probe_closes_it(store_
     assert store.view(KEY).state == State.CLOSED
 
 
+async def test_a_fresh_read_counts_the_probes_in_flight_fleet_wide(store_and_clock) -> None:  # type: ignore[no-untyped-def]
+    """What the status page shows while a breaker is half-open: probes admitted and not yet answered."""
+    store, clock = store_and_clock
+    policy = BreakerPolicy(consecutive_failures=3, open_for=30, jitter=0.0, half_open_probes=2)
+    for _ in range(3):
+        store.record(KEY, policy, True, False)
+    await store.flush()
+    assert (await store.views([KEY]))[0].probes_in_flight == 0
+    clock.advance(30)
+    assert (await store.admit(KEY, policy)).probe
+    assert (await store.admit(KEY, policy)).probe
+    (view,) = await store.views([KEY])
+    assert (view.state, view.probes_in_flight) == (State.HALF_OPEN, 2)
+    store.record(KEY, policy, False, True)
+    await store.flush()
+    assert (await store.views([KEY]))[0].probes_in_flight == 1
+    store.record(KEY, policy, False, True)
+    await store.flush()
+    (view,) = await store.views([KEY])
+    assert (view.state, view.probes_in_flight) == (State.CLOSED, 0)
+
+
 async def test_failed_probe_reopens(store_and_clock) -> None:  # type: ignore[no-untyped-def]
     store, clock = store_and_clock
     await fail(store, 3)

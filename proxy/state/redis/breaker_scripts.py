@@ -23,6 +23,9 @@ from proxy.state.base import BreakerView
 from proxy.state.redis.scripts import Scripts
 
 VIEW_FIELDS = ("state", "open_until", "reason", "forced_by", "failures", "changed_at", "version")
+READ_FIELDS = (*VIEW_FIELDS, "probes", "successes")
+"""What a read takes: the view, and the half-open counts that give the probes in flight (scripts and
+pub/sub messages carry the view only: the hot path never needs them)."""
 SCRIPTS = Scripts("admit", "record", "force", prelude="breaker")
 
 Call = tuple[str, str, BreakerPolicy, Sequence[Any]]
@@ -41,7 +44,7 @@ async def read(client: aioredis.Redis, prefix: str, keys: Sequence[str]) -> list
     """The stored views of ``keys``, in one round trip."""
     async with client.pipeline(transaction=False) as pipe:
         for key in keys:
-            pipe.hmget(hash_key(prefix, key), VIEW_FIELDS)
+            pipe.hmget(hash_key(prefix, key), READ_FIELDS)
         rows = await pipe.execute()
     return [view_from(key, row) for key, row in zip(keys, rows)]
 
@@ -59,13 +62,16 @@ def policy_args(policy: BreakerPolicy) -> tuple[Any, ...]:
 
 
 def view_from(key: str, values: Sequence[str | None]) -> BreakerView:
-    """A view from a script's reply or an HMGET of :data:`VIEW_FIELDS` (all None: a breaker never stored)."""
-    state, open_until, reason, forced_by, failures, changed_at, version = values
+    """A view from a script's reply (:data:`VIEW_FIELDS`) or an HMGET of :data:`READ_FIELDS` (all None: a
+    breaker never stored)."""
+    state, open_until, reason, forced_by, failures, changed_at, version = values[:7]
     if state is None:
         return BreakerView(key)
+    probes, successes = values[7:9] if len(values) >= 9 else (None, None)
+    in_flight = max(int(probes or 0) - int(successes or 0), 0) if state == State.HALF_OPEN else 0
     return BreakerView(key=key, state=State(state), open_until=float(open_until or 0), reason=reason or "",
                        forced_by=forced_by or "", failures=int(failures or 0), changed_at=float(changed_at or 0),
-                       version=int(version or 0))
+                       version=int(version or 0), probes_in_flight=in_flight)
 
 
 def view_from_message(data: str) -> BreakerView:

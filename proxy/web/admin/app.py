@@ -1,4 +1,4 @@
-"""The admin listener: liveness, readiness, metrics, breakers and the config, on its own address.
+"""The admin listener: liveness, readiness, metrics, breakers, the config and the status page, on its own address.
 
 Kept off the data port so that nothing an application (or an attacker reaching the data
 port) sends can read metrics or change breaker state.
@@ -17,6 +17,8 @@ from proxy.state.base import BreakerStore
 from proxy.state.webhooks import WebhookStore
 from proxy.web.admin.breakers import add_breaker_routes
 from proxy.web.admin.config import add_config_routes
+from proxy.web.admin.page import add_page_routes
+from proxy.web.admin.status import StatusService, add_status_routes
 from proxy.web.admin.webhooks import add_webhook_routes
 
 
@@ -45,10 +47,11 @@ class Health:
 def admin_app(health: Health, running: Callable[[], RunningConfig], breakers: BreakerStore,
               reload: Callable[[str], Awaitable[ReloadAttempt]], before_scrape: Callable[[], None] = lambda: None,
               webhooks: WebhookStore | None = None, emit: Callable[[object], None] = lambda _: None,
-              ) -> web.Application:
+              status: StatusService | None = None) -> web.Application:
     """``running`` returns the config that runs now (it changes on reload); ``before_scrape`` brings
     sampled gauges up to date, so the answering process reports its state of now. ``webhooks`` is the
-    inbound-webhook store (None: no webhook configured); ``emit`` puts admin actions on the event bus."""
+    inbound-webhook store (None: no webhook configured); ``emit`` puts admin actions on the event bus;
+    ``status`` serves the status document and its stream (the page at ``/`` reads them)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -70,4 +73,7 @@ def admin_app(health: Health, running: Callable[[], RunningConfig], breakers: Br
     add_breaker_routes(app, lambda: running().config, breakers)
     add_config_routes(app, running, reload)
     add_webhook_routes(app, lambda: running().config, webhooks, emit)
+    if status is not None:
+        add_status_routes(app, status)
+        add_page_routes(app)
     return app
