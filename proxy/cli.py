@@ -1,4 +1,5 @@
-"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject``, ``injector`` and ``status``."""
+"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject``, ``injector``,
+and the admin port's clients ``status`` and ``breakers`` (:mod:`proxy.ctl`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from proxy import IMAGE, __version__
 from proxy.config.load import load_config, policy_trees
 from proxy.console.status import add_status_command
+from proxy.ctl.breakers import add_breakers_command
 from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")
@@ -217,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_inject_options(injector)
     injector.set_defaults(handler=_injector)
     add_status_command(commands)
+    add_breakers_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
