@@ -15,6 +15,7 @@ import re
 import socket
 
 _CMDSTAT = re.compile(r"^cmdstat_(\S+?):calls=(\d+)", re.MULTILINE)
+_USEC_PER_CALL = re.compile(r"^cmdstat_(\S+?):calls=\d+,usec=\d+,usec_per_call=([\d.]+)", re.MULTILINE)
 # The snapshot taken before a run is itself an INFO that the snapshot after it counts.
 OWN_COMMANDS = {"info": 1}
 
@@ -63,6 +64,13 @@ def parse_commandstats(text: str) -> dict[str, int]:
 def commandstats(port: int) -> dict[str, int]:
     """Calls per command since the server started."""
     return parse_commandstats(command(port, "INFO", "commandstats").decode())
+
+
+def commandstats_usec(port: int) -> dict[str, float]:
+    """Microseconds Redis spent per call of each command since it started (a script's includes the
+    commands it ran)."""
+    text = command(port, "INFO", "commandstats").decode()
+    return {name: float(usec) for name, usec in _USEC_PER_CALL.findall(text)}
 
 
 def delta(before: dict[str, int], after: dict[str, int], own: dict[str, int] = OWN_COMMANDS) -> dict[str, int]:
