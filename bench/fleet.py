@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import capacity
 import cluster
 import fleet_probe
 import fleet_report
@@ -62,6 +62,8 @@ BREAKER = "bench/default"
 """The /bench upstream's breaker, as the admin API names it (upstream/route)."""
 LIMITED = "/limited" + run.PATH
 TOPOLOGIES = ("single", "cluster")
+HAMMER_CONNECTIONS = 8
+"""Per sidecar, for the over-admission load: enough to stay far above the limit on a loaded machine."""
 CLUSTER_MASTERS = 3
 
 
@@ -102,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--benchmark-requests", type=int, help="redis-benchmark requests (default 100000, quick 20000)")
     p.add_argument("--out", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--python", default=sys.executable)
-    p.add_argument("--redis-server", default="/usr/bin/redis-server")
+    p.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server",
+                   help="the redis-server for both topologies (default: the first on PATH)")
     p.add_argument("--proxy-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--upstream-port", type=int, default=18400)
@@ -205,18 +208,28 @@ def redis_cost(before: dict[int, dict[str, int]], after: dict[int, dict[str, int
     return fleet_report.cost(per_node, requests)
 
 
-def served(fleet: list[Sidecar]) -> int:
-    """Requests the sidecars answered so far (their own counters: exact, whatever the load generator saw)."""
-    return sum(run.parse_metrics(procs.http_text(s.admin_port, "/metrics"))["requests"] for s in fleet)
+_BACKEND_ERRORS = re.compile(r"^resilience_proxy_state_backend_errors_total(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+
+
+def served(fleet: list[Sidecar]) -> tuple[int, int]:
+    """Requests the sidecars answered so far (their own counters: exact, whatever the load generator saw),
+    and their failed Redis calls (each one a decision made without Redis)."""
+    requests = errors = 0
+    for sidecar in fleet:
+        text = procs.http_text(sidecar.admin_port, "/metrics")
+        requests += run.parse_metrics(text)["requests"]
+        errors += sum(round(float(value)) for value in _BACKEND_ERRORS.findall(text))
+    return requests, errors
 
 
 def counted(fleet: list[Sidecar], topology: Topology, load: Any) -> tuple[Any, dict[str, Any]]:
-    """Run ``load()`` and return its result with the Redis commands and requests it caused."""
-    seen, before = served(fleet), snapshot(topology.node_ports)
+    """Run ``load()`` and return its result with the Redis commands and requests it caused, and the
+    sidecars' failed Redis calls meanwhile (timeouts on a saturated machine: decided without Redis)."""
+    (seen, failed), before = served(fleet), snapshot(topology.node_ports)
     result = load()
     time.sleep(0.2)  # the last batch of breaker outcomes (every ~50 ms) belongs to this load
-    after, now = snapshot(topology.node_ports), served(fleet)
-    return result, redis_cost(before, after, now - seen)
+    after, (now, failed_now) = snapshot(topology.node_ports), served(fleet)
+    return result, {**redis_cost(before, after, now - seen), "backend_errors": failed_now - failed}
 
 
 def throughput(fleet: list[Sidecar], topology: Topology, args: argparse.Namespace) -> dict[str, Any]:
@@ -261,9 +274,9 @@ def propagation(fleet: list[Sidecar], args: argparse.Namespace) -> dict[str, Any
 
 def over_admission(fleet: list[Sidecar], topology: Topology, args: argparse.Namespace) -> dict[str, Any]:
     org = f"fleet-{topology.name}-{len(fleet)}-{time.time_ns()}"  # a fresh bucket
-    started = time.perf_counter()
-    admission = asyncio.run(fleet_probe.hammer([s.port for s in fleet], LIMITED, [("X-Org-Id", org)], 4,
-                                               args.limit_seconds))
+    started, (_, failed) = time.perf_counter(), served(fleet)
+    admission = asyncio.run(fleet_probe.hammer([s.port for s in fleet], LIMITED, [("X-Org-Id", org)],
+                                               HAMMER_CONNECTIONS, args.limit_seconds))
     took = time.perf_counter() - started
     bound = fleet_probe.allowed_at_most(args.limit, 1.0, args.limit - 1, admission)
     down = [s.index for s in fleet if run.backend_up(s.admin_port) != 1]
@@ -271,7 +284,8 @@ def over_admission(fleet: list[Sidecar], topology: Topology, args: argparse.Name
     return {"limit": args.limit, "seconds": round(took, 2), "offered_rps": round(offered),
             "admitted": admission.admitted, "allowed_at_most": bound, "over": max(0, admission.admitted - bound),
             "statuses": {str(k): v for k, v in sorted(admission.statuses.items())}, "errors": admission.errors,
-            "saturated": offered >= 2 * args.limit, "sidecars_off_redis_after": down}
+            "saturated": offered >= 2 * args.limit, "backend_errors": served(fleet)[1] - failed,
+            "sidecars_off_redis_after": down}
 
 
 def measure(fleet: list[Sidecar], topology: Topology, args: argparse.Namespace) -> dict[str, Any]:
@@ -321,43 +335,6 @@ def run_topology(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
     return results
 
 
-def redis_capacity(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """redis-benchmark on a fresh Redis: the sidecar's rate-limit script (3 keys, one hash tag) as each
-    request runs it, one call in flight per connection (-P 1) and 16 (-P 16, as a busy lane sends)."""
-    services: list[procs.Service] = []
-    (tmp / "capacity").mkdir(parents=True, exist_ok=True)
-    try:
-        topology = start_topology("single", args, tmp / "capacity", services)
-        port = topology.node_ports[0]
-        text = (REPO_DIR / "proxy" / "state" / "redis" / "lua" / "ratelimit.lua").read_text()
-        sha = redisstats.command(port, "SCRIPT", "LOAD", text).decode()
-        now = time.time_ns() // 1000
-        keys = [f"rp:{{rl:bench}}:{name}" for name in ("per-org:bench-org", "per-ip:203.0.113.7", "account:-")]
-        # interval 1 us and a tolerance of 10^12 us: every call passes, so every call also writes its 3 keys
-        argv = [str(now), *["1", str(10**12), "1"] * 3]
-        out: dict[str, Any] = {"script": "ratelimit.lua", "requests": args.benchmark_requests}
-        for pipeline in (1, 16):
-            cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(args.benchmark_requests), "-P",
-                   str(pipeline), "--csv", "EVALSHA", sha, "3", *keys, *argv]
-            done = subprocess.run(procs.pinned(args.proxy_cpu, cmd), capture_output=True, text=True, timeout=120,
-                                  check=True)
-            out[f"evalsha_per_s_P{pipeline}"] = fleet_report.benchmark_rps(done.stdout)
-        stats = redisstats.commandstats_usec(port)
-        out["usec_per_evalsha"] = stats.get("evalsha")
-        return out
-    except (procs.ServiceError, subprocess.SubprocessError, OSError, ValueError) as error:
-        return {"error": str(error)}
-    finally:
-        for service in reversed(services):
-            procs.stop(service)
-
-
-def redis_version(binary: str) -> str:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"v=(\S+)", out)
-    return match.group(1) if match else "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks reap the children
@@ -371,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="proxy-fleet-"))
     tmp.chmod(0o755)  # nginx workers drop root privileges and must still reach the prefix
     started = time.time()
-    machine = {**run.versions(args.python, nginx), "redis": redis_version(args.redis_server)}
+    machine = {**run.versions(args.python, nginx), "redis": capacity.redis_version(args.redis_server)}
     services: list[procs.Service] = []
     results: dict[str, Any] = {}
     try:
@@ -382,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.topologies:
             results[name] = run_topology(name, args, tmp)
         print("[redis-benchmark] EVALSHA of the rate-limit script", file=sys.stderr)
-        results["capacity"] = redis_capacity(args, tmp)
+        results["capacity"] = capacity.evalsha_capacity(args.redis_server, args.redis_port, args.load_cpu,
+                                                        args.proxy_cpu, args.benchmark_requests, tmp / "capacity")
     except procs.ServiceError as error:
         sys.exit(f"fleet bench aborted: {error}")
     finally:

@@ -79,20 +79,22 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report.get('loadavg_end', '?')} at the end; Redis {report['versions'].get('redis', '?')}, "
              f"{report['versions'].get('cpus', '?')} CPUs ({report['versions'].get('cpu', '?')}).", "",
              f"| topology | sidecars | req/s, all loaded | Redis cmds/req sent (executed) | EVALSHA/req | "
-             f"at {settings['rate']:g} req/s each: cmds/req sent (executed) | busiest node | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"at {settings['rate']:g} req/s each: cmds/req sent (executed) | busiest node | "
+             "Redis calls failed (loaded, paced) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for topology, size, result in rows(report):
         if "error" in result:
             said = [line.strip() for line in result["error"].splitlines() if line.strip()] or ["?"]
             lines.append(f"| {topology} | {size} | error: {' ... '.join(dict.fromkeys([said[0], said[-1]]))[:300]} "
-                         "|||||||")
+                         "||||||||")
             continue
         loaded, paced = result["throughput"], result["paced"]
         cost_, calm = loaded["redis"], paced["redis"]
         lines.append(f"| {topology} | {size} | {_num(loaded['rps'], 0)} | {_num(cost_['sent_per_request'])} "
                      f"({_num(cost_['executed_per_request'])}) | {_num(cost_['evalsha_per_request'])} | "
                      f"{_num(calm['sent_per_request'])} ({_num(calm['executed_per_request'])}) | "
-                     f"{_num((calm['busiest_node_share'] or 0) * 100, 0)}% | {result.get('loadavg', '?')} |")
+                     f"{_num((calm['busiest_node_share'] or 0) * 100, 0)}% | {cost_.get('backend_errors', '-')}, "
+                     f"{calm.get('backend_errors', '-')} | {result.get('loadavg', '?')} |")
     lines += ["", "| topology | sidecars | breaker force-open seen by the others, p50 / p99 ms "
                   f"| reset seen, p50 / p99 ms | shared limit {settings['limit']}/s: 2xx / most GCRA allows (over) "
                   "| offered req/s |",
@@ -103,6 +105,8 @@ def markdown(report: dict[str, Any]) -> str:
         prop, adm = result.get("propagation") or {}, result["admission"]
         missed = f", {prop['missed']} missed" if prop.get("missed") else ""
         light = "" if adm.get("saturated") else " (under 2x the limit: not a test)"
+        if adm.get("backend_errors"):
+            light += f"; {adm['backend_errors']} Redis calls failed"
         lines.append(f"| {topology} | {size} | {_ms(prop.get('opened'))}{missed} | {_ms(prop.get('closed'))} | "
                      f"{adm['admitted']} / {adm['allowed_at_most']} ({adm['over']}) | "
                      f"{_num(adm['offered_rps'], 0)}{light} |")

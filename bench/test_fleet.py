@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import capacity
 import cluster
 import fleet
 import fleet_probe
@@ -158,7 +159,7 @@ def test_spread_and_benchmark_output() -> None:
 
 def _result(executed: float, evalsha: float, share: float) -> dict[str, Any]:
     cost = {"sent_per_request": evalsha + 0.2, "executed_per_request": executed, "evalsha_per_request": evalsha,
-            "busiest_node_share": share}
+            "busiest_node_share": share, "backend_errors": 0}
     return {"throughput": {"rps": 1500.0, "redis": cost}, "paced": {"redis": cost},
             "propagation": {"opened": fleet_report.spread([2.0, 3.0]), "closed": fleet_report.spread([2.5]),
                             "missed": 0},
@@ -174,7 +175,7 @@ def test_report_tables_and_model() -> None:
                           "capacity": {"evalsha_per_s_P1": 30000.0, "evalsha_per_s_P16": 60000.0,
                                        "usec_per_evalsha": 20.0}}}
     text = fleet_report.markdown(report)
-    assert "| single | 2 | 1,500 | 1.40 (7.20) | 1.20 | 1.40 (7.20) | 100% | 0.50 |" in text
+    assert "| single | 2 | 1,500 | 1.40 (7.20) | 1.20 | 1.40 (7.20) | 100% | 0, 0 | 0.50 |" in text
     assert "| cluster | 1 | error: a sidecar did not start: x exited ... ValueError: no cluster |" in text
     assert "| single | 2 | 2.0 / 3.0 | 2.5 / 2.5 | 800 / 805 (0) | 3,000 |" in text
     model = fleet_report.model(report)
@@ -197,3 +198,11 @@ def test_the_bench_cluster_serves_every_slot(tmp_path: Path) -> None:
     finally:
         for service in services:
             procs.stop(service)
+
+
+def test_the_capacity_benchmark_runs_the_sidecars_script_and_every_call_passes(tmp_path: Path) -> None:
+    port = cluster_port()
+    result = capacity.evalsha_capacity(redis_server_binary(), port, 0, 0, 2000, tmp_path)
+    assert "error" not in result, result
+    assert result["evalsha_per_s_P1"] > 0 and result["evalsha_per_s_P16"] > 0
+    assert result["evalsha_failed"] == 0 and result["usec_per_evalsha"] > 0
