@@ -40,7 +40,8 @@ def cluster_port() -> int:
 
 
 class ClusterSet:
-    def __init__(self, directory: Path, masters: int = MASTERS, replicas: bool = True) -> None:
+    def __init__(self, directory: Path, masters: int = MASTERS, replicas: bool = True,
+                 password: str | None = None) -> None:
         self.directory = directory
         self.nodes: list[RedisServer] = []
         self.masters_count = masters
@@ -51,6 +52,7 @@ class ClusterSet:
             node = RedisServer(node_dir, port=cluster_port())
             node.extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf",
                           "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+            node.password = password
             self.nodes.append(node)
 
     def url(self, password: str = "", seeds: int = 2) -> str:

@@ -29,7 +29,15 @@ import redis.asyncio as aioredis
 
 from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendTimeout, BackendUnavailable
-from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
+from proxy.state.redis.client import (
+    RedisHealth,
+    cancel_tasks,
+    close_quietly,
+    connect,
+    describe,
+    reconnect,
+    translated,
+)
 from proxy.state.redis.scripts import Scripts
 from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, KeptAnswer, QueueStats
 
@@ -249,8 +257,7 @@ class RedisWebhookStore(RedisHealth):
 
     async def _connect(self) -> None:
         assert self._client is not None
-        await self._client.connection_pool.disconnect()  # connections from before a restart are dead
-        await self._client.ping()
+        await reconnect(self._client)  # connections from before a restart are dead
         await SCRIPTS.load(self._client)
         self._up = True
 

@@ -5,15 +5,27 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    MaxConnectionsError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from proxy.state.base import BackendTimeout, BackendUnavailable
 from proxy.state.redis.client import translated
 
 
-@pytest.mark.parametrize("raised", [RedisConnectionError("Connection reset by peer"), ResponseError("WRONGTYPE"),
-                                    ConnectionRefusedError(111, "Connection refused"), ValueError("bad reply")])
+@pytest.mark.parametrize("raised", [
+    RedisConnectionError("Connection reset by peer"), ResponseError("WRONGTYPE"),
+    ConnectionRefusedError(111, "Connection refused"), ValueError("bad reply"),
+    # a cluster's: a failover under way, a slot being moved, no node for a slot, every connection in use
+    ClusterDownError("The cluster is down"), MasterDownError("Link with MASTER is down"),
+    TryAgainError("Multiple keys request during rehashing of slot"), SlotNotCoveredError("Slot 42 is not covered"),
+    MaxConnectionsError("Too many connections")])
 def test_a_redis_or_socket_failure_becomes_backend_unavailable_from_the_original(raised: Exception) -> None:
     with pytest.raises(BackendUnavailable) as caught:
         with translated():
