@@ -1,14 +1,21 @@
 """What one Redis carries: ``redis-benchmark`` running the sidecar's own rate-limit script.
 
-Each proxied request with rate limits costs one EVALSHA of ``lua/ratelimit.lua`` (three keys under
-one hash tag, three GETs and three SETs inside Redis), the call that dominates the fleet's Redis
-load (bench/fleet.py measures how many per request). Every call passes and writes its keys, as a
-fleet under its limits does. One call in flight per connection (``-P 1``: a pod at a modest rate)
-and 16 (``-P 16``: a busy pod's pipelined lane); Redis and redis-benchmark on separate cores.
+On one Redis each proxied request with three rate limits costs one EVALSHA of ``lua/ratelimit.lua``
+over three keys under the upstream's hash tag (three GETs and three SETs inside Redis); on a cluster,
+one EVALSHA per limit key, each over one key. That call dominates the fleet's Redis load
+(bench/fleet.py measures how many per request). Every call passes and writes its keys, as a fleet
+under its limits does. Three keys with one call in flight per connection (``-P 1``: a pod at a
+modest rate) and 16 (``-P 16``: a busy pod's pipelined lane), and one key at ``-P 1`` (a cluster's
+call); Redis and redis-benchmark on separate cores.
+
+Calls per second depend on what else the machine runs; Redis's own CPU time per call (user + system,
+from ``/proc/PID/stat``, network I/O and parsing included) hardly does. ``..._per_cpu_s`` is the
+rate one core given wholly to Redis would sustain: the figure the model in bench/README.md uses.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -21,19 +28,22 @@ import redisstats
 
 SCRIPT = Path(__file__).resolve().parent.parent / "proxy" / "state" / "redis" / "lua" / "ratelimit.lua"
 KEYS = tuple(f"rp:{{rl:bench}}:{name}" for name in ("per-org:bench-org", "per-ip:203.0.113.7", "account:-"))
+RUNS = ((3, 1), (3, 16), (1, 1))
+"""(keys per call, calls in flight per connection) of each measurement."""
 
 
-def benchmark_command(port: int, sha: str, requests: int, pipeline: int, now_us: int) -> list[str]:
-    """redis-benchmark, 50 connections, EVALSHA of the script over :data:`KEYS`: 1 us apart with 10^12 us
-    of tolerance, so every call passes and writes its three keys."""
-    argv = [str(now_us), *["1", str(10**12), "1"] * len(KEYS)]
+def benchmark_command(port: int, sha: str, requests: int, pipeline: int, now_us: int, keys: int = 3) -> list[str]:
+    """redis-benchmark, 50 connections, EVALSHA of the script over the first ``keys`` of :data:`KEYS`: 1 us
+    apart with 10^12 us of tolerance, so every call passes and writes its keys."""
+    argv = [str(now_us), *["1", str(10**12), "1"] * keys]
     return ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests), "-P", str(pipeline), "--csv",
-            "EVALSHA", sha, str(len(KEYS)), *KEYS, *argv]
+            "EVALSHA", sha, str(keys), *KEYS[:keys], *argv]
 
 
 def evalsha_capacity(redis_server: str, port: int, redis_cpu: int, client_cpu: int, requests: int,
                      tmp: Path) -> dict[str, Any]:
-    """EVALSHA/s at -P 1 and -P 16 on a fresh Redis, and Redis's own microseconds per call."""
+    """EVALSHA/s of each of :data:`RUNS` on a fresh Redis (``evalsha3_per_s_P1`` ...), and Redis's own
+    microseconds per call over all of them."""
     tmp.mkdir(parents=True, exist_ok=True)
     cmd = [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     service = procs.start("redis-capacity", cmd, redis_cpu, tmp, cwd=tmp)
@@ -41,11 +51,14 @@ def evalsha_capacity(redis_server: str, port: int, redis_cpu: int, client_cpu: i
         procs.wait_redis(service, port)
         sha = redisstats.command(port, "SCRIPT", "LOAD", SCRIPT.read_text()).decode()
         out: dict[str, Any] = {"script": SCRIPT.name, "requests": requests}
-        for pipeline in (1, 16):
-            done = subprocess.run(procs.pinned(client_cpu, benchmark_command(port, sha, requests, pipeline,
-                                                                             time.time_ns() // 1000)),
-                                  capture_output=True, text=True, timeout=120, check=True)
-            out[f"evalsha_per_s_P{pipeline}"] = fleet_report.benchmark_rps(done.stdout)
+        for keys, pipeline in RUNS:
+            cmd = benchmark_command(port, sha, requests, pipeline, time.time_ns() // 1000, keys)
+            used = cpu_seconds(service.proc.pid)
+            done = subprocess.run(procs.pinned(client_cpu, cmd), capture_output=True, text=True, timeout=120,
+                                  check=True)
+            used = cpu_seconds(service.proc.pid) - used
+            out[f"evalsha{keys}_per_s_P{pipeline}"] = fleet_report.benchmark_rps(done.stdout)
+            out[f"evalsha{keys}_per_cpu_s_P{pipeline}"] = round(requests / used) if used > 0 else None
         evalsha = redisstats.commandstats_fields(port).get("evalsha", {})
         out["usec_per_evalsha"] = evalsha.get("usec_per_call")
         out["evalsha_failed"] = int(evalsha.get("failed_calls", 0))
@@ -54,6 +67,12 @@ def evalsha_capacity(redis_server: str, port: int, redis_cpu: int, client_cpu: i
         return {"error": str(error)}
     finally:
         procs.stop(service)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_version(binary: str) -> str:

@@ -15,8 +15,10 @@ Every sidecar runs the same config: ``/bench`` to nginx with a breaker, retries 
 4. **over-admission**: every sidecar hammered on ``/limited`` for ``--limit-seconds`` (closed loop, far
    above the limit) with a fresh org key: the 2xx count against the most GCRA allows over that span.
 
-Then ``redis-benchmark`` runs the sidecar's own rate-limit script (EVALSHA, 3 keys) against one Redis:
-what one Redis (one cluster master) carries.
+On a cluster the sidecar sends one EVALSHA per limit key (each bucket its own slot, spread over the
+masters) rather than one per request; the ``busiest node`` column shows how the bench's keys spread.
+Then ``redis-benchmark`` runs the sidecar's own rate-limit script against one Redis (bench/capacity.py):
+what one Redis, or one cluster master, carries.
 
 Pinning as bench/run.py: the sidecars on ``--proxy-cpu``; Redis, nginx, wrk, openloop and this runner
 on ``--load-cpu`` (redis-benchmark runs on the proxy CPU while the sidecars are stopped). On 2 cores
@@ -101,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=200, help="the shared limit, per second (default 200)")
     p.add_argument("--limit-seconds", type=float, help="over-admission load seconds (default 3, quick 2)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections, split between the sidecars")
-    p.add_argument("--benchmark-requests", type=int, help="redis-benchmark requests (default 100000, quick 20000)")
+    p.add_argument("--benchmark-requests", type=int, help="redis-benchmark requests per run (default 30000, "
+                                                          "quick 10000)")
     p.add_argument("--out", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server",
@@ -125,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.paced_seconds = args.paced_seconds or (2.0 if quick else 5.0)
     args.repeats = args.repeats or (5 if quick else 20)
     args.limit_seconds = args.limit_seconds or (2.0 if quick else 3.0)
-    args.benchmark_requests = args.benchmark_requests or (20_000 if quick else 100_000)
+    args.benchmark_requests = args.benchmark_requests or (10_000 if quick else 30_000)
     if not (0 < args.seconds <= 60 and 0 < args.paced_seconds <= 60 and 0 < args.limit_seconds <= 30
             and 1 <= args.repeats <= 200 and 0 < args.rate <= 1000 and args.benchmark_requests <= 1_000_000):
         p.error("durations up to 60 s (limit-seconds 30), repeats 1-200, rate up to 1000, benchmark up to 1e6")

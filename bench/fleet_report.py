@@ -114,44 +114,76 @@ def markdown(report: dict[str, Any]) -> str:
     if "error" in capacity:
         lines += ["", f"redis-benchmark: error: {capacity['error']}"]
     elif capacity:
-        lines += ["", f"redis-benchmark, the rate-limit script (EVALSHA, 3 keys, every call writes them), 50 "
-                      f"connections: {_num(capacity['evalsha_per_s_P1'], 0)}/s at -P 1, "
-                      f"{_num(capacity['evalsha_per_s_P16'], 0)}/s at -P 16; "
-                      f"{_num(capacity.get('usec_per_evalsha'), 1)} us of Redis time per call."]
+        def run(keys: int, pipeline: int) -> str:
+            return (f"{_num(capacity[f'evalsha{keys}_per_s_P{pipeline}'], 0)}/s at -P {pipeline} "
+                    f"({_num(capacity.get(f'evalsha{keys}_per_cpu_s_P{pipeline}'), 0)} per second of Redis CPU)")
+
+        lines += ["", f"redis-benchmark, the rate-limit script (EVALSHA; every call passes and writes its keys), 50 "
+                      f"connections: 3 keys {run(3, 1)} and {run(3, 16)}; 1 key {run(1, 1)}."]
     lines += ["", *model_lines(report)]
     return "\n".join(lines)
 
 
-def model(report: dict[str, Any], pods: int = PODS, rate: int = POD_RATE) -> dict[str, Any] | None:
-    """The fleet's Redis load from the largest single-Redis fleet's paced figures and the benchmark."""
-    single = report["results"].get("single", {})
-    measured = [(int(size), r) for size, r in single.items() if size.isdigit() and "paced" in r]
+CAPACITY_KEY = {"single": "evalsha3_per_cpu_s_P1", "cluster": "evalsha1_per_cpu_s_P1"}
+"""The benchmark that matches each topology's call (one EVALSHA over all 3 keys, or one per key), as the
+calls one core given wholly to Redis sustains: the machine's other load hardly changes it."""
+
+
+def _paced(report: dict[str, Any], topology: str) -> tuple[int, dict[str, Any]] | None:
+    """The largest fleet of ``topology`` measured at the paced rate: its size and Redis cost."""
+    measured = [(int(size), r["paced"]["redis"]) for size, r in report["results"].get(topology, {}).items()
+                if size.isdigit() and isinstance(r, dict) and "paced" in r]
+    return max(measured, key=lambda pair: pair[0]) if measured else None
+
+
+def model(report: dict[str, Any], pods: int = PODS, rate: int = POD_RATE) -> dict[str, Any]:
+    """Each measured topology's Redis load for ``pods`` pods at ``rate`` req/s, from its largest fleet's
+    paced figures and the benchmark of its call; the cluster's hottest slot (a ``global`` limit's bucket)."""
     capacity = report["results"].get("capacity", {})
-    if not measured or "evalsha_per_s_P1" not in capacity:
-        return None
-    size, result = max(measured)
-    calm = result["paced"]["redis"]
     fleet_rps = pods * rate
-    evalsha = fleet_rps * (calm["evalsha_per_request"] or 0)
-    one = capacity["evalsha_per_s_P1"]
-    return {"pods": pods, "rate": rate, "from_sidecars": size, "fleet_rps": fleet_rps,
-            "sent_per_s": fleet_rps * (calm["sent_per_request"] or 0),
-            "executed_per_s": fleet_rps * (calm["executed_per_request"] or 0), "evalsha_per_s": evalsha,
-            "one_redis_evalsha_per_s": one, "one_redis_busy": evalsha / one,
-            "masters_needed": max(1, math.ceil(evalsha / (one * HEADROOM))),
-            "pods_per_upstream_master": math.floor(one * HEADROOM / (rate * (calm["evalsha_per_request"] or 1)))}
+    out: dict[str, Any] = {"pods": pods, "rate": rate, "fleet_rps": fleet_rps}
+    for topology, key in CAPACITY_KEY.items():
+        found = _paced(report, topology)
+        one = capacity.get(key)
+        if found is None or not one:
+            continue
+        size, calm = found
+        per_request = calm["evalsha_per_request"] or 0
+        evalsha = fleet_rps * per_request
+        out[topology] = {"from_sidecars": size, "evalsha_per_request": per_request, "evalsha_per_s": evalsha,
+                         "sent_per_s": fleet_rps * (calm["sent_per_request"] or 0),
+                         "executed_per_s": fleet_rps * (calm["executed_per_request"] or 0),
+                         "one_redis_evalsha_per_s": one, "busy_on_one": evalsha / one,
+                         "redis_needed": max(1, math.ceil(evalsha / (one * HEADROOM))),
+                         "pods_on_one": math.floor(one * HEADROOM / (rate * per_request)) if per_request else None}
+    if "cluster" in out:
+        one = out["cluster"]["one_redis_evalsha_per_s"]
+        out["cluster"]["hot_slot_busy"] = fleet_rps / one
+        out["cluster"]["pods_per_shared_bucket"] = math.floor(one * HEADROOM / rate)
+    return out
 
 
 def model_lines(report: dict[str, Any]) -> list[str]:
-    found = model(report)
-    if found is None:
-        return ["(no model: the single-Redis rounds or redis-benchmark did not run)"]
-    m = found
-    return [f"Model: {m['pods']:,} pods x {m['rate']} req/s = {m['fleet_rps']:,} req/s -> "
-            f"{_num(m['sent_per_s'], 0)} commands/s sent ({_num(m['executed_per_s'], 0)} executed), of them "
-            f"{_num(m['evalsha_per_s'], 0)} EVALSHA/s (per request as measured with {m['from_sidecars']} sidecars "
-            f"at {m['rate']} req/s each). One Redis here: {_num(m['one_redis_evalsha_per_s'], 0)} EVALSHA/s, so "
-            f"{_num(m['one_redis_busy'] * 100, 0)}% busy; at most {HEADROOM:.0%} busy takes "
-            f"{m['masters_needed']} master(s), if the load spreads over slots. One upstream's limits share one "
-            f"hash tag, so one master carries all of them: about {m['pods_per_upstream_master']:,} pods at "
-            f"{m['rate']} req/s per upstream at {HEADROOM:.0%} busy."]
+    m = model(report)
+    if "single" not in m and "cluster" not in m:
+        return ["(no model: no paced rounds or no redis-benchmark figure)"]
+    lines = [f"Model: {m['pods']:,} pods x {m['rate']} req/s = {m['fleet_rps']:,} req/s "
+             f"(each at {HEADROOM:.0%} busy at most)."]
+    if "single" in m:
+        s = m["single"]
+        lines.append(
+            f"- One Redis: {_num(s['evalsha_per_request'])} EVALSHA per request ({s['from_sidecars']} sidecars at "
+            f"{m['rate']} req/s each) -> {_num(s['evalsha_per_s'], 0)} EVALSHA/s ({_num(s['sent_per_s'], 0)} "
+            f"commands/s sent, {_num(s['executed_per_s'], 0)} executed). One Redis core does "
+            f"{_num(s['one_redis_evalsha_per_s'], 0)}/s of the 3-key call: {_num(s['busy_on_one'] * 100, 0)}% "
+            f"of one; it carries about {s['pods_on_one']:,} such pods.")
+    if "cluster" in m:
+        c = m["cluster"]
+        lines.append(
+            f"- Cluster: {_num(c['evalsha_per_request'])} EVALSHA per request (one per limit key; "
+            f"{c['from_sidecars']} sidecars) -> {_num(c['evalsha_per_s'], 0)} EVALSHA/s; one master's core does "
+            f"{_num(c['one_redis_evalsha_per_s'], 0)}/s of the 1-key call: {c['redis_needed']} masters if the "
+            f"buckets spread over the slots. A bucket every pod shares (a `global` limit) is one slot: "
+            f"{m['fleet_rps']:,} calls/s on one master ({_num(c['hot_slot_busy'] * 100, 0)}% of it), whatever the "
+            f"number of masters; one master carries such a bucket for about {c['pods_per_shared_bucket']:,} pods.")
+    return lines

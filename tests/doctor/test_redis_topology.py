@@ -21,29 +21,21 @@ from tests.cluster_servers import ClusterSet, cluster_port
 from tests.conftest import free_port
 from tests.doctor.conftest import World, doctor, write
 from tests.redis_server import RedisServer
-from tests.sentinel_servers import SentinelSet
+from tests.sentinel_servers import SentinelSet, running
 
 SCRIPTS = "admit, force, ratelimit, ratelimit_hold, record"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
-    servers = ClusterSet(tmp_path_factory.mktemp("cluster"))
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
+@pytest.fixture
+def cluster(redis_cluster: ClusterSet) -> ClusterSet:
+    """The session's cluster (tests/conftest.py): 3 masters, 3 replicas; nothing here changes it."""
+    return redis_cluster
 
 
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
-    servers = SentinelSet(tmp_path_factory.mktemp("sentinel"))
-    try:
-        servers.start()
+    with running(tmp_path_factory.mktemp("sentinel")) as servers:
         yield servers
-    finally:
-        servers.stop()
 
 
 @pytest.fixture
@@ -138,8 +130,9 @@ async def test_a_seed_outside_the_cluster_fails(cluster: ClusterSet, redis_serve
     assert detail.endswith("3 masters, 3 replicas, 16384/16384 slots, cluster_state ok; 2 of 3 seeds answer"), detail
 
 
-async def test_a_failed_replica_warns_while_every_slot_is_served(tmp_path: Path) -> None:
-    servers = ClusterSet(tmp_path / "cluster")
+async def test_a_failed_replica_warns_while_every_slot_is_served_and_the_password_stays_out(
+        tmp_path: Path) -> None:
+    servers = ClusterSet(tmp_path / "cluster", password="s3cret")
     try:
         servers.start()
         replica = servers.replica_of(servers.nodes[0])
@@ -148,11 +141,13 @@ async def test_a_failed_replica_warns_while_every_slot_is_served(tmp_path: Path)
         while "fail" not in _flags(servers.nodes[0], replica):
             assert time.monotonic() < deadline, "the cluster never marked the killed replica failed"
             time.sleep(0.1)
-        rows = by_name(await check_cluster(settings(servers.url(seeds=2))))
+        rows = by_name(await check_cluster(settings(servers.url(password="s3cret", seeds=2))))
     finally:
         servers.stop()
     assert rows["cluster"] == Result("cluster", "WARN", "3 masters, 2 replicas, 16384/16384 slots, cluster_state ok; "
                                                         f"2 of 2 seeds answer; failing: 127.0.0.1:{replica.port}")
+    assert rows["lua scripts"].status == "PASS"  # AUTH with the URL's password on every master
+    assert all("s3cret" not in row.detail for row in rows.values())
 
 
 async def test_no_seed_answering_fails_and_never_shows_the_password() -> None:

@@ -23,7 +23,7 @@ from proxy.state.base import BackendUnavailable
 from proxy.state.redis.breakers import RedisBreakerStore
 from proxy.state.redis.limits import RedisLimitStore
 from proxy.state.redis.webhooks import RedisWebhookStore
-from tests.sentinel_servers import SentinelSet
+from tests.sentinel_servers import SentinelSet, running
 from tests.state.redis.test_breakers import POLICY, eventually, open_breaker
 from tests.state.test_redis_webhooks import HOOK, inbound
 
@@ -33,12 +33,8 @@ FAILOVER_DEADLINE = 15.0
 
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
-    servers = SentinelSet(tmp_path_factory.mktemp("sentinel"))
-    try:
-        servers.start()
+    with running(tmp_path_factory.mktemp("sentinel")) as servers:
         yield servers
-    finally:
-        servers.stop()
 
 
 def master_client(sentinels: SentinelSet) -> redis.Redis:
