@@ -121,7 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.topologies = [t.strip() for t in args.topology.split(",") if t.strip()]
     if not args.topologies or any(t not in TOPOLOGIES for t in args.topologies):
         p.error(f"--topology: choose from {', '.join(TOPOLOGIES)}")
-    args.sizes = [int(n) for n in (args.sidecars or ("1,2" if quick else "1,2,4")).split(",")]
+    try:
+        args.sizes = [int(n) for n in (args.sidecars or ("1,2" if quick else "1,2,4")).split(",")]
+    except ValueError:
+        p.error(f"--sidecars {args.sidecars}: whole numbers, e.g. 1,2,4")
     if args.sizes != sorted(set(args.sizes)) or not 1 <= args.sizes[0] <= args.sizes[-1] <= 8:
         p.error("--sidecars: ascending fleet sizes from 1 to 8")
     args.seconds = args.seconds or (2.0 if quick else 5.0)
@@ -130,8 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.limit_seconds = args.limit_seconds or (2.0 if quick else 3.0)
     args.benchmark_requests = args.benchmark_requests or (10_000 if quick else 30_000)
     if not (0 < args.seconds <= 60 and 0 < args.paced_seconds <= 60 and 0 < args.limit_seconds <= 30
-            and 1 <= args.repeats <= 200 and 0 < args.rate <= 1000 and args.benchmark_requests <= 1_000_000):
-        p.error("durations up to 60 s (limit-seconds 30), repeats 1-200, rate up to 1000, benchmark up to 1e6")
+            and 1 <= args.repeats <= 200 and 0 < args.rate <= 1000 and 1 <= args.limit <= 100_000
+            and 1 <= args.benchmark_requests <= 1_000_000):
+        p.error("durations up to 60 s (limit-seconds 30), repeats 1-200, rate up to 1000, limit 1-100000, "
+                "benchmark requests up to 1e6")
     return args
 
 

@@ -54,7 +54,8 @@ def test_arguments_and_ports() -> None:
     assert full.sizes == [1, 2, 4] and full.topologies == ["single", "cluster"]
     ports = fleet.bench_ports(full)
     assert len(ports) == len(set(ports))
-    for bad in (["--topology", "sentinel"], ["--sidecars", "4,2"], ["--seconds", "600"]):
+    for bad in (["--topology", "sentinel"], ["--sidecars", "4,2"], ["--sidecars", "two"], ["--seconds", "600"],
+                ["--limit", "0"]):
         with pytest.raises(SystemExit):
             fleet.parse_args(bad)
 
