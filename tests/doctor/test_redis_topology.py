@@ -169,7 +169,8 @@ async def test_a_cluster_with_unserved_slots_fails_naming_them_through_the_cli(
     ports = ", ".join(f"127.0.0.1:{node.port}" for node in unserved.nodes)
     assert rows["cluster"][1] == (f"slots 6000-6099 not served by any master; cluster_state fail on {ports}; "
                                   "3 masters, 0 replicas, 16284/16384 slots, cluster_state fail; 3 of 3 seeds answer")
-    assert rows["redis"][0] == "PASS" and rows["lua scripts"][0] == "PASS", output  # the masters themselves answer
+    # The masters themselves answer (WARN: a PING over 10 ms, on a busy machine).
+    assert rows["redis"][0] in ("PASS", "WARN") and rows["lua scripts"][0] == "PASS", output
 
 
 async def test_a_whole_cluster_through_the_cli_exits_0(cluster: ClusterSet, tmp_path: Path, world: World) -> None:
