@@ -105,10 +105,9 @@ def markdown(report: dict[str, Any]) -> str:
         prop, adm = result.get("propagation") or {}, result["admission"]
         missed = f", {prop['missed']} missed" if prop.get("missed") else ""
         light = "" if adm.get("saturated") else " (under 2x the limit: not a test)"
-        if adm.get("backend_errors"):
-            light += f"; {adm['backend_errors']} Redis calls failed"
+        fallback = f"; {adm['allowed_without_redis']} allowed without Redis" if adm.get("allowed_without_redis") else ""
         lines.append(f"| {topology} | {size} | {_ms(prop.get('opened'))}{missed} | {_ms(prop.get('closed'))} | "
-                     f"{adm['admitted']} / {adm['allowed_at_most']} ({adm['over']}) | "
+                     f"{adm['admitted']} / {adm['allowed_at_most']} ({adm['over']}{fallback}) | "
                      f"{_num(adm['offered_rps'], 0)}{light} |")
     capacity = report["results"].get("capacity", {})
     if "error" in capacity:

@@ -167,7 +167,8 @@ def _result(executed: float, evalsha: float, share: float) -> dict[str, Any]:
     return {"throughput": {"rps": 1500.0, "redis": cost}, "paced": {"redis": cost},
             "propagation": {"opened": fleet_report.spread([2.0, 3.0]), "closed": fleet_report.spread([2.5]),
                             "missed": 0},
-            "admission": {"admitted": 800, "allowed_at_most": 805, "over": 0, "offered_rps": 3000, "saturated": True},
+            "admission": {"admitted": 810, "allowed_at_most": 805, "over": 5, "offered_rps": 3000, "saturated": True,
+                          "allowed_without_redis": 7},
             "loadavg": "0.50"}
 
 
@@ -184,7 +185,7 @@ def test_report_tables_and_model() -> None:
     text = fleet_report.markdown(report)
     assert "| single | 2 | 1,500 | 1.40 (7.20) | 1.20 | 1.40 (7.20) | 100% | 0, 0 | 0.50 |" in text
     assert "| cluster | 2 | error: a sidecar did not start: x exited ... ValueError: no cluster |" in text
-    assert "| single | 2 | 2.0 / 3.0 | 2.5 / 2.5 | 800 / 805 (0) | 3,000 |" in text
+    assert "| single | 2 | 2.0 / 3.0 | 2.5 / 2.5 | 810 / 805 (5; 7 allowed without Redis) | 3,000 |" in text
     model = fleet_report.model(report)
     single, cluster_ = model["single"], model["cluster"]
     assert single["from_sidecars"] == 2 and single["evalsha_per_s"] == pytest.approx(60_000)
