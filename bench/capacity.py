@@ -8,9 +8,11 @@ under its limits does. Three keys with one call in flight per connection (``-P 1
 modest rate) and 16 (``-P 16``: a busy pod's pipelined lane), and one key at ``-P 1`` (a cluster's
 call); Redis and redis-benchmark on separate cores.
 
-Calls per second depend on what else the machine runs; Redis's own CPU time per call (user + system,
-from ``/proc/PID/stat``, network I/O and parsing included) hardly does. ``..._per_cpu_s`` is the
-rate one core given wholly to Redis would sustain: the figure the model in bench/README.md uses.
+Calls per second depend on what else the machine runs, and so, less, does Redis's own CPU time per
+call (user + system, from ``/proc/PID/stat``, network I/O and parsing included: a crowded VM makes
+every call slower). ``..._per_cpu_s`` is the rate one core given wholly to Redis would sustain here,
+the figure the model in bench/README.md uses; a PING (``evalsha0_...``) measured the same way in
+the same run is the yardstick: a call's cost in PINGs hardly depends on the machine.
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ import redisstats
 
 SCRIPT = Path(__file__).resolve().parent.parent / "proxy" / "state" / "redis" / "lua" / "ratelimit.lua"
 KEYS = tuple(f"rp:{{rl:bench}}:{name}" for name in ("per-org:bench-org", "per-ip:203.0.113.7", "account:-"))
-RUNS = ((3, 1), (3, 16), (1, 1))
-"""(keys per call, calls in flight per connection) of each measurement."""
+RUNS = ((0, 1), (3, 1), (3, 16), (1, 1))
+"""(keys per call, calls in flight per connection) of each measurement; 0 keys: PING, the yardstick."""
 
 
 def benchmark_command(port: int, sha: str, requests: int, pipeline: int, now_us: int, keys: int = 3) -> list[str]:
     """redis-benchmark, 50 connections, EVALSHA of the script over the first ``keys`` of :data:`KEYS`: 1 us
-    apart with 10^12 us of tolerance, so every call passes and writes its keys."""
+    apart with 10^12 us of tolerance, so every call passes and writes its keys. ``keys=0``: PING."""
     argv = [str(now_us), *["1", str(10**12), "1"] * keys]
+    call = ["EVALSHA", sha, str(keys), *KEYS[:keys], *argv] if keys else ["PING"]
     return ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests), "-P", str(pipeline), "--csv",
-            "EVALSHA", sha, str(keys), *KEYS[:keys], *argv]
+            *call]
 
 
 def evalsha_capacity(redis_server: str, port: int, redis_cpu: int, client_cpu: int, requests: int,

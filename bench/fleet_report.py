@@ -118,9 +118,17 @@ def markdown(report: dict[str, Any]) -> str:
                     f"({_num(capacity.get(f'evalsha{keys}_per_cpu_s_P{pipeline}'), 0)} per second of Redis CPU)")
 
         lines += ["", f"redis-benchmark, the rate-limit script (EVALSHA; every call passes and writes its keys), 50 "
-                      f"connections: 3 keys {run(3, 1)} and {run(3, 16)}; 1 key {run(1, 1)}."]
+                      f"connections: 3 keys {run(3, 1)} and {run(3, 16)}; 1 key {run(1, 1)}; PING {run(0, 1)}. "
+                      f"In Redis CPU a 3-key call costs {_num(in_pings(capacity, 3), 1)} PINGs, a 1-key call "
+                      f"{_num(in_pings(capacity, 1), 1)}."]
     lines += ["", *model_lines(report)]
     return "\n".join(lines)
+
+
+def in_pings(capacity: dict[str, Any], keys: int) -> float | None:
+    """Redis CPU of one ``keys``-key call at -P 1, in PINGs measured in the same run."""
+    ping, call = capacity.get("evalsha0_per_cpu_s_P1"), capacity.get(f"evalsha{keys}_per_cpu_s_P1")
+    return ping / call if ping and call else None
 
 
 CAPACITY_KEY = {"single": "evalsha3_per_cpu_s_P1", "cluster": "evalsha1_per_cpu_s_P1"}

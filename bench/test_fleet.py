@@ -181,6 +181,7 @@ def test_report_tables_and_model() -> None:
                           "capacity": {"evalsha3_per_s_P1": 3000.0, "evalsha3_per_s_P16": 6000.0,
                                        "evalsha1_per_s_P1": 4000.0, "evalsha3_per_cpu_s_P1": 30000,
                                        "evalsha3_per_cpu_s_P16": 60000, "evalsha1_per_cpu_s_P1": 40000,
+                                       "evalsha0_per_s_P1": 9000.0, "evalsha0_per_cpu_s_P1": 120000,
                                        "usec_per_evalsha": 20.0}}}
     text = fleet_report.markdown(report)
     assert "| single | 2 | 1,500 | 1.40 (7.20) | 1.20 | 1.40 (7.20) | 100% | 0, 0 | 0.50 |" in text
@@ -194,6 +195,7 @@ def test_report_tables_and_model() -> None:
     assert cluster_["hot_slot_busy"] == pytest.approx(1.25) and cluster_["pods_per_shared_bucket"] == 400
     assert "60,000 EVALSHA/s" in text and "150,000 EVALSHA/s" in text and "(125% of it)" in text
     assert "3 keys 3,000/s at -P 1 (30,000 per second of Redis CPU)" in text
+    assert "a 3-key call costs 4.0 PINGs, a 1-key call 3.0." in text
     assert fleet_report.model_lines({"results": {}}) == ["(no model: no paced rounds or no redis-benchmark figure)"]
 
 
@@ -216,7 +218,7 @@ def test_the_capacity_benchmark_runs_the_sidecars_script_and_every_call_passes(t
     port = cluster_port()
     result = capacity.evalsha_capacity(redis_server_binary(), port, 0, 0, 2000, tmp_path)
     assert "error" not in result, result
-    assert min(result["evalsha3_per_s_P1"], result["evalsha3_per_s_P16"], result["evalsha1_per_s_P1"]) > 0
+    assert min(result[f"evalsha{keys}_per_s_P{p}"] for keys, p in capacity.RUNS) > 0
     assert result["evalsha_failed"] == 0 and result["usec_per_evalsha"] > 0
     assert all(result[f"evalsha{keys}_per_cpu_s_P{p}"] > 0 for keys, p in capacity.RUNS)
 
