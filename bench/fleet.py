@@ -36,12 +36,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
-import signal
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -363,16 +360,8 @@ def run_topology(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks reap the children
-    if (os.cpu_count() or 1) < 2:
-        args.proxy_cpu = args.load_cpu = 0
-    os.sched_setaffinity(0, {args.load_cpu})
     nginx = run.find_nginx()
-    busy = [port for port in bench_ports(args) if procs.port_in_use(port)]
-    if busy:
-        sys.exit(f"ports already in use on 127.0.0.1: {busy} (pick other --*-port)")
-    tmp = Path(tempfile.mkdtemp(prefix="proxy-fleet-"))
-    tmp.chmod(0o755)  # nginx workers drop root privileges and must still reach the prefix
+    tmp = procs.prepare_runner(args, bench_ports(args), "proxy-fleet-")
     started = time.time()
     machine = {**run.versions(args.python, nginx), "redis": capacity.redis_version(args.redis_server)}
     services: list[procs.Service] = []
