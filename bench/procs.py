@@ -11,10 +11,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redisstats
 
@@ -50,6 +53,23 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def prepare_runner(args: Any, ports: Iterable[int], prefix: str) -> Path:
+    """What a bench runner does before starting anything: SIGTERM unwinds (so ``finally`` blocks stop the
+    children), proxy and load share core 0 on a 1-CPU machine, the runner itself stays on the load CPU,
+    every port must be free (else exit, naming them), and a fresh directory for configs and logs
+    (world-readable: nginx workers drop root privileges and must still reach their prefix)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if (os.cpu_count() or 1) < 2:
+        args.proxy_cpu = args.load_cpu = 0
+    os.sched_setaffinity(0, {args.load_cpu})
+    busy = [port for port in ports if port_in_use(port)]
+    if busy:
+        sys.exit(f"ports already in use on 127.0.0.1: {busy} (stop whatever listens there or pick other --*-port)")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    tmp.chmod(0o755)
+    return tmp
 
 
 def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = None,

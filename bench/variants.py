@@ -100,17 +100,22 @@ def policy_yaml(variant: Variant, upstream_port: int) -> str:
     )
 
 
-def main_yaml(variant: Variant, port: int, admin_port: int, access_log: bool, redis_port: int | None) -> str:
-    """The process config: listeners, the variant's state backend, logging, policies/."""
+def main_yaml(variant: Variant, port: int, admin_port: int, access_log: bool, redis_port: int | None,
+              redis_url: str | None = None, admin_token: str | None = None) -> str:
+    """The process config: listeners, the variant's state backend, logging, policies/. ``redis_url``
+    (a cluster's, say) replaces the one ``redis_port`` makes; ``admin_token`` allows admin mutations."""
     if variant.uses_redis:
-        if redis_port is None:
+        if redis_url is None and redis_port is None:
             raise ValueError(f"variant {variant.name} needs a redis port")
-        state = f"state:\n  backend: redis\n  redis_url: redis://127.0.0.1:{redis_port}/0\n"
+        url = redis_url or f"redis://127.0.0.1:{redis_port}/0"
+        state = f"state:\n  backend: redis\n  redis_url: '{url}'\n"
     else:
         state = "state:\n  backend: memory\n"
+    token = f"  token: {admin_token}\n" if admin_token else ""
     return (
         f"listen: 127.0.0.1:{port}\n"
         f"admin:\n  listen: 127.0.0.1:{admin_port}\n"
+        + token
         + state
         + f"log:\n  level: warning\n  access: {'true' if access_log else 'false'}\n"
         "policies: [policies/]\n"
@@ -126,10 +131,12 @@ def write_config(
     upstream_port: int,
     access_log: bool,
     redis_port: int | None = None,
+    redis_url: str | None = None,
+    admin_token: str | None = None,
 ) -> Path:
     """Write ``confdir/sidecar.yaml`` and ``confdir/policies/bench.yaml``; return the former."""
     (confdir / "policies").mkdir(parents=True, exist_ok=True)
     (confdir / "policies" / "bench.yaml").write_text(policy_yaml(variant, upstream_port))
     conf = confdir / "sidecar.yaml"
-    conf.write_text(main_yaml(variant, port, admin_port, access_log, redis_port))
+    conf.write_text(main_yaml(variant, port, admin_port, access_log, redis_port, redis_url, admin_token))
     return conf
