@@ -53,7 +53,8 @@ def to_client(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     through, its server refuses to write them) is left out: the rest of the answer still reaches
     the client, which matters when it reports a POST that was done (a 502 would invite a resend)."""
     out = _filtered(incoming, HOP_BY_HOP)
-    if any(_FORBIDDEN.search(name) or _FORBIDDEN.search(value) for name, value in out.items()):
+    # One scan of all names and values, joined by a character allowed in both, rather than two per field.
+    if _FORBIDDEN.search("\t".join([*out.keys(), *out.values()])):
         out = CIMultiDict((name, value) for name, value in out.items()
                           if not (_FORBIDDEN.search(name) or _FORBIDDEN.search(value)))
     return out
