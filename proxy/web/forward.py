@@ -125,7 +125,7 @@ async def open_response(client: UpstreamClient, request: web.BaseRequest, url: s
     ``method``: send a bodiless request of this method instead (the client's credentials kept),
     as the duplicate lookup does."""
     upstream = client.upstream
-    headers = client.headers.to_upstream(request.headers, request.remote, request.host)
+    headers = client.headers.to_upstream(request)
     if method is not None:
         for name in _BODY_HEADERS:
             headers.popall(name, None)
