@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from functools import lru_cache
 from typing import Any, TextIO
 
 import orjson
@@ -62,7 +63,7 @@ class AccessLog:
             "ts": f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z", "level": "info",
             "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
             "request_id": request_id, "upstream": upstream, "route": route, "method": method,
-            "path": scrub_text(target.split("?", 1)[0][:1024]), "status": status,
+            "path": logged_path(target.split("?", 1)[0][:1024]), "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error, "attempts": attempts,
         })
@@ -88,6 +89,14 @@ class AccessLog:
             stream.flush()
         except (OSError, ValueError):  # a closed or full stderr must never break proxying
             pass
+
+
+@lru_cache(maxsize=512)
+def logged_path(path: str) -> str:
+    """``path`` as the line shows it: scrubbed. Remembered, because a sidecar sees the same few paths
+    over and over (an account's endpoints), and scrubbing one costs more than encoding the whole line
+    (a memory-only cache: the raw paths it holds are never written anywhere)."""
+    return scrub_text(path)
 
 
 def encode(fields: dict[str, Any]) -> str:
