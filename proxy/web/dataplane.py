@@ -45,7 +45,7 @@ def new_request_id() -> str:
     """32 hex digits, as ``uuid4().hex`` gave. An id to find a request by, not a secret (a client may send
     its own), so it comes from ``random`` (seeded from the OS, reseeded in a forked child) rather than
     from a system call per request as ``uuid4`` makes."""
-    return f"{random.getrandbits(128):032x}"
+    return random.randbytes(16).hex()
 
 
 class Call(NamedTuple):
