@@ -33,6 +33,7 @@ from proxy.errors import (
 from proxy.guard import Reply
 from proxy.policy.classify import body_decides
 from proxy.web.body import BodyStream
+from proxy.web.deadlines import Deadlines
 from proxy.web.exchange import Exchange
 from proxy.web.headers import HeaderPolicy, to_client
 from proxy.web.tls import upstream_context
@@ -67,8 +68,9 @@ class UpstreamClient:
     """The connection pool and header policy for one upstream.
 
     No ``sock_read`` timeout on the session: it would start and cancel two loop timers per request.
-    The response head is bounded by :func:`open_response`'s timeout; a body that has not come whole
-    with its head is read with a stall timeout of its own (:func:`_chunks`)."""
+    The response head is bounded by :func:`open_response`'s timeout, on the client's
+    :class:`~proxy.web.deadlines.Deadlines` (one timer for all its attempts); a body that has not come
+    whole with its head is read with a stall timeout of its own (:func:`_chunks`)."""
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
@@ -91,8 +93,10 @@ class UpstreamClient:
         # off). The sidecar's own retries decide on ``reset``. No public switch: its test client
         # sets the same attribute.
         self.session._retry_connection = False
+        self.deadlines = Deadlines()
 
     async def close(self) -> None:
+        self.deadlines.close()
         await self.session.close()
 
 
@@ -133,7 +137,7 @@ async def open_response(client: UpstreamClient, request: web.BaseRequest, url: s
         # Never past the upstream's timeout: a per-try timeout longer than it was cut there by the
         # session's read timeout before (the message names the bound that applied).
         timeout = min(timeout, upstream.timeout)
-        async with asyncio.timeout(timeout):
+        with client.deadlines.bound(timeout):
             return await client.session.request(
                 method or request.method, URL(url, encoded=True), headers=headers, data=body,
                 allow_redirects=False,
