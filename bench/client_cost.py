@@ -10,6 +10,9 @@ wall-clock rates. The process is pinned to --proxy-cpu, nginx to --load-cpu. Var
 each round, so outside load hits them alike; medians over rounds are printed with each variant's ratio
 to ``sidecar`` (the settings :class:`proxy.web.forward.UpstreamClient` used before issue 16).
 
+``upstream-client`` is this tree's :class:`proxy.web.forward.UpstreamClient` as the sidecar uses it
+(its session, request class and shared deadlines).
+
 ``raw`` is no HTTP client at all: an asyncio Protocol that writes the request's bytes and counts
 the answer's by Content-Length. It is the floor of the event loop and the sockets: what any Python
 client on uvloop pays, and what aiohttp's client adds above it.
@@ -34,7 +37,12 @@ import procs
 import uvloop
 from openloop import ResponseParser
 from run import PATH, find_nginx, write_nginx_conf
+from variants import VARIANTS as VARIANTS_BY_NAME
+from variants import write_config
 from yarl import URL
+
+from proxy.config.load import load_config
+from proxy.web.forward import UpstreamClient
 
 SKIP = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 Fetch = Callable[[], Awaitable[int]]
@@ -48,27 +56,32 @@ def session_kwargs(**timeout: Any) -> dict[str, Any]:
             "timeout": aiohttp.ClientTimeout(**fields), "raise_for_status": False}
 
 
-# name -> (connector kwargs, session kwargs, asyncio.timeout per request?)
-VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {
-    "sidecar": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True}, session_kwargs(), True),
-    "no-asyncio-timeout": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True}, session_kwargs(),
-                           False),
-    "no-sock-read": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True},
-                     session_kwargs(sock_read=None), True),
-    "no-timers": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True},
-                  session_kwargs(sock_read=None), False),
-    "limit-0": ({"limit": 0, "ttl_dns_cache": 60, "enable_cleanup_closed": True}, session_kwargs(), True),
-    "limit-per-host-32": ({"limit": 100, "limit_per_host": 32, "ttl_dns_cache": 60, "enable_cleanup_closed": True},
-                          session_kwargs(), True),
-    "no-cleanup-closed": ({"limit": 100, "ttl_dns_cache": 60}, session_kwargs(), True),
-    "keepalive-75s": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True, "keepalive_timeout": 75},
-                      session_kwargs(), True),
-    "read-bufsize-4k": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True},
-                        {**session_kwargs(), "read_bufsize": 4096}, True),
-    "force-close": ({"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True, "force_close": True},
-                    session_kwargs(), True),
-    "aiohttp-defaults": ({}, {}, False),
+BEFORE = {"limit": 100, "ttl_dns_cache": 60, "enable_cleanup_closed": True}
+"""The connector of the sidecar's upstream client before issue 16 (limit: max_connections' default)."""
+# name -> (connector kwargs, session kwargs, the timeout around each request: "asyncio" or None)
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {
+    "sidecar": (BEFORE, session_kwargs(), "asyncio"),
+    "no-asyncio-timeout": (BEFORE, session_kwargs(), None),
+    "no-sock-read": (BEFORE, session_kwargs(sock_read=None), "asyncio"),
+    "no-timers": (BEFORE, session_kwargs(sock_read=None), None),
+    "limit-0": ({**BEFORE, "limit": 0}, session_kwargs(), "asyncio"),
+    "limit-per-host-32": ({**BEFORE, "limit_per_host": 32}, session_kwargs(), "asyncio"),
+    "no-cleanup-closed": ({**BEFORE, "enable_cleanup_closed": False}, session_kwargs(), "asyncio"),
+    "keepalive-75s": ({**BEFORE, "keepalive_timeout": 75}, session_kwargs(), "asyncio"),
+    "read-bufsize-4k": (BEFORE, {**session_kwargs(), "read_bufsize": 4096}, "asyncio"),
+    "force-close": ({**BEFORE, "force_close": True}, session_kwargs(), "asyncio"),
+    "aiohttp-defaults": ({}, {}, None),
 }
+CURRENT = "upstream-client"
+"""This tree's :class:`proxy.web.forward.UpstreamClient` (its session and its shared deadlines), as is."""
+
+
+def current_client(port: int) -> UpstreamClient:
+    """The sidecar's client for an upstream at ``port``, built from a config as the sidecar builds it."""
+    with tempfile.TemporaryDirectory() as directory:
+        conf = write_config(Path(directory), VARIANTS_BY_NAME["plain"], port=1, admin_port=2, upstream_port=port,
+                            access_log=False)
+        return UpstreamClient(load_config(str(conf)).upstreams[0])
 
 
 class _RawConn(asyncio.Protocol):
@@ -117,6 +130,17 @@ async def measure(name: str, port: int, requests: int, concurrency: int) -> floa
     close: Callable[[], Awaitable[None] | None]
     if name == "raw":
         fetchers, close = await raw_fetchers(port, concurrency)
+    elif name == CURRENT:
+        client = current_client(port)
+
+        async def fetch() -> int:
+            with client.deadlines.bound(30):
+                response = await client.session.get(url, allow_redirects=False)
+            await response.read()
+            response.release()
+            return response.status
+
+        fetchers, close = [fetch] * concurrency, client.close
     else:
         connector_kw, session_kw, wrap = VARIANTS[name]
         session_kw = {k: v() if k == "cookie_jar" else v for k, v in session_kw.items()}
@@ -154,7 +178,7 @@ async def measure(name: str, port: int, requests: int, concurrency: int) -> floa
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default=",".join(["raw", *VARIANTS]), help="comma-separated, first one is shown first")
+    p.add_argument("--variants", default=",".join(["raw", *VARIANTS, CURRENT]), help="comma-separated, in this order")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--requests", type=int, default=10_000, help="per variant per round")
     p.add_argument("--concurrency", type=int, default=32)
@@ -163,7 +187,7 @@ def main() -> int:
     p.add_argument("--upstream-port", type=int, default=18690)
     args = p.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
-    unknown = [n for n in names if n != "raw" and n not in VARIANTS]
+    unknown = [n for n in names if n not in ("raw", CURRENT) and n not in VARIANTS]
     if unknown or not 1 <= args.rounds <= 20 or not 100 <= args.requests <= 1_000_000:
         p.error(f"unknown variants {unknown}" if unknown else "rounds 1-20, requests 100-1,000,000")
     if procs.port_in_use(args.upstream_port):
