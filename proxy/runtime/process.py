@@ -37,9 +37,11 @@ def run_worker(config_path: str, *, reuse_port: bool = False, watch_interval: fl
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
+    from proxy.observe.exposition import file_backed_values
     from proxy.observe.logs import configure_logging
     from proxy.runtime.sidecar import serve
 
+    file_backed_values()  # before any metric value exists
     configure_logging(config.log.level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
