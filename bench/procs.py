@@ -43,9 +43,31 @@ class Service:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def pinned(cpu: int, cmd: list[str]) -> list[str]:
-    """Prefix a command with taskset so it (and its children) run on one core."""
+def pinned(cpu: int | str, cmd: list[str]) -> list[str]:
+    """Prefix a command with taskset so it (and its children) run on one core (or a list: ``"0,1"``)."""
     return ["taskset", "-c", str(cpu), *cmd]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(leader: int) -> float:
+    """User + system CPU seconds used so far by every process in ``leader``'s process group (a child
+    started here leads its own: the sidecar with its ``--workers``, nginx with its worker), threads and
+    reaped children included. Read from /proc: the CPU a target spent per request is far less disturbed by a busy
+    machine than its request rate is."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != leader:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(n) for n in fields[11:15])  # its own, and that of its children it reaped
+    return total / _TICK
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -72,7 +94,7 @@ def prepare_runner(args: Any, ports: Iterable[int], prefix: str) -> Path:
     return tmp
 
 
-def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = None,
+def start(name: str, cmd: list[str], cpu: int | str, logdir: Path, cwd: Path | None = None,
           env: dict[str, str] | None = None) -> Service:
     """Launch a pinned child in its own process group, output to logdir/name.log."""
     log = logdir / f"{name}.log"

@@ -7,6 +7,8 @@ every number in the report wrong without any visible error, so both are tested h
 from __future__ import annotations
 
 import re
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,12 @@ import aiohttp
 import loads
 import metrics_mode
 import openloop
+import procs
 import pytest
 import redisstats
 import refproxy
 import run
+import workers
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openloop import ResponseParser
@@ -501,3 +505,65 @@ def test_metrics_mode_times_both_modes(tmp_path: Path) -> None:
     assert all(ns > 0 for ns in metrics_mode.one(1000, None, 0))
     assert all(ns > 0 for ns in metrics_mode.one(1000, str(tmp_path), 0))
     assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter", "histogram"]
+
+
+def test_report_issue16_per_request_targets_from_per_round_comparisons() -> None:
+    """Issue 16: the plain sidecar against the reference proxy of the same rounds (median of the per-round
+    ratios and differences, so a round the machine slowed down for both cancels out), CPU per request too."""
+
+    def target(rps: list[float], cpu: list[float], p50: list[float], p99: list[float]) -> dict[str, Any]:
+        wrk = [{"rps": r, "non_2xx": 0, "socket_errors": 0, "cpu_us": c} for r, c in zip(rps, cpu, strict=True)]
+        ol = [{"achieved_rate": 500.0, "errors": 0, "send_lag_ms": {"p50": 0.06, "p99": 0.2},
+               "latency_ms": {"p50": a, "p90": a, "p99": b, "p99.9": b, "max": b}} for a, b in zip(p50, p99, strict=True)]
+        return {"wrk": wrk, "openloop": {"500": ol}}
+
+    raw = {
+        # The second round is slow for every target alike.
+        "reference": target([7000, 3500, 7100], [130, 260, 128], [0.40, 0.80, 0.41], [0.90, 1.80, 0.92]),
+        "sidecar": target([6400, 3200, 6300], [142, 285, 145], [0.45, 0.86, 0.49], [1.00, 2.00, 1.30]),
+        "sidecar@baseline": target([4600, 2300, 4700], [197, 390, 193], [0.55, 1.00, 0.60], [1.20, 2.30, 1.30]),
+    }
+    results = aggregate(raw)
+    assert results["sidecar"]["wrk"]["cpu_us"] == 145
+    after, before = verdict(results)["per_request"]["sidecar"], verdict(results)["per_request"]["sidecar@baseline"]
+    assert (after["throughput_ratio"], after["throughput_met"]) == (0.914, True)
+    assert after["cpu_ratio"] == 1.096
+    assert (after["added_ms_at_500"], after["latency_met"]) == ({"p50": 0.06, "p99": 0.2}, True)
+    assert (before["throughput_ratio"], before["throughput_met"], before["latency_met"]) == (0.657, False, False)
+    settings = {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10, "warmup_seconds": 2,
+                "rates": [500], "access_log": True}
+    text = table(results, settings)
+    assert ("Target (issue 16, access log on): sidecar >= 0.90x reference req/s: MET (0.914, CPU per request "
+            "1.10x the reference's)") in text
+    assert "Target (issue 16): sidecar added over reference at 500/s <= 0.1 ms p50 / 0.3 ms p99: MET " \
+           "(+0.060 / +0.200 ms)" in text
+    assert "CPU 145.0 us/request" in text
+    assert "| sidecar | 6,300 | 3,200-6,400 | 90.0% | 145.0 | 1.10x |" in markdown(results, settings)
+
+
+def test_group_cpu_seconds_counts_a_busy_child_and_its_own_children(tmp_path: Path) -> None:
+    """The CPU column (run.py, workers.py) reads every process of the target's group, so --workers counts."""
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    script = ("import subprocess, sys, time\n"
+              f"subprocess.run([sys.executable, '-c', {busy!r}])\n"
+              f"exec({busy!r})\ntime.sleep(30)\n")
+    child = procs.start("busy", [sys.executable, "-c", script], 0, tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while procs.group_cpu_seconds(child.proc.pid) < 0.55:
+            assert time.monotonic() < deadline, "the group's CPU time never reached both busy loops"
+            time.sleep(0.05)
+    finally:
+        procs.stop(child)
+
+
+def test_workers_summary_ratio_load_share_and_spread() -> None:
+    def run(rps: float, per_worker: list[int], nginx: float, wrk: float) -> dict[str, Any]:
+        return {"rps": rps, "cpu_us_per_request": 150.0, "sidecar_cpu_s": 5.0, "nginx_cpu_s": nginx,
+                "wrk_cpu_s": wrk, "wall_s": 5.0, "requests_per_worker": per_worker}
+
+    summary = workers.summary({"1 worker": [run(6000, [30000], 0.4, 0.6), run(5000, [25000], 0.4, 0.6)],
+                               "2 workers": [run(10800, [28000, 26000], 0.8, 1.2), run(9500, [24000, 23500], 1, 1)]})
+    assert summary["ratio_2_to_1"] == {"median": 1.85, "rounds": [1.8, 1.9]}
+    assert summary["load_side_share_of_2_cores"] == 0.2
+    assert summary["spread_over_workers"] == [[28000, 26000], [24000, 23500]]

@@ -49,6 +49,7 @@ from proxy.guard import Guard
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
 from proxy.observe.gauges import Sampler
+from proxy.observe.logs import EVENTS as LOGGED_EVENTS
 from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
 from proxy.observe.process_info import process_info
@@ -95,12 +96,12 @@ class Sidecar:
         self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
         self.events = EventBus()
-        self.events.subscribe(log_events)
-        self.events.subscribe(proxy_metrics().on_event)
+        self.events.subscribe(log_events, LOGGED_EVENTS)
+        self.events.subscribe(proxy_metrics().on_event, proxy_metrics().events)
         self.breakers, self.limits = stores or open_stores(config.state)
         self.breakers.emit_to(self.events.emit)
         process_info().loaded(self.running.loaded_at)
-        self.events.subscribe(process_info().on_event)
+        self.events.subscribe(process_info().on_event, process_info().EVENTS)
         self.alerts = slack_alerts(config, self.events.emit)
         self.sentry = sentry_reporter(config)
         for reporter in (self.alerts, self.sentry):
