@@ -14,7 +14,8 @@ touch only keys of one slot; the hash tag ``{rl:<upstream>}`` puts every bucket 
 slot, and every check of a request names the same upstream, so one script may spend them all. (The
 price is that one upstream's buckets share one shard; the ``rl:`` keeps them off the breakers' slots.)
 
-A request never waits on Redis longer than ``timeout``. When a call fails the store marks Redis down,
+A request never waits on Redis longer than ``timeout`` (one timer for all of them:
+:mod:`proxy.state.redis.deadlines`). When a call fails the store marks Redis down,
 raises :class:`BackendUnavailable` (the limiter applies each limit's ``on_backend_error``) and from
 then on raises at once without calling Redis, while a PING every ``retry_interval`` in the background
 waits for it to answer again. A call that only ran out of time is decided without Redis, and a PING
@@ -44,12 +45,15 @@ from proxy.state.redis.client import (
     describe,
     translated,
 )
+from proxy.state.redis.deadlines import Deadlines
 from proxy.state.redis.lane import Lane
 from proxy.state.redis.scripts import Scripts
 
 log = logging.getLogger("resilience_proxy.state")
 
 SCRIPTS = Scripts("ratelimit", "ratelimit_hold")
+_SPELLED_MAX = 10_000
+"""Checks whose Redis key and arguments are kept; past it they start over."""
 
 
 def bucket_key(prefix: str, check: Check) -> str:
@@ -73,17 +77,26 @@ class RedisLimitStore(RedisHealth):
         self._lane: Lane | None = None
         self._checking = False
         """A PING is on its way to tell a hung Redis from a late event loop."""
-        """The hot path's own connection: each request's EVALSHA goes out with whatever else has queued."""
+        self._deadlines = Deadlines(timeout)
+        self._spelled: dict[int, tuple[Check, str, int, int, int]] = {}
+        """By ``id`` of a check (the entry holds it): its key and its ARGV (interval, tolerance, enforcing).
+        The limiter reuses a check for every request with the same key value."""
 
     # -- the LimitStore protocol ------------------------------------------------------------------
 
     async def acquire(self, checks: Sequence[Check]) -> list[Verdict]:
         if not checks:
             return []
+        keys: list[str] = []
         args: list[int] = [micros(self._clock.now())]
+        spelled = self._spelled
         for check in checks:
-            args += (check.rate.interval, check.rate.tolerance, 1 if check.enforcing else 0)
-        rows = await self._call("ratelimit", checks, args)
+            known = spelled.get(id(check))
+            if known is None or known[0] is not check:
+                known = self._spell(check)
+            keys.append(known[1])
+            args += known[2:]
+        rows = await self._call("ratelimit", keys, args)
         try:
             return [Verdict(allowed == "1", int(remaining), int(reset) / MICROS, int(retry_after) / MICROS)
                     for allowed, remaining, reset, retry_after in rows]
@@ -92,7 +105,7 @@ class RedisLimitStore(RedisHealth):
 
     async def hold(self, checks: Sequence[Check], seconds: float) -> None:
         if checks:
-            await self._call("ratelimit_hold", checks,
+            await self._call("ratelimit_hold", [bucket_key(self._prefix, check) for check in checks],
                              [micros(self._clock.now()), micros(seconds), *(check.rate.tolerance for check in checks)])
 
     async def start(self) -> None:
@@ -104,6 +117,7 @@ class RedisLimitStore(RedisHealth):
         """Stop the recovery and close the connections; never raises."""
         self._closing = True
         self._up = False
+        self._deadlines.close()
         await cancel_tasks(list(self._tasks))
         if self._lane is not None:
             await close_quietly(self._lane.close)
@@ -112,16 +126,21 @@ class RedisLimitStore(RedisHealth):
 
     # -- talking to Redis -------------------------------------------------------------------------
 
-    async def _call(self, script: str, checks: Sequence[Check], args: Sequence[int]) -> Any:
+    def _spell(self, check: Check) -> tuple[Check, str, int, int, int]:
+        if len(self._spelled) >= _SPELLED_MAX:
+            self._spelled.clear()
+        known = self._spelled[id(check)] = (check, bucket_key(self._prefix, check), check.rate.interval,
+                                            check.rate.tolerance, 1 if check.enforcing else 0)
+        return known
+
+    async def _call(self, script: str, keys: list[str], args: Sequence[int]) -> Any:
         """One EVALSHA within the timeout (a second one only after Redis lost the scripts)."""
         if not self._up or self._client is None:
             raise BackendUnavailable(f"Redis at {self._shown_url} is down")
-        keys = [bucket_key(self._prefix, check) for check in checks]
         assert self._lane is not None
         try:
-            with translated():
-                async with asyncio.timeout(self._timeout):
-                    return await SCRIPTS.call(self._client, script, keys, args, execute=self._lane.execute)
+            with translated(), self._deadlines.call():
+                return await SCRIPTS.call(self._client, script, keys, args, execute=self._lane.execute)
         except BackendTimeout as error:
             self._backend_failures += 1
             self._suspect()
