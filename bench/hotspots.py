@@ -102,8 +102,8 @@ def report(stats_file: Path, requests: int, top: int) -> str:
     for (path, line, name), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
         rows.append((path, line, name, calls, own, cum))
     total = sum(r[4] for r in rows)
-    lines = [f"{requests:,} requests; {total / requests * 1e6:,.1f} µs of profiled CPU per request "
-             "(cProfile's own cost included)", "",
+    lines = [(f"{requests:,} requests; {total / requests * 1e6:,.1f} µs of profiled CPU per request "
+              "(cProfile's own cost included)"), "",
              f"{'calls/req':>9} {'own µs/req':>10} {'cum µs/req':>10}  function"]
 
     def fmt(row: tuple[str, int, str, int, float, float]) -> str:

@@ -53,7 +53,7 @@ class Ticket:
 class _Prepared:
     """What every request of one route needs from it, worked out on its first request."""
 
-    __slots__ = ("upstream", "route", "key", "free", "timeout", "retries")
+    __slots__ = ("free", "key", "retries", "route", "timeout", "upstream")
 
     def __init__(self, upstream: Upstream, route: Route) -> None:
         self.upstream = upstream

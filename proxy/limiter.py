@@ -56,7 +56,7 @@ _ALLOWED = "allowed"
 class _Slot:
     """One limit of a route, prepared for the hot path."""
 
-    __slots__ = ("limit", "same_key_as", "checks", "allowed")
+    __slots__ = ("allowed", "checks", "limit", "same_key_as")
 
     def __init__(self, limit: LimitPolicy, same_key_as: int, allowed: LimitDecision) -> None:
         self.limit = limit
@@ -71,7 +71,7 @@ class _Slot:
 class _Plan:
     """A route's limits, prepared on its first request; routes are immutable, so it stays right."""
 
-    __slots__ = ("upstream", "route", "slots")
+    __slots__ = ("route", "slots", "upstream")
 
     def __init__(self, upstream: Upstream, route: Route) -> None:
         self.upstream = upstream

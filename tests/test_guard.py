@@ -225,7 +225,7 @@ async def test_what_a_route_needs_is_worked_out_once_and_a_reloaded_route_brings
     the same name) its breaker, retries and timeout are the new ones, and a request still goes through
     tenacity as soon as its first answer is retryable."""
     breaker = BreakerPolicy(consecutive_failures=2, open_for=30.0, jitter=0.0)
-    guard, fake, clock, events, store, chosen = setup(breaker=breaker, script=[200, 200, 503, 200, 503, 503])
+    guard, fake, clock, _, store, chosen = setup(breaker=breaker, script=[200, 200, 503, 200, 503, 503])
     assert [(await run(guard, fake, chosen)).number for _ in range(2)] == [1, 1]
     assert (await run(guard, fake, chosen)).number == 2, "a first-attempt 503 is still retried"
     assert clock.slept == [1.0]

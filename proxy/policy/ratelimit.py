@@ -75,7 +75,7 @@ def spend(tat: int | None, now: int, rate: Rate) -> tuple[Verdict, int]:
     interval = rate.interval
     charged = tat + interval
     remaining = (now + tolerance - charged) // interval + 1
-    return Verdict(True, remaining if remaining > 0 else 0, (charged - now) / MICROS), charged
+    return Verdict(True, remaining if remaining > 0 else 0, (charged - now) / MICROS), charged  # noqa: FURB136 (no call)
 
 
 def decide(checks: Sequence[Check], tats: Sequence[int | None], now: int) -> tuple[list[Verdict], list[int | None]]:

@@ -26,7 +26,7 @@ a call whose deadline is that close when the timer runs is out of time."""
 class _Call:
     """One call under a deadline: the task to cancel and whether this queue cancelled it."""
 
-    __slots__ = ("deadline", "task", "cancelling", "expired", "done")
+    __slots__ = ("cancelling", "deadline", "done", "expired", "task")
 
     def __init__(self, deadline: float, task: asyncio.Task[object], cancelling: int) -> None:
         self.deadline = deadline

@@ -30,9 +30,8 @@ async def test_a_call_in_time_returns_and_one_past_its_deadline_raises_timeout_e
     with deadlines.call():
         await asyncio.sleep(0)
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with deadlines.call():
-            await hang()
+    with pytest.raises(TimeoutError), deadlines.call():
+        await hang()
     assert 0.04 <= time.monotonic() - started < 0.5
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0, "the expiry's cancellation was taken back"
