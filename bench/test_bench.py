@@ -191,7 +191,8 @@ def test_parse_variants() -> None:
     ]
     for bad, message in (
         ("plain,nope",
-         "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries, limits-redis"),
+         "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries, limits-redis, "
+         "policies, policies-redis, shipped"),
         ("plain,plain", "sidecar variant listed twice in 'plain,plain'"),
         (",", "no sidecar variant given"),
     ):
@@ -201,14 +202,17 @@ def test_parse_variants() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "breaker", "backend", "redis_url", "retries", "limits"),
+    ("variant", "breaker", "backend", "redis_url", "retries", "limits", "access_log"),
     [
-        ("plain", None, "memory", None, 0, 0),
-        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0, 0),
+        ("plain", None, "memory", None, 0, 0, False),
+        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0, 0, False),
         ("breakers-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0",
-         0, 0),
-        ("retries", None, "memory", None, 3, 0),
-        ("limits-redis", None, "redis", "redis://127.0.0.1:16379/0", 0, 3),
+         0, 0, False),
+        ("retries", None, "memory", None, 3, 0, False),
+        ("limits-redis", None, "redis", "redis://127.0.0.1:16379/0", 0, 3, False),
+        ("policies", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 3, 3, True),
+        ("policies-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0",
+         3, 3, True),
     ],
 )
 def test_variant_config_loads_as_intended(
@@ -219,8 +223,10 @@ def test_variant_config_loads_as_intended(
     redis_url: str | None,
     retries: int,
     limits: int,
+    access_log: bool,
 ) -> None:
-    """Read back by the sidecar's own loader: the bench measures what it claims to."""
+    """Read back by the sidecar's own loader: the bench measures what it claims to (``--access-log`` off:
+    the policy variants keep their access log on whatever the flag says)."""
     conf = write_config(
         tmp_path, VARIANTS[variant], port=18090, admin_port=19911, upstream_port=18000, access_log=False,
         redis_port=16379,
@@ -232,7 +238,7 @@ def test_variant_config_loads_as_intended(
     assert upstream.default_route.retry.attempts == retries
     assert len(upstream.default_route.rate_limits) == limits
     assert (str(config.listen), str(config.admin.listen)) == ("127.0.0.1:18090", "127.0.0.1:19911")
-    assert config.state.backend == backend and config.log.access is False
+    assert config.state.backend == backend and config.log.access is access_log
     if redis_url:
         assert config.state.redis_url == redis_url
 
@@ -258,6 +264,29 @@ def test_limits_variant_checks_three_real_keys_and_never_rejects(tmp_path: Path)
     facts = RequestFacts(dict(loads.HEADERS), "127.0.0.1", {}, config.org_header, config.client_ip_header)
     assert [key_value(lim, facts) for lim in limits] == ["bench-org", "203.0.113.7", "global"]
     assert VARIANTS["limits-redis"].uses_redis
+
+
+@pytest.mark.parametrize("variant", ["policies", "policies-redis"])
+def test_policies_variant_keys_ip_ip_global_and_never_rejects(tmp_path: Path, variant: str) -> None:
+    """Issue 16's production set: two limits on the client address (a second, a minute), one on the upstream."""
+    conf = write_config(
+        tmp_path, VARIANTS[variant], port=18090, admin_port=19911, upstream_port=18000, access_log=False,
+        redis_port=16379,
+    )
+    config = load_config(conf, environ={})
+    (upstream,) = config.upstreams
+    limits = upstream.default_route.rate_limits
+    assert [(lim.name, lim.kind, lim.rate.limit, lim.rate.per) for lim in limits] == [
+        ("per-ip", KeyKind.IP, 1_000_000_000, 1.0),
+        ("per-ip-minute", KeyKind.IP, 60_000_000_000, 60.0),
+        ("account", KeyKind.GLOBAL, 1_000_000_000, 1.0),
+    ]
+    for lim in limits:
+        # 1 us apart, about 1000 s of tolerance: no bench run comes near a rejection.
+        assert (lim.rate.interval, lim.shadow, lim.on_missing_key) == (1, False, MissingKey.ANONYMOUS)
+        assert lim.rate.tolerance >= 999_999_999
+    facts = RequestFacts(dict(loads.HEADERS), "127.0.0.1", {}, config.org_header, config.client_ip_header)
+    assert [key_value(lim, facts) for lim in limits] == ["203.0.113.7", "203.0.113.7", "global"]
 
 
 def test_redis_variant_needs_a_port(tmp_path: Path) -> None:
@@ -427,6 +456,31 @@ def test_report_limits_redis_one_evalsha_per_request() -> None:
     v = verdict(slow)["breakers"]["sidecar+limits-redis"]
     assert (v["latency_met"], v["evalsha_met"]) == (False, None)
     assert "EVALSHA per request = 1.00 (one Redis round trip for all its limits): not measured" in table(slow, settings)
+
+
+def test_report_policies_against_reference() -> None:
+    """Issue 16: the production policy set as a share of the reference proxy, same run (0.85x memory,
+    0.75x Redis), shown beside the plain sidecar without a target against it."""
+    raw = {
+        "reference": _rounds(7000, 0.4, 0.9),
+        "sidecar": _rounds(6300, 0.45, 1.0),
+        "sidecar+policies": _rounds(5950, 0.5, 1.1),  # exactly 85%: met
+        "sidecar+policies-redis": _rounds(5200, 0.6, 1.2),  # 74.3%: not met
+    }
+    results = aggregate(raw)
+    v = verdict(results)["breakers"]
+    assert (v["sidecar+policies"]["reference_ratio"], v["sidecar+policies"]["reference_met"]) == (0.85, True)
+    assert (v["sidecar+policies-redis"]["reference_ratio"], v["sidecar+policies-redis"]["reference_met"]) == (
+        0.743, False)
+    assert v["sidecar+policies"]["latency_met"] is None and v["sidecar+policies"]["throughput_met"] is None
+    text = table(results, {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10,
+                           "warmup_seconds": 2, "rates": [2000]})
+    assert "Target: sidecar+policies >= 85% of reference throughput: MET (85.0%)" in text
+    assert "Target: sidecar+policies-redis >= 75% of reference throughput: NOT MET (74.3%)" in text
+    assert "sidecar+policies added p50" not in text
+    assert "85.0% of reference,  94.4% of sidecar" in text
+    del raw["reference"]
+    assert verdict(aggregate(raw))["breakers"]["sidecar+policies"]["reference_met"] is None
 
 
 def test_parse_sidecar_metrics() -> None:

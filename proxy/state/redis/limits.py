@@ -17,8 +17,9 @@ On a ``redis+cluster://`` URL the store spreads the buckets instead, one slot pe
 script per slot, and refunds what a denied request was charged elsewhere: see
 :mod:`proxy.state.redis.limit_shards` for the keys and what that keeps of "all limits or none".
 
-A request never waits on Redis longer than ``timeout`` (on a cluster, a request denied on one slot and
-refunded on others: twice). When a call fails the store marks Redis down,
+A request never waits on Redis longer than ``timeout`` (one timer for all of them:
+:mod:`proxy.state.redis.deadlines`; on a cluster, a request denied on one slot and refunded on others:
+twice). When a call fails the store marks Redis down,
 raises :class:`BackendUnavailable` (the limiter applies each limit's ``on_backend_error``) and from
 then on raises at once without calling Redis, while a PING every ``retry_interval`` in the background
 waits for it to answer again. A call that only ran out of time is decided without Redis, and a PING
@@ -53,6 +54,7 @@ from proxy.state.redis.client import (
     translated,
 )
 from proxy.state.redis.cluster import ClusterLanes
+from proxy.state.redis.deadlines import Deadlines
 from proxy.state.redis.lane import Lane
 from proxy.state.redis.scripts import Scripts
 
@@ -61,6 +63,8 @@ log = logging.getLogger("resilience_proxy.state")
 SCRIPTS = Scripts("ratelimit", "ratelimit_hold")
 CLUSTER_SCRIPTS = Scripts("ratelimit", "ratelimit_hold", "ratelimit_refund")
 """A cluster's: a request denied on one slot is refunded on the others."""
+_SPELLED_MAX = 10_000
+"""Checks whose Redis key and arguments are kept; past it they start over."""
 
 
 def bucket_key(prefix: str, check: Check) -> str:
@@ -88,18 +92,29 @@ class RedisLimitStore(RedisHealth):
         self._scripts = CLUSTER_SCRIPTS if self._sharded else SCRIPTS
         self._checking = False
         """A PING is on its way to tell a hung Redis from a late event loop."""
+        self._deadlines = Deadlines(timeout)
+        self._spelled: dict[int, tuple[Check, str, int, int, int]] = {}
+        """By ``id`` of a check (the entry holds it): its key and its ARGV (interval, tolerance, enforcing).
+        The limiter reuses a check for every request with the same key value."""
 
     # -- the LimitStore protocol ------------------------------------------------------------------
 
     async def acquire(self, checks: Sequence[Check]) -> list[Verdict]:
         if not checks:
             return []
-        now = micros(self._clock.now())
         if self._sharded:
-            rows = await self._acquire_by_slot(checks, now)
+            rows = await self._acquire_by_slot(checks, micros(self._clock.now()))
         else:
-            rows = await self._call("ratelimit", [bucket_key(self._prefix, check) for check in checks],
-                                    _acquire_args(now, checks))
+            keys: list[str] = []
+            args: list[int] = [micros(self._clock.now())]
+            spelled = self._spelled
+            for check in checks:
+                known = spelled.get(id(check))
+                if known is None or known[0] is not check:
+                    known = self._spell(check)
+                keys.append(known[1])
+                args += known[2:]
+            rows = await self._call("ratelimit", keys, args)
         try:
             return [Verdict(allowed == "1", int(remaining), int(reset) / MICROS, int(retry_after) / MICROS)
                     for allowed, remaining, reset, retry_after in rows]
@@ -125,6 +140,7 @@ class RedisLimitStore(RedisHealth):
         """Stop the recovery and close the connections; never raises."""
         self._closing = True
         self._up = False
+        self._deadlines.close()
         await cancel_tasks(list(self._tasks))
         if self._lane is not None:
             await close_quietly(self._lane.close)
@@ -170,15 +186,21 @@ class RedisLimitStore(RedisHealth):
     def _key(self, check: Check) -> str:
         return shards.shard_key(self._prefix, check) if self._sharded else bucket_key(self._prefix, check)
 
+    def _spell(self, check: Check) -> tuple[Check, str, int, int, int]:
+        if len(self._spelled) >= _SPELLED_MAX:
+            self._spelled.clear()
+        known = self._spelled[id(check)] = (check, bucket_key(self._prefix, check), check.rate.interval,
+                                            check.rate.tolerance, 1 if check.enforcing else 0)
+        return known
+
     async def _call(self, script: str, keys: Sequence[str], args: Sequence[int]) -> Any:
         """One EVALSHA within the timeout (a second one only after Redis lost the scripts)."""
         if not self._up or self._client is None:
             raise BackendUnavailable(f"Redis at {self._shown_url} is down")
         assert self._lane is not None
         try:
-            with translated():
-                async with asyncio.timeout(self._timeout):
-                    return await self._scripts.call(self._client, script, keys, args, execute=self._lane.execute)
+            with translated(), self._deadlines.call():
+                return await self._scripts.call(self._client, script, keys, args, execute=self._lane.execute)
         except BackendTimeout as error:
             self._backend_failures += 1
             self._suspect(keys[0])
