@@ -6,6 +6,7 @@ Every child gets its own session (process group) so that stopping it also stops 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -43,6 +44,13 @@ class Service:
 def pinned(cpu: int, cmd: list[str]) -> list[str]:
     """Prefix a command with taskset so it (and its children) run on one core."""
     return ["taskset", "-c", str(cpu), *cmd]
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now, the OS's picks, all different (held open together)."""
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
+        return [server.getsockname()[1] for server in servers]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
