@@ -6,6 +6,7 @@ Every child gets its own session (process group) so that stopping it also stops 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -52,22 +53,35 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_seconds(leader: int) -> float:
-    """User + system CPU seconds used so far by every process in ``leader``'s process group (a child
-    started here leads its own: the sidecar with its ``--workers``, nginx with its worker), threads and
-    reaped children included. Read from /proc: the CPU a target spent per request is far less disturbed by a busy
+    """User + system CPU seconds used so far by ``leader`` and every process it started (the sidecar with
+    its ``--workers``, which lead process groups of their own; nginx with its worker), threads and reaped
+    children included. Read from /proc: the CPU a target spent per request is far less disturbed by a busy
     machine than its request rate is."""
-    total = 0
+    stats: dict[int, tuple[int, list[str]]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) != leader:
-                continue
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(n) for n in fields[11:15])  # its own, and that of its children it reaped
+        stats[int(entry.name)] = (int(fields[1]), fields)  # fields[1]: the parent's pid
+    tree, grown = {leader}, True
+    while grown:
+        grown = False
+        for pid, (parent, _) in stats.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grown = True
+    total = sum(sum(int(n) for n in stats[pid][1][11:15]) for pid in tree if pid in stats)  # own + reaped children
     return total / _TICK
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now, the OS's picks, all different (held open together)."""
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
+        return [server.getsockname()[1] for server in servers]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -53,7 +53,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--idle", type=float, default=2.0, help="seconds after ready before reading VmRSS (default 2)")
     p.add_argument("--python", default=sys.executable, help="interpreter for the sidecars")
     p.add_argument("--cpu", type=int, default=0, help="core the started process is pinned to (default 0)")
-    p.add_argument("--port", type=int, default=18380, help="first of the ports used (data, admin, redis)")
+    p.add_argument("--port", type=int,
+                   help="first of three ports used (data, admin, redis; default: three the OS picks free)")
     p.add_argument("--redis-server", default="/usr/bin/redis-server")
     p.add_argument("--out", type=Path, help="also write the raw rounds and medians as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
@@ -64,6 +65,7 @@ def parse_args() -> argparse.Namespace:
         p.error(f"unknown variant(s) {unknown} (choose from {', '.join(VARIANTS)}); rounds 1-50")
     if args.baseline is not None and not (args.baseline / "proxy" / "__main__.py").exists():
         p.error(f"--baseline {args.baseline}: no proxy/__main__.py there")
+    args.ports = procs.free_ports(3) if args.port is None else [args.port, args.port + 1, args.port + 2]
     return args
 
 
@@ -141,7 +143,7 @@ def start_once(name: str, target: dict[str, Any], args: argparse.Namespace, logd
 
 def targets(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
     """Every process to start per round: name -> command, environment, working directory, probe."""
-    port, admin_port = args.port, args.port + 1
+    port, admin_port, redis_port = args.ports
     out: dict[str, dict[str, Any]] = {}
     trees = [(REPO_DIR, "")] + ([(args.baseline.resolve(), BASELINE)] if args.baseline else [])
     for variant in args.variants:
@@ -150,7 +152,7 @@ def targets(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
             conf = tmp / f"{name}.yaml"
             conf.write_text(example_config(code, variant, port, admin_port))
             out[name] = {"cmd": [args.python, "-m", "proxy", "run", "--config", str(conf)], "cwd": code,
-                         "env": environment(code, variant, args.port + 2), "port": admin_port, "path": "/readyz",
+                         "env": environment(code, variant, redis_port), "port": admin_port, "path": "/readyz",
                          "any_status": False}
     if not args.no_floor:
         cmd = [args.python, str(BENCH_DIR / "refproxy.py"), "--listen", f"127.0.0.1:{port}",
@@ -215,7 +217,7 @@ def main() -> int:
     args = parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {c for c in os.sched_getaffinity(0) if c != args.cpu} or {args.cpu})
-    busy = [p for p in (args.port, args.port + 1, args.port + 2) if procs.port_in_use(p)]
+    busy = [p for p in args.ports if procs.port_in_use(p)]
     if busy:
         sys.exit(f"ports in use on 127.0.0.1: {busy} (pick another --port)")
     redis = None
@@ -223,10 +225,10 @@ def main() -> int:
         tmp = Path(tmpdir)
         try:
             if "full" in args.variants:
-                cmd = [args.redis_server, "--port", str(args.port + 2), "--bind", "127.0.0.1", "--save", "",
+                cmd = [args.redis_server, "--port", str(args.ports[2]), "--bind", "127.0.0.1", "--save", "",
                        "--appendonly", "no"]
                 redis = procs.start("redis", cmd, args.cpu ^ 1 if (os.cpu_count() or 1) > 1 else 0, tmp, cwd=tmp)
-                procs.wait_redis(redis, args.port + 2)
+                procs.wait_redis(redis, args.ports[2])
             loadavg = Path("/proc/loadavg").read_text().split()[0]
             raw = measure(args, tmp)
         except procs.ServiceError as exc:

@@ -373,8 +373,9 @@ class Sidecar:
 def slack_alerts(config: Config, emit: Callable[[object], None]) -> SlackAlerts | None:
     """Slack alerts when a token is configured, else None.
 
-    Imported only then: slack-sdk and the alert rules are a tenth of the start-up's imports and
-    memory (bench/README.md, "Start-up and footprint"), which a sidecar without a token never uses."""
+    Imported only then: slack-sdk and the alert rules cost every start about 3 MiB and a quarter of the
+    sidecar's own import time (bench/README.md, "Start-up and footprint"); a sidecar without a token
+    never uses them."""
     if not config.slack:
         return None
     from proxy.observe.alerts.slack import SlackAlerts
