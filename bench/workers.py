@@ -8,7 +8,9 @@ process (``run``, pinned to --proxy-cpu, metrics in memory) and ``run --workers 
 workers on both cores; the workers keep file-backed metrics, as ``--workers`` does). nginx and wrk
 are pinned to --load-cpu, so with two workers the load generator shares a core with one of them:
 the figure is what a 2-core pod serving its own load generator would do, not what two cores can do.
-To show that, every ``wrk`` run also records the CPU time each party used during it (the workers,
+(``--two-workers-cpus 0`` puts both workers on the one worker's core instead: then the figures
+compare what each request costs with one and with two workers, all else equal.) To show that, every
+``wrk`` run also records the CPU time each party used during it (the workers,
 nginx, wrk itself, from /proc) and the load average: the load side's share of the two cores is the
 part of the machine the workers could not have.
 
@@ -104,6 +106,9 @@ def main() -> int:
     p.add_argument("--code", type=Path, default=Path(__file__).resolve().parent.parent, help="the tree to run")
     p.add_argument("--proxy-cpu", type=int, default=0, help="the one worker's core (two workers get both)")
     p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--two-workers-cpus", metavar="LIST",
+                   help="cores for the two workers (default: --proxy-cpu and --load-cpu). Giving only --proxy-cpu "
+                        "puts both on the one worker's core: what two workers cost per request, without a second core")
     p.add_argument("--upstream-port", type=int, default=18560)
     p.add_argument("--port", type=int, default=18570, help="one worker; two workers use the next ports (+1)")
     p.add_argument("--admin-port", type=int, default=19570)
@@ -118,7 +123,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="proxy-workers-"))
     tmp.chmod(0o755)
     services: list[procs.Service] = []
-    both = f"{args.proxy_cpu},{args.load_cpu}"
+    both = args.two_workers_cpus or f"{args.proxy_cpu},{args.load_cpu}"
     try:
         conf = write_nginx_conf(tmp, args.upstream_port)
         services.append(procs.start("nginx", [find_nginx(), "-c", str(conf), "-p", str(tmp), "-e", "stderr",
