@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from proxy import IMAGE, __version__
 from proxy.config.load import load_config, policy_trees
-from proxy.console.status import add_status_command
 from proxy.ctl.breakers import add_breakers_command
+from proxy.ctl.status import add_status_command
 from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit
 from proxy.config.load import DEFAULT_ADMIN_LISTEN
 
 TOKEN_ENV = "RESILIENCE_PROXY_ADMIN_TOKEN"
+"""Where the token comes from (never a flag: it would show in ``ps`` and shell history)."""
 DEFAULT_ADMIN_URL = f"http://{DEFAULT_ADMIN_LISTEN}"
+"""``admin.listen``'s default, on loopback."""
 TIMEOUT = 10.0
 
 
@@ -52,9 +55,21 @@ def admin_url(value: str) -> str:
     return url
 
 
+def admin_from_listen(host: str, port: int) -> str:
+    """The URL to reach an ``admin.listen`` address from this machine (a wildcard means loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def env_token() -> str:
+    """The token in :data:`TOKEN_ENV`, or ``""``: reads send it when set (a proxy in front may ask for it)."""
+    return os.environ.get(TOKEN_ENV, "").strip()
+
+
 def token_from_env() -> str:
     """The admin token for a mutation, or an error that says where to put it."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
+    token = env_token()
     if not token:
         raise AdminError(f"this action needs the sidecar's admin.token: set {TOKEN_ENV} in the environment "
                          f"(it is never a flag, so it stays out of shell history and ps)")
@@ -70,12 +85,18 @@ class Answer:
 
 
 class AdminClient:
-    def __init__(self, base_url: str, timeout: float = TIMEOUT) -> None:
+    """The admin API at ``base_url``; ``token``, when given, goes with every read too."""
+
+    def __init__(self, base_url: str, timeout: float = TIMEOUT, token: str = "") -> None:
         self.base_url = base_url
         self.timeout = timeout
+        self.token = token
 
     def get(self, path: str) -> Answer:
-        return self._call(urllib.request.Request(self.base_url + path, method="GET"))
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return self._call(urllib.request.Request(self.base_url + path, method="GET", headers=headers))
 
     def post(self, path: str, body: dict[str, Any], token: str) -> Answer:
         request = urllib.request.Request(self.base_url + path, method="POST", data=json.dumps(body).encode(),
@@ -128,9 +149,19 @@ class AdminClient:
     def _unreachable(self, reason: object) -> str:
         if isinstance(reason, TimeoutError):
             return f"no answer from the admin port at {self.base_url} within {self.timeout:g}s"
-        detail = getattr(reason, "strerror", None) or str(reason)
-        return (f"cannot reach the admin port at {self.base_url}: {detail} (is the sidecar running, and is this "
-                f"its admin.listen? set it with --admin URL)")
+        return (f"cannot reach the admin port at {self.base_url}: {_reason(reason)} "
+                f"(is the sidecar running? point --admin at its admin.listen)")
+
+
+def _reason(reason: object) -> str:
+    """A socket error in a few lowercase words (``connection refused``), not its errno tuple."""
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return "unknown host"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror.lower()
+    return str(reason)
 
 
 def _date(value: str | None) -> float | None:

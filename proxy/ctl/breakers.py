@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from proxy.config.model import BreakerId
-from proxy.ctl.admin import DEFAULT_ADMIN_URL, TOKEN_ENV, AdminClient, AdminError, admin_url, token_from_env
+from proxy.ctl.admin import DEFAULT_ADMIN_URL, TOKEN_ENV, AdminClient, AdminError, admin_url, env_token, token_from_env
 from proxy.policy.breaker import Action, State
 
 COLUMNS = ("NAME", "UPSTREAM/ROUTE", "STATE", "SINCE", "TIME LEFT", "FLEET-WIDE", "REASON")
@@ -118,7 +118,7 @@ def _act(client: AdminClient, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        client = AdminClient(admin_url(args.admin))
+        client = AdminClient(admin_url(args.admin), token=env_token())
         return _list(client, args) if args.action == "list" else _act(client, args)
     except AdminError as error:
         print(f"resilience-proxy breakers: {error}", file=sys.stderr)
