@@ -1,4 +1,5 @@
-"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject`` and ``injector``."""
+"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject``, ``injector``
+and ``breakers`` (:mod:`proxy.ctl`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from proxy import __version__
 from proxy.config.lint import lint
 from proxy.config.load import load_config, policy_trees
+from proxy.ctl.breakers import add_breakers_command
 from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")
@@ -216,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           help="how often to look for a renewed certificate (default 10)")
     _add_inject_options(injector)
     injector.set_defaults(handler=_injector)
+    add_breakers_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
