@@ -12,6 +12,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,12 +61,12 @@ def token_from_env() -> str:
     return token
 
 
+@dataclass(frozen=True)
 class Answer:
     """A decoded JSON answer and the server's clock (its ``Date`` header), for "ago" without clock skew."""
 
-    def __init__(self, body: dict[str, Any], server_time: float | None) -> None:
-        self.body = body
-        self.server_time = server_time
+    body: dict[str, Any]
+    server_time: float | None
 
 
 class AdminClient:

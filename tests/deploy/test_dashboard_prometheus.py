@@ -114,7 +114,7 @@ async def drive(sidecar: SidecarProcess, hooks_url: str, stop: asyncio.Event) ->
             rounds += 1
             try:
                 await asyncio.wait_for(stop.wait(), 0.1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     return rounds
 
