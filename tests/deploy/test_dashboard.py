@@ -10,6 +10,7 @@ import aiohttp
 
 from tests.conftest import StartSidecar, admin_url
 from tests.deploy.dashboard import expressions, load, panels, variable_queries
+from tests.metrics_text import typed_names
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 LEFT_OFF = {
@@ -72,9 +73,7 @@ async def test_the_dashboard_shows_the_families_the_sidecar_exposes_and_no_other
     _, url = scripted
     sidecar = await start_sidecar({"api": {"url": url}})
     async with http.get(admin_url(sidecar) + "/metrics") as response:
-        # counters are typed under their sample name (``..._total``), histograms under the family's
-        exposed = {name.removesuffix("_total")
-                   for name in re.findall(r"^# TYPE (\w+) ", await response.text(), re.MULTILINE)}
+        exposed = {name.removesuffix("_total") for name in typed_names(await response.text())}
     dashboard = load()
     text = " ".join([expr for _, expr in expressions(dashboard)] + [s for _, s, _ in variable_queries(dashboard)])
     used = set(re.findall(r"\b(resilience_proxy_\w+?)(?:_total|_bucket)?\b", text))
