@@ -46,7 +46,7 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, deadline: float = 15.0) -> None:
+    def start(self, deadline: float = 30.0) -> None:
         """Start and wait until ``/-/ready`` answers 200."""
         (self.directory / "tsdb").mkdir(exist_ok=True)
         with open(self.log_path, "ab") as log:

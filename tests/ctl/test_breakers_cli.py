@@ -21,11 +21,14 @@ import aiohttp
 import pytest
 
 from proxy.ctl.admin import TOKEN_ENV
-from tests.conftest import ScriptedUpstream, free_port
+from tests.conftest import ScriptedUpstream, free_port, write_config
 from tests.processes import SidecarProcess
+from tests.test_webhooks_sidecar import distinct_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "admin-token-for-tests-0123456789"
+STARTUP = 60.0
+"""A deadline, not a wait: with other test runs on two cores a sidecar can take 20 s to become ready."""
 
 
 class Result:
@@ -66,11 +69,20 @@ def upstreams(url: str) -> dict[str, dict[str, Any]]:
             for name in ("twilio", "vonage")}
 
 
+def start(directory: Path, url: str, token: str | None = TOKEN, ports: list[int] | None = None,
+          **settings: Any) -> SidecarProcess:
+    """A sidecar on two ports of its own (two free_port() calls may return the same one)."""
+    data, admin = ports or distinct_ports(2)
+    path = write_config(directory, upstreams(url), listen=f"127.0.0.1:{data}",
+                        admin={"listen": f"127.0.0.1:{admin}", **({"token": token} if token else {})}, **settings)
+    return SidecarProcess(directory, {}, config=(path, data, admin))
+
+
 @pytest.fixture
 async def sidecar(tmp_path: Path, scripted: tuple[ScriptedUpstream, str]) -> AsyncIterator[SidecarProcess]:
-    process = SidecarProcess(tmp_path, upstreams(scripted[1]), admin_token=TOKEN)
+    process = start(tmp_path, scripted[1])
     try:
-        await process.wait_ready()
+        await process.wait_ready(STARTUP)
         yield process
     finally:
         process.stop()
@@ -180,9 +192,9 @@ async def test_refusals_are_one_clear_line_and_change_nothing(sidecar: SidecarPr
 async def test_a_sidecar_without_an_admin_token_refuses_every_action(
     tmp_path: Path, scripted: tuple[ScriptedUpstream, str]
 ) -> None:
-    process = SidecarProcess(tmp_path, upstreams(scripted[1]))
+    process = start(tmp_path, scripted[1], token=None)
     try:
-        await process.wait_ready()
+        await process.wait_ready(STARTUP)
         refused = await cli("breakers", "force-open", "twilio/sms", "--admin", process.admin_url, token=TOKEN)
         assert refused.returncode == 1
         assert refused.stderr == ("resilience-proxy breakers: the admin port refused the action (HTTP 403): "
@@ -198,10 +210,11 @@ async def test_force_open_from_the_cli_is_seen_by_a_second_sidecar(
     state = {"backend": "redis", "redis_url": redis_url}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first = SidecarProcess(tmp_path / "a", upstreams(scripted[1]), admin_token=TOKEN, state=state)
-    second = SidecarProcess(tmp_path / "b", upstreams(scripted[1]), admin_token=TOKEN, state=state)
+    ports = distinct_ports(4)
+    first = start(tmp_path / "a", scripted[1], ports=ports[:2], state=state)
+    second = start(tmp_path / "b", scripted[1], ports=ports[2:], state=state)
     try:
-        await asyncio.gather(first.wait_ready(), second.wait_ready())
+        await asyncio.gather(first.wait_ready(STARTUP), second.wait_ready(STARTUP))
         forced = await cli("breakers", "force-open", "twilio/sms", "--by", "alice", "--admin", first.admin_url,
                            token=TOKEN)
         assert forced.returncode == 0, forced.stderr
@@ -209,7 +222,7 @@ async def test_force_open_from_the_cli_is_seen_by_a_second_sidecar(
             stored = redis.hgetall("rp:{twilio/sms}:breaker")
         assert (stored["state"], stored["forced_by"]) == ("forced_open", "alice"), stored
 
-        end = time.monotonic() + 5
+        end = time.monotonic() + 15
         while (await breaker(second.admin_url, "twilio/sms"))["state"] != "forced_open":
             assert time.monotonic() < end, "the second sidecar never saw the breaker forced open"
             await asyncio.sleep(0.05)
@@ -219,7 +232,7 @@ async def test_force_open_from_the_cli_is_seen_by_a_second_sidecar(
 
         reset = await cli("breakers", "reset", "twilio/sms", "--admin", second.admin_url, token=TOKEN)
         assert reset.returncode == 0, reset.stderr
-        end = time.monotonic() + 5
+        end = time.monotonic() + 15
         while (await breaker(first.admin_url, "twilio/sms"))["state"] != "closed":
             assert time.monotonic() < end, "the first sidecar never saw the reset made through the second"
             await asyncio.sleep(0.05)

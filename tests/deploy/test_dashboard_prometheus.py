@@ -179,7 +179,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     driver: asyncio.Task[int] | None = None
     try:
         await asyncio.to_thread(prometheus.start)
-        await sidecar.wait_ready()
+        await sidecar.wait_ready(60)  # a deadline: a loaded machine can take 20 s to start it
         started = time.monotonic()
         driver = asyncio.create_task(drive(sidecar, hooks_url, stop))
         while True:
