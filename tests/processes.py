@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -91,3 +92,39 @@ class SidecarProcess:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+async def start_on_any_ports(directory: Path, config: Path, deadline: float = 60.0) -> tuple[SidecarProcess, int | None]:
+    """Start a sidecar whose ``config`` listens on port 0 (``listen``, ``admin.listen``, and ``webhooks.listen``
+    if any) with ``log.level: info``, and learn the ports it bound from its log: unlike ports chosen beforehand
+    (free_port), nothing else on the machine can take them in between. Returns it ready, and the webhooks port."""
+    sidecar = SidecarProcess(directory, {}, config=(config, 0, 0))
+    try:
+        webhooks = await _bound_ports(sidecar, time.monotonic() + deadline)
+        await sidecar.wait_ready(deadline)
+    except BaseException:
+        sidecar.stop()
+        raise
+    return sidecar, webhooks
+
+
+async def _bound_ports(sidecar: SidecarProcess, end: float) -> int | None:
+    """Set the sidecar's ports from its 'serving' log line; the webhooks port if it logged one."""
+    webhooks: int | None = None
+    while not sidecar.port:
+        if sidecar.process.poll() is not None:
+            raise AssertionError(f"sidecar exited with {sidecar.process.returncode}:\n{sidecar.log}")
+        if time.monotonic() > end:
+            raise AssertionError(f"no 'serving' log line in time (log.level info?):\n{sidecar.log}")
+        for line in sidecar.log.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # another kind of line, or one still being written
+                continue
+            if entry.get("msg") == "webhooks listening":
+                webhooks = int(entry["webhooks"].rsplit(":", 1)[1])
+            elif entry.get("msg") == "serving":
+                sidecar.port = int(entry["listen"].rsplit(":", 1)[1])
+                sidecar.admin_port = int(entry["admin"].rsplit(":", 1)[1])
+        await asyncio.sleep(0.05)
+    return webhooks

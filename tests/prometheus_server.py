@@ -26,19 +26,15 @@ PROMETHEUS_MISSING = "prometheus not installed (Debian package 'prometheus'; .ci
 
 
 class PrometheusServer:
-    def __init__(self, directory: Path, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(self, directory: Path, scrape_interval: str = "1s") -> None:
+        """Skips the test when Debian's ``prometheus`` is not installed."""
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.skip(PROMETHEUS_MISSING)
         self.binary = binary
         self.directory = directory
-        self.port = free_port()
-        self.config = directory / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
-                       "evaluation_interval": scrape_interval},
-            "scrape_configs": [{"job_name": "resilience-proxy", "static_configs": [{"targets": targets}]}],
-        }))
+        self.scrape_interval = scrape_interval
+        self.port = 0
         self.log_path = directory / "prometheus.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -46,27 +42,45 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, deadline: float = 30.0) -> None:
-        """Start and wait until ``/-/ready`` answers 200."""
+    def start(self, targets: list[str], deadline: float = 30.0) -> None:
+        """Scrape ``targets`` (host:port, ``/metrics``) every ``scrape_interval``; return once ``/-/ready`` answers.
+
+        The port is chosen before Prometheus binds it, so another process may take it in between: then it is
+        started again on another port (three tries)."""
+        config = self.directory / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
+                       "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [{"job_name": "resilience-proxy", "static_configs": [{"targets": targets}]}],
+        }))
         (self.directory / "tsdb").mkdir(exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.directory / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
         end = time.monotonic() + deadline
-        while True:
-            if self.process.poll() is not None:
+        for attempt in range(3):
+            self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.directory / 'tsdb'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
+            if self._wait_ready(end):
+                return
+            if "address already in use" not in self.log or attempt == 2:
                 raise RuntimeError(f"prometheus exited with {self.process.returncode}: {self.log[-2000:]}")
+
+    def _wait_ready(self, end: float) -> bool:
+        """True once ready; False if it exited (the caller reads why in the log)."""
+        assert self.process is not None
+        while self.process.poll() is None:
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
                     if response.status == 200:
-                        return
+                        return True
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > end:
-                raise RuntimeError(f"prometheus not ready in {deadline}s: {self.log[-2000:]}")
+                raise RuntimeError(f"prometheus not ready in time: {self.log[-2000:]}")
             time.sleep(0.05)
+        return False
 
     @property
     def log(self) -> str:

@@ -22,8 +22,7 @@ import pytest
 
 from proxy.ctl.admin import TOKEN_ENV
 from tests.conftest import ScriptedUpstream, free_port, write_config
-from tests.processes import SidecarProcess
-from tests.test_webhooks_sidecar import distinct_ports
+from tests.processes import SidecarProcess, start_on_any_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "admin-token-for-tests-0123456789"
@@ -69,20 +68,19 @@ def upstreams(url: str) -> dict[str, dict[str, Any]]:
             for name in ("twilio", "vonage")}
 
 
-def start(directory: Path, url: str, token: str | None = TOKEN, ports: list[int] | None = None,
-          **settings: Any) -> SidecarProcess:
-    """A sidecar on two ports of its own (two free_port() calls may return the same one)."""
-    data, admin = ports or distinct_ports(2)
-    path = write_config(directory, upstreams(url), listen=f"127.0.0.1:{data}",
-                        admin={"listen": f"127.0.0.1:{admin}", **({"token": token} if token else {})}, **settings)
-    return SidecarProcess(directory, {}, config=(path, data, admin))
+async def start(directory: Path, url: str, token: str | None = TOKEN, **settings: Any) -> SidecarProcess:
+    """A ready sidecar on ports it chose itself (tests/processes.py: none can be taken from under it)."""
+    admin: dict[str, str] = {"listen": "127.0.0.1:0", **({"token": token} if token else {})}
+    path = write_config(directory, upstreams(url), listen="127.0.0.1:0", admin=admin,
+                        log={"level": "info", "access": False}, **settings)
+    sidecar, _ = await start_on_any_ports(directory, path, STARTUP)
+    return sidecar
 
 
 @pytest.fixture
 async def sidecar(tmp_path: Path, scripted: tuple[ScriptedUpstream, str]) -> AsyncIterator[SidecarProcess]:
-    process = start(tmp_path, scripted[1])
+    process = await start(tmp_path, scripted[1])
     try:
-        await process.wait_ready(STARTUP)
         yield process
     finally:
         process.stop()
@@ -192,9 +190,8 @@ async def test_refusals_are_one_clear_line_and_change_nothing(sidecar: SidecarPr
 async def test_a_sidecar_without_an_admin_token_refuses_every_action(
     tmp_path: Path, scripted: tuple[ScriptedUpstream, str]
 ) -> None:
-    process = start(tmp_path, scripted[1], token=None)
+    process = await start(tmp_path, scripted[1], token=None)
     try:
-        await process.wait_ready(STARTUP)
         refused = await cli("breakers", "force-open", "twilio/sms", "--admin", process.admin_url, token=TOKEN)
         assert refused.returncode == 1
         assert refused.stderr == ("resilience-proxy breakers: the admin port refused the action (HTTP 403): "
@@ -210,11 +207,11 @@ async def test_force_open_from_the_cli_is_seen_by_a_second_sidecar(
     state = {"backend": "redis", "redis_url": redis_url}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    ports = distinct_ports(4)
-    first = start(tmp_path / "a", scripted[1], ports=ports[:2], state=state)
-    second = start(tmp_path / "b", scripted[1], ports=ports[2:], state=state)
+    started: list[SidecarProcess] = []
     try:
-        await asyncio.gather(first.wait_ready(STARTUP), second.wait_ready(STARTUP))
+        for name in ("a", "b"):
+            started.append(await start(tmp_path / name, scripted[1], state=state))
+        first, second = started
         forced = await cli("breakers", "force-open", "twilio/sms", "--by", "alice", "--admin", first.admin_url,
                            token=TOKEN)
         assert forced.returncode == 0, forced.stderr
@@ -238,8 +235,8 @@ async def test_force_open_from_the_cli_is_seen_by_a_second_sidecar(
             await asyncio.sleep(0.05)
         assert await send(first) == 200
     finally:
-        first.stop()
-        second.stop()
+        for sidecar in started:
+            sidecar.stop()
 
 
 async def test_help_says_where_the_token_comes_from_and_offers_no_token_flag() -> None:
