@@ -28,7 +28,7 @@ TOKEN = "fleet-token"
 PREFIX = "rp:"
 BREAKER = "api/default"
 LIMIT = 50
-"""Per org and minute, all at once (burst limit - 1), then one every 1.2 s."""
+"""Per org and hour, all at once (burst limit - 1), then one every 72 s."""
 
 
 @pytest.fixture
@@ -40,8 +40,10 @@ async def fleet(tmp_path: Path, scripted) -> AsyncIterator[tuple[ClusterSet, lis
         _, url = scripted
         upstreams = {"api": {"url": url, "retry": False,
                              "breaker": {"consecutive_failures": 3, "open_for": "1s", "jitter": 0},
-                             "rate_limits": [{"name": "per-org", "key": "org", "limit": LIMIT, "per": "1m"}]}}
-        state = {"backend": "redis", "redis_url": cluster.url(), "redis_timeout": "500ms", "key_prefix": PREFIX}
+                             "rate_limits": [{"name": "per-org", "key": "org", "limit": LIMIT, "per": "1h"}]}}
+        # 1 s (the most allowed): the exact counts must not meet a stall of a busy machine; the killed master
+        # fails its calls at once (reset, refused), whatever the timeout
+        state = {"backend": "redis", "redis_url": cluster.url(), "redis_timeout": "1s", "key_prefix": PREFIX}
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             sidecars.append(SidecarProcess(tmp_path / name, upstreams, state=state, admin_token=TOKEN,
@@ -56,7 +58,7 @@ async def fleet(tmp_path: Path, scripted) -> AsyncIterator[tuple[ClusterSet, lis
 
 
 def org_bucket(org: str) -> str:
-    rate = Rate(LIMIT, 60.0, LIMIT - 1)
+    rate = Rate(LIMIT, 3600.0, LIMIT - 1)
     return shard_key(PREFIX, Check(LimitPolicy("per-org", KeyKind.ORG, rate), "api", f"per-org:{org}", rate))
 
 
@@ -103,8 +105,12 @@ async def test_a_master_killed_mid_traffic_fails_no_request_and_the_fleet_shares
 
         # The fleet's state is on the promoted master: a limit shared by both sidecars is exact again...
         assert cluster.master_for_key(org_bucket(fresh)) is promoted
-        burst = await asyncio.gather(*(call(http, (a, b)[i % 2], fresh) for i in range(4 * LIMIT)))
-        assert burst.count(200) == LIMIT and burst.count(429) == 3 * LIMIT
+        # (In rounds of 10 at once: a 200-request burst can outlast redis_timeout on a busy machine, and a
+        # timed-out call is allowed by on_backend_error, which is not what this checks.)
+        passed = []
+        for _ in range(4 * LIMIT // 10):
+            passed += await asyncio.gather(*(call(http, (a, b)[i % 2], fresh) for i in range(10)))
+        assert passed.count(200) == LIMIT and passed.count(429) == 3 * LIMIT, f"{a.log[-3000:]}\n{b.log[-3000:]}"
         # ...and a breaker forced open through one sidecar's admin API rejects at the other.
         async with http.post(a.admin_url + f"/admin/breakers/{BREAKER}/force-open?by=oncall",
                              headers={"Authorization": f"Bearer {TOKEN}"}) as response:

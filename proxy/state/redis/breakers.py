@@ -22,6 +22,11 @@ in the background notices Redis coming back: then the local state is dropped, ev
 from Redis again (the source of truth) and the subscription resumes. An operator action taken
 meanwhile applies to this process only and is not replayed: ``backend_up`` is False while it
 happens, so the admin API can say so.
+
+On a Redis Cluster (``redis+cluster://``) each breaker's hash lives on the master of its slot, a flush
+is one pipeline per master, the confirming PING goes to the masters of the breakers the call waited
+on, and the subscription sits on one node and moves when that node fails
+(:mod:`proxy.state.redis.subscription` says why plain pub/sub).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ It gives back ``min(interval, charged TAT - now)``: exactly the request's charge
 and never more than what the charge still holds (a bucket that was idle when charged absorbed part
 of it), so a refund never lets a limit admit more than one Redis would. The cost: one EVALSHA per
 limit key instead of one per request, and between a charge and its refund (one round trip) another
-request may find that budget spent and be denied where one Redis would have let it through.
+request may find that budget spent and be denied where one Redis would have let it through. A request
+whose call fails on one slot (a timeout, a failover) keeps what the other slots charged: the limiter
+decides it by ``on_backend_error``, and the error errs on the side of fewer calls.
 """
 
 from __future__ import annotations

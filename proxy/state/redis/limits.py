@@ -17,7 +17,8 @@ On a ``redis+cluster://`` URL the store spreads the buckets instead, one slot pe
 script per slot, and refunds what a denied request was charged elsewhere: see
 :mod:`proxy.state.redis.limit_shards` for the keys and what that keeps of "all limits or none".
 
-A request never waits on Redis longer than ``timeout``. When a call fails the store marks Redis down,
+A request never waits on Redis longer than ``timeout`` (on a cluster, a request denied on one slot and
+refunded on others: twice). When a call fails the store marks Redis down,
 raises :class:`BackendUnavailable` (the limiter applies each limit's ``on_backend_error``) and from
 then on raises at once without calling Redis, while a PING every ``retry_interval`` in the background
 waits for it to answer again. A call that only ran out of time is decided without Redis, and a PING

@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.state.base import BackendTimeout, BackendUnavailable
 from proxy.state.redis.client import translated
+from proxy.state.redis.limits import RedisLimitStore
+from tests.conftest import free_port
 
 
 @pytest.mark.parametrize("raised", [
@@ -48,3 +50,16 @@ def test_anything_else_and_our_own_errors_pass_untouched() -> None:
             with translated():
                 raise raised
         assert caught.value is raised
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://:s3cret@127.0.0.1:{}/mymaster/0",
+                                 "redis+cluster://:s3cret@127.0.0.1:{},127.0.0.1:{}"], ids=["sentinel", "cluster"])
+async def test_a_password_in_the_url_never_reaches_a_log_line(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisLimitStore(url.format(free_port(), free_port()), timeout=0.05, retry_interval=0.05)
+    await store.start()  # nothing listens: the store starts down and says so
+    try:
+        assert not store.backend_up
+    finally:
+        await store.close()
+    assert caplog.records and all("s3cret" not in record.getMessage() for record in caplog.records)
+    assert any(":***@127.0.0.1" in record.getMessage() for record in caplog.records)

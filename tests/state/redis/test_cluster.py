@@ -12,6 +12,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,7 @@ from proxy.state.redis.limits import RedisLimitStore
 from proxy.state.redis.webhooks import RedisWebhookStore
 from proxy.state.webhooks import EventStatus
 from tests.cluster_servers import ClusterSet
-from tests.conftest import free_port
-from tests.state.redis.test_breakers import KEY, POLICY, eventually, open_breaker
+from tests.state.redis.test_breakers import KEY, POLICY, eventually, open_at_both, open_breaker
 from tests.state.redis.test_limits import calls_since, command_calls
 from tests.state.test_redis_webhooks import HOOK, inbound
 
@@ -132,16 +133,15 @@ async def test_every_store_works_on_a_cluster_url_with_each_script_on_its_keys_s
 
 # -- breakers: one fleet, exact probes ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pool", ["cold", "warm"])
 async def test_a_burst_when_open_time_ends_admits_exactly_the_probes_across_replicas(make_store: MakeStore,
                                                                                     pool: str) -> None:
-    """300 callers per replica when an open breaker's time ends, on the cluster: exactly the probes."""
+    """300 callers per replica when an open breaker's time ends, on the cluster: exactly the probes. (A 1 s
+    wait per admission: a call that times out may hold a slot unseen, which test_breakers.py covers; this
+    test is about the script on the breaker's slot, on a machine busy with six cluster nodes.)"""
     clock = FakeClock()
-    a, b = await make_store(clock=clock), await make_store(clock=clock)
-    for _ in range(PROBES.consecutive_failures):
-        a.record(KEY, PROBES, True, False)
-    await a.flush()
-    await eventually(lambda: b.view(KEY).state == State.OPEN)
+    a, b = await open_at_both(partial(make_store, timeout=0.25), clock, PROBES)
     if pool == "warm":
         await asyncio.gather(*[store.views([KEY]) for store in (a, b) for _ in range(32)])
     clock.advance(30)
@@ -154,11 +154,7 @@ async def test_a_burst_when_open_time_ends_admits_exactly_the_probes_across_repl
 async def test_a_late_event_loop_never_lets_a_replica_admit_probes_of_its_own(make_store: MakeStore) -> None:
     """The confirming PING goes to the master of the breaker's slot, which answers: no local probes."""
     clock = FakeClock()
-    a, b = await make_store(clock=clock), await make_store(clock=clock)
-    for _ in range(PROBES.consecutive_failures):
-        a.record(KEY, PROBES, True, False)
-    await a.flush()
-    await eventually(lambda: b.view(KEY).state == State.OPEN)
+    a, b = await open_at_both(make_store, clock, PROBES)
     clock.advance(30)
 
     async def stall() -> None:
@@ -302,7 +298,9 @@ async def test_a_master_failover_mid_traffic_falls_back_locally_and_shares_again
     options = {"retry_interval": 0.2}
     a = RedisBreakerStore(url, random=lambda: 0.5, **options)
     b = RedisBreakerStore(url, random=lambda: 0.5, **options)
-    limits_a, limits_b = RedisLimitStore(url, **options), RedisLimitStore(url, **options)
+    # 2 s: the exact count at the end must not meet a stall of a busy machine (500 ms did, once in 20 runs);
+    # the killed master fails its calls at once (reset, refused), whatever the timeout
+    limits_a, limits_b = RedisLimitStore(url, timeout=2.0, **options), RedisLimitStore(url, timeout=2.0, **options)
     stores: list[Store] = [a, b, limits_a, limits_b]
     key = "api/default"
     doomed = own_cluster.master_for_key(hash_key("rp:", key))
@@ -355,21 +353,37 @@ async def test_a_master_failover_mid_traffic_falls_back_locally_and_shares_again
             await store.close()
 
 
-# -- URLs and passwords ---------------------------------------------------------------------------------
-
-async def test_a_cluster_password_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    url = f"redis+cluster://:s3cret@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    store = RedisLimitStore(url, timeout=0.05, retry_interval=0.05)
-    await store.start()
+async def test_a_manual_failover_is_followed_through_moved_without_falling_back(own_cluster: ClusterSet) -> None:
+    """CLUSTER FAILOVER: the old master, now a replica, answers MOVED. The lane's EVALSHA, the breakers'
+    pipeline and the webhook script follow it to the new master, which lacks the scripts (flushed before)
+    and answers NOSCRIPT: they are loaded there and run again. No store takes any of it for an outage."""
+    url = own_cluster.url()
+    breakers = RedisBreakerStore(url, random=lambda: 0.5)
+    limits = RedisLimitStore(url, clock=FakeClock(), timeout=2.0)  # no refill while the failover takes
+    webhooks = RedisWebhookStore(url, timeout=2.0)
+    stores: list[Store] = [breakers, limits, webhooks]
+    check = limit("per_org", 100, key="acme")
+    old = own_cluster.master_for_key(shard_key("rp:", check))
+    key = next(k for n in range(200) if own_cluster.master_for_key(hash_key("rp:", k := f"api-{n}/default")) is old)
+    hook = next(h for n in range(200) if own_cluster.master_for_key(f"rp:{{wh:{(h := f'hook-{n}')}}}:q") is old)
     try:
-        assert not store.backend_up
-        with pytest.raises(BackendUnavailable):
-            await store.acquire([limit("per_org", 10)])
+        for store in stores:
+            await store.start()
+        assert (await limits.acquire([check]))[0].remaining == 99
+        with own_cluster.replica_of(old).client() as replica:
+            replica.script_flush()
+        new = own_cluster.manual_failover(old)
+        assert own_cluster.master_for_key(shard_key("rp:", check)) is new
+        assert (await limits.acquire([check]))[0].remaining == 98, "the bucket is on the new master"
+        await open_breaker(breakers, key)
+        await webhooks.accept(replace(inbound("k1"), webhook=hook), dedupe_window=60, log_retention=60)
+        assert all(store.backend_up and store.backend_failures == 0 for store in stores)
     finally:
-        await store.close()
-    assert caplog.records and all("s3cret" not in record.getMessage() for record in caplog.records)
-    assert any(":***@127.0.0.1" in record.getMessage() for record in caplog.records)
+        for store in stores:
+            await store.close()
 
+
+# -- a password ---------------------------------------------------------------------------------
 
 async def test_a_password_reaches_every_connection_to_every_node(tmp_path: Path) -> None:
     """The pool's, the lanes', and the subscription's (on whichever node it picked)."""
