@@ -59,14 +59,13 @@ def to_client(incoming: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     the client, which matters when it reports a POST that was done (a 502 would invite a resend)."""
     out = _filtered(incoming, HOP_BY_HOP)
     # One scan of all names and values, joined by a character allowed in both, rather than two per field.
-    if _FORBIDDEN.search("\t".join([text for field in out for text in field])):
+    if _FORBIDDEN.search("\t".join(map("\t".join, out))):
         out = [(name, value) for name, value in out if not (_FORBIDDEN.search(name) or _FORBIDDEN.search(value))]
     return out
 
 
 def _filtered(incoming: CIMultiDictProxy[str], drop: frozenset[str]) -> list[tuple[str, str]]:
     connection = incoming.get("Connection")
-    if connection:
-        drop = drop | {token.strip().lower() for token in connection.split(",")}
+    listed = {token.strip().lower() for token in connection.split(",")} if connection else ()
     return [(name, value) for name, value in incoming.items()
-            if (lower := name.lower()) not in drop and not lower.startswith("proxy-")]
+            if (lower := name.lower()) not in drop and lower not in listed and not lower.startswith("proxy-")]
