@@ -116,8 +116,12 @@ def report(stats_file: Path, requests: int, top: int) -> str:
 
     def fmt(row: tuple[str, int, str, int, float, float]) -> str:
         path, line, name, calls, own, cum = row
-        short = path.split("site-packages/")[-1] if "site-packages/" in path else path
-        short = short.split("/policycost/")[-1].split("/base-policy/")[-1]
+        if "site-packages/" in path:
+            short = path.split("site-packages/")[-1]
+        elif "/proxy/" in path:  # the tree under test, wherever it is
+            short = "proxy/" + path.rsplit("/proxy/", 1)[1]
+        else:
+            short = path
         return f"{calls / requests:9.2f} {own / requests * 1e6:10.2f} {cum / requests * 1e6:10.2f}  {short}:{line}({name})"
 
     policy = [r for r in rows if any(part in r[0] for part in POLICY_FILES)]

@@ -555,3 +555,35 @@ def test_metrics_mode_times_both_modes(tmp_path: Path) -> None:
     assert all(ns > 0 for ns in metrics_mode.one(1000, None, 0))
     assert all(ns > 0 for ns in metrics_mode.one(1000, str(tmp_path), 0))
     assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter", "histogram"]
+
+
+def test_hotspots_report_lists_the_policy_path_per_request(tmp_path: Path) -> None:
+    """The table bench/hotspots.py prints, from a real cProfile file: per-request calls of the policy path."""
+    import cProfile
+
+    import hotspots
+
+    from proxy.policy.ratelimit import most_restrictive
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(10):
+        most_restrictive([], [])
+    profiler.disable()
+    profiler.dump_stats(tmp_path / "run.prof")
+    text = hotspots.report(tmp_path / "run.prof", requests=10, top=5)
+    assert text.startswith("10 requests;")
+    assert re.search(r"^\s+1\.00\s+\S+\s+\S+\s+proxy/policy/ratelimit\.py:\d+\(most_restrictive\)$", text, re.MULTILINE)
+    assert "-- policy path own time:" in text and "function calls per request" in text
+
+
+def test_policy_path_counts_calls_per_request_of_both_variants() -> None:
+    """bench/policy_path.py end to end (its worker in a subprocess, this tree's code), bounded and small."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "policy_path.py"), "--calls", "--requests", "300"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    plain = float(re.search(r"^  plain\s+([\d.]+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    policies = float(re.search(r"^  policies\s+([\d.]+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert 0 < plain < policies, out
