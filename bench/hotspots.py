@@ -47,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     how.add_argument("--cprofile", action="store_true", help="per-request µs and calls of the policy path")
     how.add_argument("--py-spy", action="store_true", help="a flame graph of the loaded sidecar (--svg)")
     p.add_argument("--svg", type=Path, help="where py-spy writes the flame graph")
+    p.add_argument("--format", default="flamegraph", choices=["flamegraph", "raw", "speedscope"],
+                   help="py-spy's output format (raw: collapsed stacks, one line each, for reading as text)")
     p.add_argument("--stats", type=Path, help="also keep cProfile's raw stats in this file")
     p.add_argument("--code", type=Path, default=run.REPO_DIR, help="the tree whose proxy/ runs (default: this one)")
     p.add_argument("--seconds", type=float, default=10.0)
@@ -63,6 +65,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--admin-port", type=int, default=19981)
     p.add_argument("--redis-port", type=int, default=16389)
     p.add_argument("--redis-server", default="/usr/bin/redis-server")
+    p.add_argument("--redis-timeout", default="1s",
+                   help="state.redis_timeout of a Redis variant (default 1s, the most allowed: a profiled sidecar "
+                        "is slow, and must not fall back to deciding without Redis)")
     args = p.parse_args()
     if args.py_spy and args.svg is None:
         p.error("--py-spy needs --svg FILE")
@@ -79,6 +84,9 @@ def start_sidecar(args: argparse.Namespace, tmp: Path, variant: Variant, service
         access_log=args.access_log if variant.access_log is None else variant.access_log,
         redis_port=args.redis_port if variant.uses_redis else None,
     )
+    if variant.uses_redis:
+        conf.write_text(conf.read_text().replace("  backend: redis\n",
+                                                 f"  backend: redis\n  redis_timeout: {args.redis_timeout}\n"))
     cmd = [args.python]
     cmd += [str(run.BENCH_DIR / "profiled.py"), str(tmp / "sidecar.prof")] if args.cprofile else ["-m", "proxy"]
     cmd += ["run", "--config", str(conf)]
@@ -108,14 +116,20 @@ def report(stats_file: Path, requests: int, top: int) -> str:
 
     def fmt(row: tuple[str, int, str, int, float, float]) -> str:
         path, line, name, calls, own, cum = row
-        short = path.split("site-packages/")[-1] if "site-packages/" in path else path
-        short = short.split("/policycost/")[-1].split("/base-policy/")[-1]
+        if "site-packages/" in path:
+            short = path.split("site-packages/")[-1]
+        elif "/proxy/" in path:  # the tree under test, wherever it is
+            short = "proxy/" + path.rsplit("/proxy/", 1)[1]
+        else:
+            short = path
         return f"{calls / requests:9.2f} {own / requests * 1e6:10.2f} {cum / requests * 1e6:10.2f}  {short}:{line}({name})"
 
     policy = [r for r in rows if any(part in r[0] for part in POLICY_FILES)]
     lines.append("-- policy path (guard, limiter, policy/, state/, tenacity), by cumulative time")
     lines += [fmt(r) for r in sorted(policy, key=lambda r: -r[5]) if r[3] >= requests * 0.01]
-    lines.append(f"-- policy path own time: {sum(r[4] for r in policy) / requests * 1e6:.1f} µs/req")
+    lines.append(f"-- policy path own time: {sum(r[4] for r in policy) / requests * 1e6:.1f} µs/req; "
+                 f"{sum(r[3] for r in policy) / requests:.1f} of {sum(r[3] for r in rows) / requests:.1f} "
+                 "function calls per request (calls do not depend on how busy the machine is)")
     lines.append(f"-- top {top} of everything, by own time")
     lines += [fmt(r) for r in sorted(rows, key=lambda r: -r[4])[:top]]
     return "\n".join(lines)
@@ -151,7 +165,7 @@ def main() -> int:
             args.svg.parent.mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen(procs.pinned(args.load_cpu, [
                 "py-spy", "record", "--pid", str(sidecar.proc.pid), "--rate", str(args.rate), "--duration",
-                str(round(args.seconds)), "--format", "flamegraph", "--output", str(args.svg), "--nonblocking"]),
+                str(round(args.seconds)), "--format", args.format, "--output", str(args.svg), "--nonblocking"]),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)  # attached before the load starts
         result = loads.wrk(url, args.seconds, args.connections, args.load_cpu)

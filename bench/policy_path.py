@@ -121,17 +121,22 @@ async def measure(variant_name: str, args: argparse.Namespace) -> dict[str, Any]
                        for (path, _, name), (_, nc, _, _, _) in stats.items()}
         total = per_task * tasks
         top = sorted(by_function.items(), key=lambda kv: -kv[1])[:int(os.environ.get("TOP", "15"))]
-        await stores.limits.close()
-        await stores.breakers.close()
+        await close(stores)
         return {"variant": variant_name, "calls_per_request": sum(by_function.values()) / total,
                 "top": [(name, n / total) for name, n in top], "requests": total}
     for _ in range(args.rounds):
         cpu = time.process_time()
         await asyncio.gather(*(batch(per_task) for _ in range(tasks)))
         rounds.append((time.process_time() - cpu) / (per_task * tasks) * 1e6)
-    await stores.limits.close()
-    await stores.breakers.close()
+    await close(stores)
     return {"variant": variant_name, "us_per_request": rounds, "requests": per_task * tasks}
+
+
+async def close(stores: Any) -> None:
+    """Close both stores, within a bound: a bench must end even if a store's close hangs."""
+    async with asyncio.timeout(30):
+        await stores.limits.close()
+        await stores.breakers.close()
 
 
 def worker(args: argparse.Namespace) -> None:

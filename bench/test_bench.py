@@ -621,3 +621,35 @@ def test_workers_summary_ratio_load_share_and_spread() -> None:
     assert summary["ratio_2_to_1"] == {"median": 1.85, "rounds": [1.8, 1.9]}
     assert summary["load_side_share_of_2_cores"] == 0.2
     assert summary["spread_over_workers"] == [[28000, 26000], [24000, 23500]]
+
+
+def test_hotspots_report_lists_the_policy_path_per_request(tmp_path: Path) -> None:
+    """The table bench/hotspots.py prints, from a real cProfile file: per-request calls of the policy path."""
+    import cProfile
+
+    import hotspots
+
+    from proxy.policy.ratelimit import most_restrictive
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(10):
+        most_restrictive([], [])
+    profiler.disable()
+    profiler.dump_stats(tmp_path / "run.prof")
+    text = hotspots.report(tmp_path / "run.prof", requests=10, top=5)
+    assert text.startswith("10 requests;")
+    assert re.search(r"^\s+1\.00\s+\S+\s+\S+\s+proxy/policy/ratelimit\.py:\d+\(most_restrictive\)$", text, re.MULTILINE)
+    assert "-- policy path own time:" in text and "function calls per request" in text
+
+
+def test_policy_path_counts_calls_per_request_of_both_variants() -> None:
+    """bench/policy_path.py end to end (its worker in a subprocess, this tree's code), bounded and small."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "policy_path.py"), "--calls", "--requests", "300"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    plain = float(re.search(r"^  plain\s+([\d.]+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    policies = float(re.search(r"^  policies\s+([\d.]+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert 0 < plain < policies, out
