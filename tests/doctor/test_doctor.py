@@ -32,7 +32,7 @@ async def test_a_healthy_setup_passes_every_check(tmp_path: Path, world: World, 
     assert list(rows) == ["config", "redis", "lua scripts", "slack token", "slack channel", "sentry dsn",
                           "sentry host", "upstream api", "admin token", "listen addresses"]
     assert {check: result[0] for check, result in rows.items() if result[0] != "PASS"} == {}, output
-    assert rows["lua scripts"][1] == "5 loaded: admit, force, ratelimit, ratelimit_hold, record"
+    assert rows["lua scripts"][1] == "6 loaded: admit, force, ratelimit, ratelimit_hold, ratelimit_refund, record"
     assert rows["slack channel"][1] == "C123 (#alerts)"
     assert "TLSv1.3 verified" in rows["upstream api"][1]
     assert [call.method for call in world.slack.calls] == ["auth.test", "conversations.info"]

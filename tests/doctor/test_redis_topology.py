@@ -23,7 +23,7 @@ from tests.doctor.conftest import World, doctor, write
 from tests.redis_server import RedisServer
 from tests.sentinel_servers import SentinelSet, running
 
-SCRIPTS = "admit, force, ratelimit, ratelimit_hold, record"
+SCRIPTS = "admit, force, ratelimit, ratelimit_hold, ratelimit_refund, record"
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ async def test_a_whole_cluster_passes_with_its_masters_replicas_and_every_slot(c
     assert found["cluster"] == Result("cluster", "PASS", "3 masters, 3 replicas, 16384/16384 slots, cluster_state ok; "
                                                          "2 of 2 seeds answer")
     assert found["redis"].status in ("PASS", "WARN") and found["redis"].detail.startswith("3 masters answer (Redis 6.")
-    assert found["lua scripts"] == Result("lua scripts", "PASS", f"5 loaded on each of 3 masters: {SCRIPTS}")
+    assert found["lua scripts"] == Result("lua scripts", "PASS", f"6 loaded on each of 3 masters: {SCRIPTS}")
     for master in cluster.master_nodes():  # on every master: EVALSHA runs where its key's slot is
         with master.client() as client:
             assert client.script_exists(*(sha for sha in _shas())) == [True] * 5
@@ -189,7 +189,7 @@ async def test_sentinel_rows_count_the_sentinels_and_name_the_master(sentinels: 
     assert rows[1].status in ("PASS", "WARN")  # WARN: a PING over 10 ms, on a busy machine
     assert rows[1].detail.startswith(f"master at 127.0.0.1:{master} (Redis 6.")
     assert ", master): PING " in rows[1].detail
-    assert rows[2] == Result("lua scripts", "PASS", f"5 loaded: {SCRIPTS}")
+    assert rows[2] == Result("lua scripts", "PASS", f"6 loaded: {SCRIPTS}")
 
 
 async def test_a_silent_sentinel_warns(sentinels: SentinelSet, tmp_path: Path, world: World) -> None:

@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.config.redis_url import (  # without_password: for the stores and doctor
     is_cluster,
@@ -62,7 +63,9 @@ class _Translated:
                  traceback: TracebackType | None) -> bool:
         if error is None or isinstance(error, BackendUnavailable):
             return False
-        if isinstance(error, TimeoutError):  # asyncio.timeout's, or a socket's
+        if isinstance(error, (TimeoutError, RedisTimeoutError)):  # asyncio.timeout's, a socket's, redis-py's
+            # (redis-py's "Timeout connecting to server" / "Timeout reading from socket" included: a late
+            # event loop looks the same; the store confirms an outage with a PING before going local)
             raise BackendTimeout(describe(error)) from error
         if isinstance(error, _FOREIGN):
             raise BackendUnavailable(describe(error)) from error

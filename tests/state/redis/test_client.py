@@ -14,6 +14,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.state.base import BackendTimeout, BackendUnavailable
 from proxy.state.redis.client import translated
@@ -41,6 +42,18 @@ async def test_no_answer_in_time_is_a_backend_timeout() -> None:
         with translated():
             async with asyncio.timeout(0):
                 await asyncio.sleep(1)
+
+
+@pytest.mark.parametrize("message", ["Timeout connecting to server", "Timeout reading from socket"])
+def test_redis_pys_own_timeouts_are_backend_timeouts_not_outages(message: str) -> None:
+    """A late event loop makes redis-py's socket timeouts fire as it makes asyncio.timeout fire: the
+    store must confirm with a PING before deciding locally what the fleet decides once (issue 15; under
+    load a burst's cold connections timed out and a half-open breaker admitted 4 probes instead of 2)."""
+    raised = RedisTimeoutError(message)
+    with pytest.raises(BackendTimeout) as caught:
+        with translated():
+            raise raised
+    assert caught.value.__cause__ is raised
 
 
 def test_anything_else_and_our_own_errors_pass_untouched() -> None:
