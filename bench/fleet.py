@@ -53,12 +53,12 @@ import loads
 import procs
 import redisstats
 import run
-from variants import Variant, ports_of, write_config
+from variants import ORG_IP_GLOBAL, Variant, ports_of, write_config
 
 REPO_DIR = run.REPO_DIR
 TOKEN = "fleet-bench-admin"
 """The bench sidecars' admin token (made up; they listen on loopback only)."""
-FLEET = Variant("fleet", "fleet", breakers=True, backend="redis", retries=True, limits=True)
+FLEET = Variant("fleet", "fleet", breakers=True, backend="redis", retries=True, limits=ORG_IP_GLOBAL)
 BREAKER = "bench/default"
 """The /bench upstream's breaker, as the admin API names it (upstream/route)."""
 LIMITED = "/limited" + run.PATH

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from proxy.clock import SystemClock  # the sidecar's code, for the listener's own cost
 from proxy.events import AttemptEnded, LimitDecision, RequestEnded
-from proxy.observe.metrics import ProxyMetrics
+from proxy.observe.metrics import proxy_metrics
 from proxy.observe.status import StatusFeed
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -96,7 +96,7 @@ def feed_cost() -> dict[str, float]:
     events = [AttemptEnded("bench", "default", 1, 200, None, 0.0008),
               LimitDecision("bench", "default", "per-org", "allowed"),
               RequestEnded("0f" * 16, "bench", "default", "GET", 200, 0.0011, 1)]
-    feed, metrics = StatusFeed(SystemClock()), ProxyMetrics()
+    feed, metrics = StatusFeed(SystemClock()), proxy_metrics()  # the process's one registration
 
     def per_request(listener: Any) -> float:
         def one() -> None:
