@@ -63,9 +63,11 @@ class _Translated:
                  traceback: TracebackType | None) -> bool:
         if error is None or isinstance(error, BackendUnavailable):
             return False
-        if isinstance(error, (TimeoutError, RedisTimeoutError)):  # asyncio.timeout's, a socket's, redis-py's
-            # (redis-py's "Timeout connecting to server" / "Timeout reading from socket" included: a late
-            # event loop looks the same; the store confirms an outage with a PING before going local)
+        if isinstance(error, (TimeoutError, RedisTimeoutError)) or (
+                isinstance(error, _FOREIGN) and isinstance(error.__cause__, TimeoutError)):
+            # asyncio.timeout's, a socket's, redis-py's ("Timeout connecting to server"), or its "No
+            # connection available." (a blocking pool whose wait timed out: every connection busy, not
+            # Redis gone). A late event loop looks the same; the store confirms an outage with a PING.
             raise BackendTimeout(describe(error)) from error
         if isinstance(error, _FOREIGN):
             raise BackendUnavailable(describe(error)) from error

@@ -56,6 +56,21 @@ def test_redis_pys_own_timeouts_are_backend_timeouts_not_outages(message: str) -
     assert caught.value.__cause__ is raised
 
 
+def test_a_pool_wait_that_timed_out_is_a_backend_timeout_not_an_outage() -> None:
+    """redis-py's blocking pool raises ConnectionError("No connection available.") from the timeout of
+    its wait: every connection was busy (a burst), which says nothing about Redis (seen: 4 probes for 2)."""
+    try:
+        try:
+            raise TimeoutError
+        except TimeoutError as waited:
+            raise RedisConnectionError("No connection available.") from waited
+    except RedisConnectionError as raised:
+        with pytest.raises(BackendTimeout) as caught:
+            with translated():
+                raise raised
+        assert caught.value.__cause__ is raised
+
+
 def test_anything_else_and_our_own_errors_pass_untouched() -> None:
     own = BackendUnavailable("Redis at redis://127.0.0.1:1 is down")
     for raised in (KeyError("a bug"), own):
