@@ -15,7 +15,7 @@ async def test_two_replicas_together_pass_exactly_the_limit(tmp_path: Path, redi
     upstream, url = scripted
     upstreams = {"api": {"url": url, "breaker": False,
                          "rate_limits": [{"name": "per-org", "key": "org", "limit": 50, "per": "1h"}]}}
-    state = {"backend": "redis", "redis_url": redis_server.url, "redis_timeout": "500ms",
+    state = {"backend": "redis", "redis_url": redis_server.url, "redis_timeout": "1s",
              "key_prefix": f"rp-{tmp_path.name}:"}
     replicas = []
     for name in ("a", "b"):
