@@ -211,8 +211,10 @@ class Limiter:
         task.add_done_callback(self._tasks.discard)
 
     def forget_rejections(self) -> None:
-        """Drop the cached rejections: after a reload a limit of the same name may allow more now."""
+        """Drop the cached rejections: after a reload a limit of the same name may allow more now. The
+        prepared routes go too (the new config's are prepared on their first request)."""
         self._blocked.clear()
+        self._plans.clear()
 
     async def close(self) -> None:
         for task in list(self._tasks):
