@@ -11,7 +11,7 @@ transitions made elsewhere in the fleet only update the views.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.config.policy_values import BreakerPolicy
@@ -38,10 +38,9 @@ class BreakerView:
     failures: int = 0
     changed_at: float = 0.0
     version: int = 0
-    probes_in_flight: int = field(default=0, compare=False)
+    probes_in_flight: int = 0
     """Half-open: probes admitted and not yet answered, fleet-wide. Only :meth:`BreakerStore.views` (a
-    fresh read) is sure to fill it in (the scripts' replies and messages do not carry it: the hot path
-    never needs it), so two views of the same state compare equal whether they have it or not."""
+    fresh read) is sure to fill it in; the hot path never needs it."""
 
     @property
     def admits_freely(self) -> bool:

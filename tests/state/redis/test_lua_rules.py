@@ -65,9 +65,7 @@ async def test_random_histories_agree_with_the_pure_rules(redis_url: str, seed: 
                 assert await redis.force(key, policy, action, "ops") == await memory.force(key, policy, action, "ops")
             assert redis.view(key) == truth(memory, key), f"step {step}: view of {key}"
             assert emitted["redis"] == emitted["memory"], f"step {step}: transitions"
-        fresh = await redis.views(sorted(POLICIES))
-        assert fresh == [truth(memory, key) for key in sorted(POLICIES)]
-        assert [v.probes_in_flight for v in fresh] == [truth(memory, key).probes_in_flight for key in sorted(POLICIES)]
+        assert await redis.views(sorted(POLICIES)) == [truth(memory, key) for key in sorted(POLICIES)]
         assert {t.to_state for t in emitted["memory"]} >= {"open", "half_open", "closed"}, "a history worth checking"
         assert any(t.reason.startswith("failure rate") for t in emitted["memory"])
     finally:
