@@ -6,15 +6,19 @@ Every child gets its own session (process group) so that stopping it also stops 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redisstats
 
@@ -40,9 +44,44 @@ class Service:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def pinned(cpu: int, cmd: list[str]) -> list[str]:
-    """Prefix a command with taskset so it (and its children) run on one core."""
+def pinned(cpu: int | str, cmd: list[str]) -> list[str]:
+    """Prefix a command with taskset so it (and its children) run on one core (or a list: ``"0,1"``)."""
     return ["taskset", "-c", str(cpu), *cmd]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(leader: int) -> float:
+    """User + system CPU seconds used so far by ``leader`` and every process it started (the sidecar with
+    its ``--workers``, which lead process groups of their own; nginx with its worker), threads and reaped
+    children included. Read from /proc: the CPU a target spent per request is far less disturbed by a busy
+    machine than its request rate is."""
+    stats: dict[int, tuple[int, list[str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), fields)  # fields[1]: the parent's pid
+    tree, grown = {leader}, True
+    while grown:
+        grown = False
+        for pid, (parent, _) in stats.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grown = True
+    total = sum(sum(int(n) for n in stats[pid][1][11:15]) for pid in tree if pid in stats)  # own + reaped children
+    return total / _TICK
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now, the OS's picks, all different (held open together)."""
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
+        return [server.getsockname()[1] for server in servers]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -52,7 +91,24 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start(name: str, cmd: list[str], cpu: int, logdir: Path, cwd: Path | None = None,
+def prepare_runner(args: Any, ports: Iterable[int], prefix: str) -> Path:
+    """What a bench runner does before starting anything: SIGTERM unwinds (so ``finally`` blocks stop the
+    children), proxy and load share core 0 on a 1-CPU machine, the runner itself stays on the load CPU,
+    every port must be free (else exit, naming them), and a fresh directory for configs and logs
+    (world-readable: nginx workers drop root privileges and must still reach their prefix)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if (os.cpu_count() or 1) < 2:
+        args.proxy_cpu = args.load_cpu = 0
+    os.sched_setaffinity(0, {args.load_cpu})
+    busy = [port for port in ports if port_in_use(port)]
+    if busy:
+        sys.exit(f"ports already in use on 127.0.0.1: {busy} (stop whatever listens there or pick other --*-port)")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def start(name: str, cmd: list[str], cpu: int | str, logdir: Path, cwd: Path | None = None,
           env: dict[str, str] | None = None) -> Service:
     """Launch a pinned child in its own process group, output to logdir/name.log."""
     log = logdir / f"{name}.log"

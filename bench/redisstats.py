@@ -15,6 +15,7 @@ import re
 import socket
 
 _CMDSTAT = re.compile(r"^cmdstat_(\S+?):calls=(\d+)", re.MULTILINE)
+_CMDSTAT_LINE = re.compile(r"^cmdstat_(\S+?):([^\r\n]+)", re.MULTILINE)
 # The snapshot taken before a run is itself an INFO that the snapshot after it counts.
 OWN_COMMANDS = {"info": 1}
 
@@ -63,6 +64,14 @@ def parse_commandstats(text: str) -> dict[str, int]:
 def commandstats(port: int) -> dict[str, int]:
     """Calls per command since the server started."""
     return parse_commandstats(command(port, "INFO", "commandstats").decode())
+
+
+def commandstats_fields(port: int) -> dict[str, dict[str, float]]:
+    """Every field of each command's line: ``calls``, ``usec_per_call`` (a script's includes the commands
+    it ran), ``failed_calls`` (Redis 6.2+) ..."""
+    text = command(port, "INFO", "commandstats").decode()
+    return {name: {key: float(value) for key, _, value in (pair.partition("=") for pair in fields.split(","))}
+            for name, fields in _CMDSTAT_LINE.findall(text)}
 
 
 def delta(before: dict[str, int], after: dict[str, int], own: dict[str, int] = OWN_COMMANDS) -> dict[str, int]:

@@ -321,6 +321,15 @@ def check_redis_in_use(sidecar: procs.Service, redis_port: int, admin_port: int,
         time.sleep(0.5)
 
 
+def wrk_with_cpu(url: str, args: argparse.Namespace, admin_port: int | None, leader: int | None) -> dict[str, Any]:
+    """One wrk run, with the CPU the target's processes used per request it completed (``cpu_us``)."""
+    before = procs.group_cpu_seconds(leader) if leader is not None else 0.0
+    result = wrk_with_redis(url, args, admin_port)
+    if leader is not None and result["requests"]:
+        result["cpu_us"] = round((procs.group_cpu_seconds(leader) - before) / result["requests"] * 1e6, 1)
+    return result
+
+
 def wrk_with_redis(url: str, args: argparse.Namespace, admin_port: int | None) -> dict[str, Any]:
     """One wrk run; for a Redis variant also the Redis commands it caused, the backend gauge after, and
     from the sidecar's own counters the requests it answered and its rate-limit decisions by outcome."""
@@ -346,15 +355,18 @@ def wrk_with_redis(url: str, args: argparse.Namespace, admin_port: int | None) -
     return result
 
 
-def measure_rounds(urls: dict[str, str], args: argparse.Namespace, redis_watch: dict[str, int]) -> dict[str, Any]:
-    """Interleave the targets round by round, so a burst of outside load hits all of them alike."""
+def measure_rounds(urls: dict[str, str], args: argparse.Namespace, redis_watch: dict[str, int],
+                   leaders: dict[str, int] | None = None) -> dict[str, Any]:
+    """Interleave the targets round by round, so a burst of outside load hits all of them alike.
+    ``leaders``: each proxy's process (group), whose CPU per request each wrk run records."""
+    leaders = leaders or {}
     raw: dict[str, Any] = {name: {"wrk": [], "openloop": {str(r): [] for r in args.rates}} for name in urls}
     for url in urls.values():
         loads.wrk(url, 1, args.wrk_connections, args.load_cpu)  # warm-up: connection pools, code paths
     for n in range(1, args.rounds + 1):
         for name, url in urls.items():
             print(f"[round {n}/{args.rounds}] {name}: wrk {args.wrk_seconds:g} s", file=sys.stderr)
-            raw[name]["wrk"].append(wrk_with_redis(url, args, redis_watch.get(name)))
+            raw[name]["wrk"].append(wrk_with_cpu(url, args, redis_watch.get(name), leaders.get(name)))
         for rate in args.rates:
             for name, url in urls.items():
                 print(
@@ -372,7 +384,8 @@ def run_all(args: argparse.Namespace, nginx: str, tmp: Path) -> dict[str, Any]:
     try:
         targets, redis_watch = start_servers(args, nginx, tmp, services)
         urls = {name: url for name, url in targets.items() if isinstance(url, str)}
-        results = aggregate(measure_rounds(urls, args, redis_watch))
+        leaders = {service.name: service.proc.pid for service in services if service.name in urls}
+        results = aggregate(measure_rounds(urls, args, redis_watch, leaders))
     finally:
         for service in reversed(services):
             procs.stop(service)

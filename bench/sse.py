@@ -109,7 +109,7 @@ def feed_cost() -> dict[str, float]:
     events = [AttemptEnded("bench", "default", 1, 200, None, 0.0008),
               LimitDecision("bench", "default", "per-org", "allowed"),
               RequestEnded("0f" * 16, "bench", "default", "GET", 200, 0.0011, 1)]
-    feed, metrics = StatusFeed(SystemClock()), proxy_metrics()  # the process's one registry
+    feed, metrics = StatusFeed(SystemClock()), proxy_metrics()  # the process's one registration
 
     def per_request(listener: Any) -> float:
         def one() -> None:

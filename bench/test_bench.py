@@ -7,6 +7,8 @@ every number in the report wrong without any visible error, so both are tested h
 from __future__ import annotations
 
 import re
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,12 @@ import aiohttp
 import loads
 import metrics_mode
 import openloop
+import procs
 import pytest
 import redisstats
 import refproxy
 import run
+import workers
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openloop import ResponseParser
@@ -187,7 +191,8 @@ def test_parse_variants() -> None:
     ]
     for bad, message in (
         ("plain,nope",
-         "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries, limits-redis"),
+         "unknown sidecar variant(s) nope: choose from plain, breakers, breakers-redis, retries, limits-redis, "
+         "policies, policies-redis, shipped"),
         ("plain,plain", "sidecar variant listed twice in 'plain,plain'"),
         (",", "no sidecar variant given"),
     ):
@@ -197,14 +202,17 @@ def test_parse_variants() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "breaker", "backend", "redis_url", "retries", "limits"),
+    ("variant", "breaker", "backend", "redis_url", "retries", "limits", "access_log"),
     [
-        ("plain", None, "memory", None, 0, 0),
-        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0, 0),
+        ("plain", None, "memory", None, 0, 0, False),
+        ("breakers", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 0, 0, False),
         ("breakers-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0",
-         0, 0),
-        ("retries", None, "memory", None, 3, 0),
-        ("limits-redis", None, "redis", "redis://127.0.0.1:16379/0", 0, 3),
+         0, 0, False),
+        ("retries", None, "memory", None, 3, 0, False),
+        ("limits-redis", None, "redis", "redis://127.0.0.1:16379/0", 0, 3, False),
+        ("policies", BreakerPolicy(consecutive_failures=3, open_for=30.0), "memory", None, 3, 3, True),
+        ("policies-redis", BreakerPolicy(consecutive_failures=3, open_for=30.0), "redis", "redis://127.0.0.1:16379/0",
+         3, 3, True),
     ],
 )
 def test_variant_config_loads_as_intended(
@@ -215,8 +223,10 @@ def test_variant_config_loads_as_intended(
     redis_url: str | None,
     retries: int,
     limits: int,
+    access_log: bool,
 ) -> None:
-    """Read back by the sidecar's own loader: the bench measures what it claims to."""
+    """Read back by the sidecar's own loader: the bench measures what it claims to (``--access-log`` off:
+    the policy variants keep their access log on whatever the flag says)."""
     conf = write_config(
         tmp_path, VARIANTS[variant], port=18090, admin_port=19911, upstream_port=18000, access_log=False,
         redis_port=16379,
@@ -228,7 +238,7 @@ def test_variant_config_loads_as_intended(
     assert upstream.default_route.retry.attempts == retries
     assert len(upstream.default_route.rate_limits) == limits
     assert (str(config.listen), str(config.admin.listen)) == ("127.0.0.1:18090", "127.0.0.1:19911")
-    assert config.state.backend == backend and config.log.access is False
+    assert config.state.backend == backend and config.log.access is access_log
     if redis_url:
         assert config.state.redis_url == redis_url
 
@@ -254,6 +264,29 @@ def test_limits_variant_checks_three_real_keys_and_never_rejects(tmp_path: Path)
     facts = RequestFacts(dict(loads.HEADERS), "127.0.0.1", {}, config.org_header, config.client_ip_header)
     assert [key_value(lim, facts) for lim in limits] == ["bench-org", "203.0.113.7", "global"]
     assert VARIANTS["limits-redis"].uses_redis
+
+
+@pytest.mark.parametrize("variant", ["policies", "policies-redis"])
+def test_policies_variant_keys_ip_ip_global_and_never_rejects(tmp_path: Path, variant: str) -> None:
+    """Issue 16's production set: two limits on the client address (a second, a minute), one on the upstream."""
+    conf = write_config(
+        tmp_path, VARIANTS[variant], port=18090, admin_port=19911, upstream_port=18000, access_log=False,
+        redis_port=16379,
+    )
+    config = load_config(conf, environ={})
+    (upstream,) = config.upstreams
+    limits = upstream.default_route.rate_limits
+    assert [(lim.name, lim.kind, lim.rate.limit, lim.rate.per) for lim in limits] == [
+        ("per-ip", KeyKind.IP, 1_000_000_000, 1.0),
+        ("per-ip-minute", KeyKind.IP, 60_000_000_000, 60.0),
+        ("account", KeyKind.GLOBAL, 1_000_000_000, 1.0),
+    ]
+    for lim in limits:
+        # 1 us apart, about 1000 s of tolerance: no bench run comes near a rejection.
+        assert (lim.rate.interval, lim.shadow, lim.on_missing_key) == (1, False, MissingKey.ANONYMOUS)
+        assert lim.rate.tolerance >= 999_999_999
+    facts = RequestFacts(dict(loads.HEADERS), "127.0.0.1", {}, config.org_header, config.client_ip_header)
+    assert [key_value(lim, facts) for lim in limits] == ["203.0.113.7", "203.0.113.7", "global"]
 
 
 def test_redis_variant_needs_a_port(tmp_path: Path) -> None:
@@ -425,6 +458,31 @@ def test_report_limits_redis_one_evalsha_per_request() -> None:
     assert "EVALSHA per request = 1.00 (one Redis round trip for all its limits): not measured" in table(slow, settings)
 
 
+def test_report_policies_against_reference() -> None:
+    """Issue 16: the production policy set as a share of the reference proxy, same run (0.85x memory,
+    0.75x Redis), shown beside the plain sidecar without a target against it."""
+    raw = {
+        "reference": _rounds(7000, 0.4, 0.9),
+        "sidecar": _rounds(6300, 0.45, 1.0),
+        "sidecar+policies": _rounds(5950, 0.5, 1.1),  # exactly 85%: met
+        "sidecar+policies-redis": _rounds(5200, 0.6, 1.2),  # 74.3%: not met
+    }
+    results = aggregate(raw)
+    v = verdict(results)["breakers"]
+    assert (v["sidecar+policies"]["reference_ratio"], v["sidecar+policies"]["reference_met"]) == (0.85, True)
+    assert (v["sidecar+policies-redis"]["reference_ratio"], v["sidecar+policies-redis"]["reference_met"]) == (
+        0.743, False)
+    assert v["sidecar+policies"]["latency_met"] is None and v["sidecar+policies"]["throughput_met"] is None
+    text = table(results, {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10,
+                           "warmup_seconds": 2, "rates": [2000]})
+    assert "Target: sidecar+policies >= 85% of reference throughput: MET (85.0%)" in text
+    assert "Target: sidecar+policies-redis >= 75% of reference throughput: NOT MET (74.3%)" in text
+    assert "sidecar+policies added p50" not in text
+    assert "85.0% of reference,  94.4% of sidecar" in text
+    del raw["reference"]
+    assert verdict(aggregate(raw))["breakers"]["sidecar+policies"]["reference_met"] is None
+
+
 def test_parse_sidecar_metrics() -> None:
     """What the runner reads from a Redis variant's /metrics around each wrk run."""
     text = (
@@ -501,3 +559,97 @@ def test_metrics_mode_times_both_modes(tmp_path: Path) -> None:
     assert all(ns > 0 for ns in metrics_mode.one(1000, None, 0))
     assert all(ns > 0 for ns in metrics_mode.one(1000, str(tmp_path), 0))
     assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter", "histogram"]
+
+
+def test_report_issue16_per_request_targets_from_per_round_comparisons() -> None:
+    """Issue 16: the plain sidecar against the reference proxy of the same rounds (median of the per-round
+    ratios and differences, so a round the machine slowed down for both cancels out), CPU per request too."""
+
+    def target(rps: list[float], cpu: list[float], p50: list[float], p99: list[float]) -> dict[str, Any]:
+        wrk = [{"rps": r, "non_2xx": 0, "socket_errors": 0, "cpu_us": c} for r, c in zip(rps, cpu, strict=True)]
+        ol = [{"achieved_rate": 500.0, "errors": 0, "send_lag_ms": {"p50": 0.06, "p99": 0.2},
+               "latency_ms": {"p50": a, "p90": a, "p99": b, "p99.9": b, "max": b}} for a, b in zip(p50, p99, strict=True)]
+        return {"wrk": wrk, "openloop": {"500": ol}}
+
+    raw = {
+        # The second round is slow for every target alike.
+        "reference": target([7000, 3500, 7100], [130, 260, 128], [0.40, 0.80, 0.41], [0.90, 1.80, 0.92]),
+        "sidecar": target([6400, 3200, 6300], [142, 285, 145], [0.45, 0.86, 0.49], [1.00, 2.00, 1.30]),
+        "sidecar@baseline": target([4600, 2300, 4700], [197, 390, 193], [0.55, 1.00, 0.60], [1.20, 2.30, 1.30]),
+    }
+    results = aggregate(raw)
+    assert results["sidecar"]["wrk"]["cpu_us"] == 145
+    after, before = verdict(results)["per_request"]["sidecar"], verdict(results)["per_request"]["sidecar@baseline"]
+    assert (after["throughput_ratio"], after["throughput_met"]) == (0.914, True)
+    assert after["cpu_ratio"] == 1.096
+    assert (after["added_ms_at_500"], after["latency_met"]) == ({"p50": 0.06, "p99": 0.2}, True)
+    assert (before["throughput_ratio"], before["throughput_met"], before["latency_met"]) == (0.657, False, False)
+    settings = {"rounds": 3, "wrk_seconds": 5, "wrk_connections": 32, "openloop_seconds": 10, "warmup_seconds": 2,
+                "rates": [500], "access_log": True}
+    text = table(results, settings)
+    assert ("Target (issue 16, access log on): sidecar >= 0.90x reference req/s: MET (0.914, CPU per request "
+            "1.10x the reference's)") in text
+    assert "Target (issue 16): sidecar added over reference at 500/s <= 0.1 ms p50 / 0.3 ms p99: MET " \
+           "(+0.060 / +0.200 ms)" in text
+    assert "CPU 145.0 us/request" in text
+    assert "| sidecar | 6,300 | 3,200-6,400 | 90.0% | 145.0 | 1.10x |" in markdown(results, settings)
+
+
+def test_group_cpu_seconds_counts_a_busy_child_and_its_own_children(tmp_path: Path) -> None:
+    """The CPU column (run.py, workers.py) reads every process of the target's group, so --workers counts."""
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    script = ("import subprocess, sys, time\n"
+              f"subprocess.run([sys.executable, '-c', {busy!r}])\n"
+              f"exec({busy!r})\ntime.sleep(30)\n")
+    child = procs.start("busy", [sys.executable, "-c", script], 0, tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while procs.group_cpu_seconds(child.proc.pid) < 0.55:
+            assert time.monotonic() < deadline, "the group's CPU time never reached both busy loops"
+            time.sleep(0.05)
+    finally:
+        procs.stop(child)
+
+
+def test_workers_summary_ratio_load_share_and_spread() -> None:
+    def run(rps: float, per_worker: list[int], nginx: float, wrk: float) -> dict[str, Any]:
+        return {"rps": rps, "cpu_us_per_request": 150.0, "sidecar_cpu_s": 5.0, "nginx_cpu_s": nginx,
+                "wrk_cpu_s": wrk, "wall_s": 5.0, "requests_per_worker": per_worker}
+
+    summary = workers.summary({"1 worker": [run(6000, [30000], 0.4, 0.6), run(5000, [25000], 0.4, 0.6)],
+                               "2 workers": [run(10800, [28000, 26000], 0.8, 1.2), run(9500, [24000, 23500], 1, 1)]})
+    assert summary["ratio_2_to_1"] == {"median": 1.85, "rounds": [1.8, 1.9]}
+    assert summary["load_side_share_of_2_cores"] == 0.2
+    assert summary["spread_over_workers"] == [[28000, 26000], [24000, 23500]]
+
+
+def test_hotspots_report_lists_the_policy_path_per_request(tmp_path: Path) -> None:
+    """The table bench/hotspots.py prints, from a real cProfile file: per-request calls of the policy path."""
+    import cProfile
+
+    import hotspots
+
+    from proxy.policy.ratelimit import most_restrictive
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(10):
+        most_restrictive([], [])
+    profiler.disable()
+    profiler.dump_stats(tmp_path / "run.prof")
+    text = hotspots.report(tmp_path / "run.prof", requests=10, top=5)
+    assert text.startswith("10 requests;")
+    assert re.search(r"^\s+1\.00\s+\S+\s+\S+\s+proxy/policy/ratelimit\.py:\d+\(most_restrictive\)$", text, re.MULTILINE)
+    assert "-- policy path own time:" in text and "function calls per request" in text
+
+
+def test_policy_path_counts_calls_per_request_of_both_variants() -> None:
+    """bench/policy_path.py end to end (its worker in a subprocess, this tree's code), bounded and small."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "policy_path.py"), "--calls", "--requests", "300"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    plain = float(re.search(r"^  plain\s+([\d.]+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    policies = float(re.search(r"^  policies\s+([\d.]+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert 0 < plain < policies, out

@@ -36,13 +36,10 @@ import hashlib
 import hmac
 import itertools
 import json
-import os
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,15 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally block reaps the children
-    if (os.cpu_count() or 1) < 2:
-        args.proxy_cpu = args.load_cpu = 0
-    os.sched_setaffinity(0, {args.load_cpu})  # the load generator stays off the sidecar's core
     ports = (args.app_port, args.data_port, args.admin_port, args.hooks_port, args.redis_port)
-    busy = [p for p in ports if procs.port_in_use(p)]
-    if busy:
-        sys.exit(f"ports already in use: {busy}")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    tmp = procs.prepare_runner(args, ports, "bench-webhooks-")
     services: list[procs.Service] = []
     try:
         nginx = run.find_nginx()

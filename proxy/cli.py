@@ -1,4 +1,5 @@
-"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject``, ``injector`` and ``status``."""
+"""The ``resilience-proxy`` command: ``run``, ``validate``, ``schema``, ``doctor``, ``inject``, ``injector``,
+and the admin port's clients ``status`` and ``breakers`` (:mod:`proxy.ctl`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from proxy import __version__
-from proxy.config.lint import lint
+from proxy import IMAGE, __version__
 from proxy.config.load import load_config, policy_trees
-from proxy.console.status import add_status_command
+from proxy.ctl.breakers import add_breakers_command
+from proxy.ctl.status import add_status_command
 from proxy.errors import ERROR, ConfigError
 
 log = logging.getLogger("resilience_proxy")
@@ -61,6 +62,8 @@ def _plural(count: int, word: str) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     """Exit 1 on errors (load or lint), and on warnings too with ``--strict``; errors print before warnings."""
+    from proxy.config.lint import lint  # only here and in doctor: ``run`` never lints, so never loads it
+
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -157,12 +160,10 @@ def _injector(args: argparse.Namespace) -> int:
 
 
 def _add_inject_options(parser: argparse.ArgumentParser) -> None:
-    from proxy.k8s.inject import DEFAULT_IMAGE
-
     parser.add_argument("--mode", choices=["native", "classic"], default="native",
                         help="native: an init container with restartPolicy: Always (Kubernetes >= 1.29); classic: "
                              "a second container (an object's resilience-proxy.io/mode annotation wins)")
-    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"sidecar image (default {DEFAULT_IMAGE})")
+    parser.add_argument("--image", default=IMAGE, help=f"sidecar image (default {IMAGE})")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=/PREFIX",
                         help="set NAME=http://127.0.0.1:8080/PREFIX in the app containers (repeatable)")
     parser.add_argument("--webhooks-port", metavar="PORT",
@@ -218,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_inject_options(injector)
     injector.set_defaults(handler=_injector)
     add_status_command(commands)
+    add_breakers_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -7,6 +7,11 @@ outcome, read at the response head, feeds the breaker; what it means is the clas
 tenacity runs the loop (attempts, waits, the hook before each sleep), on the injected clock's
 time and sleep. The caller hands in the attempt itself (a function and its inputs), so nothing
 here touches HTTP, and gets the final :class:`Reply` back.
+
+What a request needs from its route (the breaker's key, the ticket of a closed breaker, the timeout)
+is worked out once per route (:class:`_Prepared`; routes are immutable). A first attempt that the
+rules would not repeat, the usual case, never enters tenacity: the loop starts only when there is
+something to retry, resuming from that first reply.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from proxy.state.base import BreakerStore
 
 _ASK = object()
 """The local view cannot decide: the store must be asked."""
+_PREPARED_MAX = 1_000
+"""Routes prepared at once; past it (many reloads) the preparations start over."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,22 @@ class Ticket:
     policy: BreakerPolicy
     failure_statuses: frozenset[int]
     probe: bool
+
+
+class _Prepared:
+    """What every request of one route needs from it, worked out on its first request."""
+
+    __slots__ = ("free", "key", "retries", "route", "timeout", "upstream")
+
+    def __init__(self, upstream: Upstream, route: Route) -> None:
+        self.upstream = upstream
+        self.route = route
+        self.key = BreakerId.of(upstream, route).key if route.retry.attempts or route.breaker is not None else ""
+        self.free = None if route.breaker is None else Ticket(self.key, route.breaker, route.failure_statuses,
+                                                                probe=False)
+        """The ticket of every request a closed breaker admits (None: no breaker)."""
+        self.timeout = route.retry.per_try_timeout or upstream.timeout
+        self.retries = bool(route.retry.attempts)
 
 
 @dataclass(slots=True)
@@ -93,35 +116,45 @@ class Guard:
         self._clock = clock or SystemClock()
         self._random = random
         self._budgets: dict[str, RetryBudget] = {}
+        self._prepared: dict[int, _Prepared] = {}
+        """By ``id`` of the route (the entry holds the route, so the id stays its own)."""
 
     async def run(self, upstream: Upstream, route: Route, method: str, replayable: bool, has_idempotency_key: bool,
                   attempt: AttemptFn[Call], call: Call) -> Reply:
         """Attempts until one is final; returns it (``number`` says how many were made). Raises CircuitOpen
         when the breaker rejects the first attempt, or rejects a retry after the breaker opened meanwhile."""
+        prepared = self._prepared.get(id(route))
+        if prepared is None or prepared.route is not route or prepared.upstream is not upstream:
+            prepared = self._prepare(upstream, route)
+        if not (prepared.retries and replayable):
+            return await self._attempt(prepared, attempt, call, prepared.timeout, 1)
         policy = route.retry
-        timeout = policy.per_try_timeout or upstream.timeout
-        retries = bool(policy.attempts) and replayable
-        key = BreakerId.of(upstream, route).key if retries or route.breaker is not None else ""
-        if not retries:
-            return await self._attempt(upstream, route, key, attempt, call, timeout, 1)
-        budget = self._budget(key, policy)
+        budget = self._budget(prepared.key, policy)
         budget.record_request(self._clock.now())
-        first = await self._attempt(upstream, route, key, attempt, call, timeout, 1)
+        first = await self._attempt(prepared, attempt, call, prepared.timeout, 1)
         if not retryable(policy, retry_facts(first.status, first.error, None, first.throttle is not None)):
             return first  # the usual case: a healthy answer costs no retry machinery
-        return await self._retry(upstream, route, key, method, has_idempotency_key, attempt, call, first, budget)
+        return await self._retry(prepared, method, has_idempotency_key, attempt, call, first, budget)
 
-    async def _attempt(self, upstream: Upstream, route: Route, key: str, attempt: AttemptFn[Call], call: Call,
-                       timeout: float, number: int) -> Reply:
+    def _prepare(self, upstream: Upstream, route: Route) -> _Prepared:
+        if len(self._prepared) >= _PREPARED_MAX:
+            self._prepared.clear()
+        prepared = self._prepared[id(route)] = _Prepared(upstream, route)
+        return prepared
+
+    async def _attempt(self, prepared: _Prepared, attempt: AttemptFn[Call], call: Call, timeout: float,
+                       number: int) -> Reply:
         """One attempt through the breaker, its outcome reported to it."""
-        ticket = self._admit_freely(route, key)
-        if ticket is _ASK:
-            ticket = await self._enter(upstream, route, key)
+        ticket = prepared.free
+        if ticket is not None and not self.store.view(prepared.key).admits_freely:
+            ticket = await self._enter(prepared.upstream, prepared.route, prepared.key)
         reply = await attempt(call, timeout)
         reply.number = number
         error = reply.error
-        self._leave(ticket, reply.status, error, reply.seconds)
-        self._emit(AttemptEnded(upstream.name, route.name, number, reply.status, error, reply.seconds))
+        if ticket is not None:
+            self._leave(ticket, reply.status, error, reply.seconds)
+        self._emit(AttemptEnded(prepared.upstream.name, prepared.route.name, number, reply.status, error,
+                                reply.seconds))
         return reply
 
     def _budget(self, key: str, policy: RetryPolicy) -> RetryBudget:
@@ -135,9 +168,10 @@ class Guard:
         return retry_facts(reply.status, reply.error, parse_retry_after(reply.retry_after, self._clock.now()),
                            reply.throttle is not None)
 
-    async def _retry(self, upstream: Upstream, route: Route, key: str, method: str, has_idempotency_key: bool,
+    async def _retry(self, prepared: _Prepared, method: str, has_idempotency_key: bool,
                      attempt: AttemptFn[Call], call: Call, first: Reply, budget: RetryBudget) -> Reply:
         """Tenacity's loop, resuming from a first attempt that the rules may want repeated."""
+        upstream, route, key = prepared.upstream, prepared.route, prepared.key
         policy = route.retry
         clock = self._clock
         started = clock.monotonic() - first.seconds
@@ -150,8 +184,7 @@ class Guard:
                 return pending.pop()
             made += 1
             left = policy.deadline - (clock.monotonic() - started)
-            return await self._attempt(upstream, route, key, attempt, call,
-                                       max(0.001, min(policy.per_try_timeout or upstream.timeout, left)), made)
+            return await self._attempt(prepared, attempt, call, max(0.001, min(prepared.timeout, left)), made)
 
         def should_retry(state: RetryCallState) -> bool:
             nonlocal decision
@@ -178,15 +211,6 @@ class Guard:
                                  before_sleep=let_go, reraise=True, sleep=clock.sleep)
         return await retrying(next_attempt)  # type: ignore[no-any-return]
 
-    def _admit_freely(self, route: Route, key: str) -> Ticket | None | object:
-        """The ticket when the local view decides (no breaker, or a closed one); ``_ASK`` otherwise."""
-        policy = route.breaker
-        if policy is None:
-            return None
-        if self.store.view(key).admits_freely:
-            return Ticket(key, policy, route.failure_statuses, probe=False)
-        return _ASK
-
     async def _enter(self, upstream: Upstream, route: Route, key: str) -> Ticket | None:
         """Admit the request or raise CircuitOpen; None when the route has no breaker."""
         policy = route.breaker
@@ -204,10 +228,8 @@ class Guard:
         raise CircuitOpen(f"circuit {BreakerId.of(upstream, route).name} {how}", upstream=upstream.name,
                           retry_after=max(1, math.ceil(admission.retry_after)))
 
-    def _leave(self, ticket: Ticket | None, status: int, error: str | None, seconds: float) -> None:
+    def _leave(self, ticket: Ticket, status: int, error: str | None, seconds: float) -> None:
         """Report how the attempt went; requests the sidecar refused itself are not counted."""
-        if ticket is None:
-            return
         count = breaker_count(status, error, ticket.failure_statuses, seconds=seconds,
                               slow_call=ticket.policy.slow_call)
         if count is not BreakerCount.IGNORED:

@@ -10,6 +10,12 @@ module adds what sits between them:
 - each limit's ``on_backend_error`` when the store cannot decide in time: ``allow`` (optionally
   enforcing a ``local_share`` of the rate in this process) or ``deny``;
 - holding buckets when the upstream itself says it is throttling us.
+
+Every request of a route spends the same few limits, so the route's limits are prepared once (a
+:class:`_Plan`): which limits read the same key (its value is read once per request), the
+:class:`Check` made for each key value seen (reused, not rebuilt), and the event of the usual
+outcome. A request that every limit allows, the usual case, takes one pass with no other allocation
+than its verdicts and its RateLimit fields.
 """
 
 from __future__ import annotations
@@ -39,6 +45,43 @@ HOLD_MAX = 600.0
 _CACHE_MAX = 50_000
 _SHADOW_LOG_EVERY = 10.0
 _NO_FIELDS: Mapping[str, str] = {}
+_PLANS_MAX = 1_000
+"""Routes prepared at once; past it (many reloads) the preparations start over."""
+_CHECKS_MAX = 10_000
+"""Checks kept per limit, one per key value seen; past it the limit's start over (the values are the
+clients' own: a client inventing keys costs a rebuild, never memory)."""
+_ALLOWED = "allowed"
+
+
+class _Slot:
+    """One limit of a route, prepared for the hot path."""
+
+    __slots__ = ("allowed", "checks", "limit", "same_key_as")
+
+    def __init__(self, limit: LimitPolicy, same_key_as: int, allowed: LimitDecision) -> None:
+        self.limit = limit
+        self.same_key_as = same_key_as
+        """The index of an earlier limit of the route with the same key, whose value this one reuses; -1 if none."""
+        self.checks: dict[str | None, Check] = {}
+        """By key value (None: the request has none), the check a request with that value makes."""
+        self.allowed = allowed
+        """The event of this limit allowing a request (events are values: one serves every request)."""
+
+
+class _Plan:
+    """A route's limits, prepared on its first request; routes are immutable, so it stays right."""
+
+    __slots__ = ("route", "slots", "upstream")
+
+    def __init__(self, upstream: Upstream, route: Route) -> None:
+        self.upstream = upstream
+        self.route = route
+        limits = route.rate_limits
+        self.slots = tuple(
+            _Slot(limit, next((j for j in range(i) if (limits[j].kind, limits[j].key_name) ==
+                               (limit.kind, limit.key_name)), -1),
+                  LimitDecision(upstream.name, route.name, limit.name, _ALLOWED))
+            for i, limit in enumerate(limits))
 
 
 @dataclass(frozen=True)
@@ -61,26 +104,41 @@ class Limiter:
         self._blocked: dict[tuple[str, str], Blocked] = {}
         self._shadow_seen: dict[str, tuple[float, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._plans: dict[int, _Plan] = {}
+        """By ``id`` of the route (the plan holds the route, so the id stays its own)."""
 
     async def admit(self, upstream: Upstream, route: Route,
                     facts: RequestFacts) -> tuple[Sequence[Check], Mapping[str, str]]:
         """Let the request pass: the buckets it spent (to hold them if the upstream throttles it) and its
         RateLimit header fields. Raises MissingLimitKey (``on_missing_key: reject``), RateLimited, or
         LimitUnavailable (a ``deny`` limit while the store is down)."""
-        checks = self._checks(upstream, route, facts)
+        plan = self._plans.get(id(route))
+        if plan is None or plan.route is not route or plan.upstream is not upstream:
+            plan = self._prepare(upstream, route)
+        checks, slots = self._checks(plan, upstream, facts)
         if not checks:
             return checks, _NO_FIELDS
         now = self._clock.now()
-        verdicts = self._cached(checks, now)
+        verdicts = self._cached(checks, now) if self._blocked else None
+        fresh = verdicts is None
         degraded = False
-        if verdicts is None:
+        if fresh:
             try:
-                verdicts = list(await self.store.acquire(checks))
+                verdicts = await self.store.acquire(checks)
             except BackendUnavailable:
-                degraded = True
+                fresh, degraded = False, True
                 verdicts = self._without_backend(checks)
-            else:
-                self._remember(checks, verdicts, now)
+        if not degraded:
+            for verdict in verdicts:
+                if not verdict.allowed:
+                    break
+            else:  # every limit allows it: the usual case, nothing to remember, the usual events
+                for slot in slots:
+                    self._emit(slot.allowed)
+                shown = ratelimit.most_restrictive(checks, verdicts)
+                return checks, rate_limit_headers(checks[shown].rate, verdicts[shown]) if shown is not None else _NO_FIELDS
+        if fresh:
+            self._remember(checks, verdicts, now)
         self._tell(upstream, route, checks, verdicts, degraded)
         refused = ratelimit.blocking(checks, verdicts)
         if refused is not None:
@@ -92,20 +150,42 @@ class Limiter:
         shown = ratelimit.most_restrictive(checks, verdicts)
         return checks, rate_limit_headers(checks[shown].rate, verdicts[shown]) if shown is not None else _NO_FIELDS
 
-    def _checks(self, upstream: Upstream, route: Route, facts: RequestFacts) -> list[Check]:
-        """The buckets this request spends; raises MissingLimitKey for ``on_missing_key: reject``."""
-        checks = []
-        for limit in route.rate_limits:
-            value = key_value(limit, facts)
-            if value is None:
-                if limit.on_missing_key == MissingKey.REJECT:
-                    raise MissingLimitKey(f"rate limit {limit.name} needs {_describe_key(limit, facts)}",
-                                          upstream=upstream.name)
-                if limit.on_missing_key == MissingKey.SKIP:
-                    continue
-                value = ANONYMOUS
-            checks.append(Check(limit, upstream.name, f"{limit.name}:{value}", limit.rate_for(value)))
-        return checks
+    def _prepare(self, upstream: Upstream, route: Route) -> _Plan:
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        plan = self._plans[id(route)] = _Plan(upstream, route)
+        return plan
+
+    def _checks(self, plan: _Plan, upstream: Upstream, facts: RequestFacts) -> tuple[list[Check], Sequence[_Slot]]:
+        """The buckets this request spends, and the limits they belong to; raises MissingLimitKey for
+        ``on_missing_key: reject``."""
+        checks: list[Check] = []
+        values: list[str | None] = []
+        used: list[_Slot] | None = None
+        """The limits spent, once one was skipped (until then: all of them so far)."""
+        for index, slot in enumerate(plan.slots):
+            value = values[slot.same_key_as] if slot.same_key_as >= 0 else key_value(slot.limit, facts)
+            values.append(value)
+            check = slot.checks.get(value)
+            if check is None:
+                limit = slot.limit
+                if value is None:
+                    if limit.on_missing_key == MissingKey.REJECT:
+                        raise MissingLimitKey(f"rate limit {limit.name} needs {_describe_key(limit, facts)}",
+                                              upstream=upstream.name)
+                    if limit.on_missing_key == MissingKey.SKIP:
+                        if used is None:
+                            used = list(plan.slots[:index])
+                        continue
+                spent = ANONYMOUS if value is None else value
+                check = Check(limit, upstream.name, f"{limit.name}:{spent}", limit.rate_for(spent))
+                if len(slot.checks) >= _CHECKS_MAX:
+                    slot.checks.clear()
+                slot.checks[value] = check
+            checks.append(check)
+            if used is not None:
+                used.append(slot)
+        return checks, plan.slots if used is None else used
 
     def throttled(self, upstream: Upstream, route: Route, checks: Sequence[Check], status: int, reason: str,
                   retry_after: float | None) -> None:
@@ -125,7 +205,7 @@ class Limiter:
         now = self._clock.now()
         for check in held:
             until = now + seconds
-            self._blocked[(check.group, check.bucket)] = Blocked(until, until + check.rate.tolerance / MICROS)
+            self._blocked[check.key] = Blocked(until, until + check.rate.tolerance / MICROS)
         task = asyncio.get_running_loop().create_task(self._hold(held, seconds))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -153,11 +233,11 @@ class Limiter:
         for index, check in enumerate(checks):
             if not check.enforcing:
                 continue
-            blocked = self._blocked.get((check.group, check.bucket))
+            blocked = self._blocked.get(check.key)
             if blocked is None:
                 continue
             if blocked.allow_at <= now:
-                del self._blocked[(check.group, check.bucket)]
+                del self._blocked[check.key]
                 continue
             if found is None:
                 found = [Verdict(True, 0, 0.0)] * len(checks)
@@ -171,7 +251,7 @@ class Limiter:
                     self._blocked = {k: b for k, b in self._blocked.items() if b.allow_at > now}
                     if len(self._blocked) >= _CACHE_MAX:
                         self._blocked.clear()
-                self._blocked[(check.group, check.bucket)] = Blocked(now + verdict.retry_after, now + verdict.reset)
+                self._blocked[check.key] = Blocked(now + verdict.retry_after, now + verdict.reset)
 
     def _without_backend(self, checks: Sequence[Check]) -> list[Verdict]:
         """Each limit's ``on_backend_error``: deny, allow, or allow within a local share of the rate."""

@@ -40,7 +40,8 @@ def cluster_port() -> int:
 
 
 class ClusterSet:
-    def __init__(self, directory: Path, masters: int = MASTERS, replicas: bool = True) -> None:
+    def __init__(self, directory: Path, masters: int = MASTERS, replicas: bool = True,
+                 password: str | None = None) -> None:
         self.directory = directory
         self.nodes: list[RedisServer] = []
         self.masters_count = masters
@@ -49,8 +50,8 @@ class ClusterSet:
             node_dir = directory / f"node-{index}"
             node_dir.mkdir(parents=True, exist_ok=True)
             node = RedisServer(node_dir, port=cluster_port())
-            node.extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf",
-                          "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+            _cluster_options(node)
+            node.password = password
             self.nodes.append(node)
 
     def url(self, password: str = "", seeds: int = 2) -> str:
@@ -59,7 +60,7 @@ class ClusterSet:
 
     def start(self, deadline: float = 30.0) -> None:
         for node in self.nodes:
-            node.start()
+            _start_on_a_free_port(node)
         masters = self.nodes[:self.masters_count]
         first = masters[0].client()
         for node in self.nodes[1:]:
@@ -112,6 +113,17 @@ class ClusterSet:
         self._wait(lambda: self._role(replica) == "master", deadline, f"replica {replica.port} not promoted")
         self._wait(lambda: all(self._state(node) == "ok" for node in self._live()), deadline,
                    "cluster not ok after the failover")
+        return replica
+
+    def manual_failover(self, master: RedisServer, deadline: float = 30.0) -> RedisServer:
+        """``CLUSTER FAILOVER`` on ``master``'s replica: the two swap roles (the old master answers MOVED
+        from then on); returns the new master once the cluster is ok."""
+        replica = self.replica_of(master)
+        with replica.client() as client:
+            client.execute_command("CLUSTER FAILOVER")
+        self._wait(lambda: self._role(replica) == "master" and self._role(master) == "slave", deadline,
+                   f"replica {replica.port} did not take over")
+        self.wait_until_ok(deadline)
         return replica
 
     def node_id(self, node: RedisServer) -> str:
@@ -177,3 +189,22 @@ class ClusterSet:
             if time.monotonic() > end:
                 raise RuntimeError(what)
             time.sleep(0.05)
+
+
+def _cluster_options(node: RedisServer) -> None:
+    node.extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf",
+                  "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+
+
+def _start_on_a_free_port(node: RedisServer, attempts: int = 5) -> None:
+    """Start ``node``; when its port or bus port was taken since it was picked (other tests run on
+    this machine too), pick another pair and start again."""
+    for attempt in range(attempts):
+        try:
+            node.start()
+            return
+        except RuntimeError as error:
+            if "Address already in use" not in str(error) or attempt == attempts - 1:
+                raise
+        node.port = cluster_port()
+        _cluster_options(node)

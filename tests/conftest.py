@@ -135,6 +135,27 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One ``tests.cluster_servers.ClusterSet`` (3 masters, 3 replicas) for the session; a test that
+    kills a node starts a cluster of its own."""
+    from tests.cluster_servers import ClusterSet
+
+    cluster = ClusterSet(tmp_path_factory.mktemp("cluster"))
+    request.addfinalizer(cluster.stop)
+    cluster.start()
+    return cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: Any) -> str:
+    """``redis+cluster://`` for the session's cluster, every master emptied for this test."""
+    for node in redis_cluster.master_nodes():
+        with node.client() as client:
+            client.flushall()
+    return str(redis_cluster.url())
+
+
 @pytest.fixture
 def redis_url(redis_server: Any) -> str:
     """The session's Redis, emptied for this test."""

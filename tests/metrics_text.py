@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -26,6 +27,11 @@ def samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], f
     return [(sample.labels, sample.value) for family in text_string_to_metric_families(text)
             for sample in family.samples
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())]
+
+
+def typed_names(text: str) -> set[str]:
+    """The family names a scrape declares in its ``# TYPE`` lines (a counter under its sample name, ``..._total``)."""
+    return set(re.findall(r"^# TYPE (\w+) ", text, re.MULTILINE))
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -36,6 +36,8 @@ class RedisServer:
         self.port = port or free_port()
         self.extra = extra
         """More command-line options, e.g. ``("--replicaof", "127.0.0.1", "6380")``."""
+        self.password: str | None = None
+        """Set before :meth:`start`: the server requires it (and a replica gives it to its master)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,14 +45,16 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True,
+                           password=self.password)
 
     def start(self, deadline: float = 10.0) -> None:
         """Start and wait until PING answers."""
         log = open(self.directory / f"redis-{self.port}.log", "ab")
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no", *self.extra],
+             "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no", *self.extra,
+             *(("--requirepass", self.password, "--masterauth", self.password) if self.password else ())],
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

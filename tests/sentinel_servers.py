@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -92,3 +94,14 @@ class SentinelSet:
                 process.wait(10)
         self.replica.stop()
         self.master.stop()
+
+
+@contextmanager
+def running(directory: Path) -> Iterator[SentinelSet]:
+    """A started set, stopped on the way out (also when it failed to start): a module fixture's body."""
+    servers = SentinelSet(directory)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()

@@ -218,3 +218,29 @@ async def test_a_throttled_answer_is_retried_after_its_retry_after() -> None:
     reply = await guard.run(UPSTREAM, chosen, "POST", True, False, with_retry_after, "the request")
     assert (reply.status, reply.number) == (200, 2), "the route says a 429 proves a POST was not processed"
     assert clock.slept == [3.0]
+
+
+async def test_what_a_route_needs_is_worked_out_once_and_a_reloaded_route_brings_its_own() -> None:
+    """The same route object serves many requests from one preparation; after a reload (a new route of
+    the same name) its breaker, retries and timeout are the new ones, and a request still goes through
+    tenacity as soon as its first answer is retryable."""
+    breaker = BreakerPolicy(consecutive_failures=2, open_for=30.0, jitter=0.0)
+    guard, fake, clock, _, store, chosen = setup(breaker=breaker, script=[200, 200, 503, 200, 503, 503])
+    assert [(await run(guard, fake, chosen)).number for _ in range(2)] == [1, 1]
+    assert (await run(guard, fake, chosen)).number == 2, "a first-attempt 503 is still retried"
+    assert clock.slept == [1.0]
+    reloaded = route(retry=RetryPolicy(attempts=0), breaker=BreakerPolicy(consecutive_failures=1, open_for=30.0,
+                                                                           jitter=0.0))
+    reply = await run(guard, fake, reloaded)
+    assert (reply.status, reply.number) == (503, 1), "the new route does not retry"
+    assert store.view(KEY).state == State.OPEN, "and its breaker opens after one failure"
+    with pytest.raises(CircuitOpen):
+        await run(guard, fake, chosen)
+    assert fake.timeouts == [10.0, 10.0, 10.0, 10.0, 10.0]
+
+
+async def test_a_route_without_a_breaker_reports_nothing_to_the_store() -> None:
+    guard, fake, _, events, store, chosen = setup(retry=RetryPolicy(attempts=0), script=[503, 503, 503])
+    for _ in range(3):
+        assert (await run(guard, fake, chosen)).status == 503
+    assert store.view(KEY).failures == 0 and len(events) == 3

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("proxy.state",),
     ("proxy.guard", "proxy.limiter", "proxy.observe"),
     ("proxy.web",),
-    ("proxy.runtime", "proxy.doctor", "proxy.k8s", "proxy.console"),
+    ("proxy.runtime", "proxy.doctor", "proxy.k8s", "proxy.ctl"),
     ("proxy.cli", "proxy.__main__"),
 ]
 """Lowest first. A module may import its own layer's modules and any layer below, never one above."""
@@ -40,7 +40,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "proxy.runtime": ("proxy.doctor", "proxy.k8s"),
     "proxy.doctor": ("proxy.runtime", "proxy.k8s"),
     "proxy.k8s": ("proxy.runtime", "proxy.doctor"),
-    "proxy.console": ("proxy.runtime", "proxy.doctor", "proxy.k8s", "proxy.web"),
+    # a client of the admin port: it knows the sidecar's names, never its servers or stores
+    "proxy.ctl": ("proxy.runtime", "proxy.doctor", "proxy.k8s", "proxy.web", "proxy.state", "proxy.observe",
+                  "proxy.guard", "proxy.limiter"),
 }
 
 PURE = ("proxy.errors", "proxy.clock", "proxy.events", "proxy.config", "proxy.policy", "proxy.observe.scrub",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from proxy.config.policy_values import BreakerPolicy, LimitPolicy, RetryPolicy
-from proxy.config.webhooks import Webhook
+
+if TYPE_CHECKING:  # loaded with the webhook reader, by a config that declares webhooks
+    from proxy.config.webhooks import Webhook
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,13 @@ class Rate:
     per: float
     burst: int
 
-    @property
+    # Cached (the rate is immutable): every limit of every request reads both, several times.
+    @cached_property
     def interval(self) -> int:
         """Microseconds between calls at the steady pace, rounded up so that the rate is never exceeded."""
         return -(-micros(self.per) // self.limit)
 
-    @property
+    @cached_property
     def tolerance(self) -> int:
         """Microseconds a bucket may run ahead of the pace."""
         return self.burst * self.interval

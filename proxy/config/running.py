@@ -101,6 +101,8 @@ def restart_only_changes(old: Config, new: Config) -> list[Problem]:
         if before != after:
             shown = "" if key in ("state", "errors.sentry", "alerts.slack") else f" ({before} -> {after})"
             at = _where(new.source, key)
+            if at is None:  # no line to point at: say why the value changed
+                shown += " (not in the file now, so its default would apply)"
             problems.append(Problem(new.source, at.line if at else 0, at.column if at else 0, key,
                                     f"cannot change while running{shown}; restart the sidecar to apply it"))
     return problems

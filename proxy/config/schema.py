@@ -321,8 +321,9 @@ def config_schema() -> Schema:
             "state": obj("Where breakers and rate limits live.", {
                 "backend": {"enum": ["memory", "redis"], "description": "memory: per process; redis: fleet-wide.",
                             "examples": ["redis"]},
-                "redis_url": text("redis://host:port/db (one Redis), rediss:// (TLS), or "
-                                  "redis+sentinel://[:password@]host1:26379,host2:26379/MASTER_NAME[/db] (Sentinel).",
+                "redis_url": text("redis://host:port/db (one Redis), rediss:// (TLS), "
+                                  "redis+sentinel://[:password@]host1:26379,host2:26379/MASTER_NAME[/db] (Sentinel), "
+                                  "or redis+cluster://[:password@]host1:6379,host2:6379 (Redis Cluster seed nodes).",
                                   "redis://127.0.0.1:6379/0"),
                 "redis_timeout": duration("Per Redis command, at most 1s."),
                 "key_prefix": text("Prefix of every Redis key.", "rp:"),

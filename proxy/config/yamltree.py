@@ -86,10 +86,37 @@ def decode(data: bytes, file: str, problems: list[Problem]) -> str | None:
         return None
 
 
+_FLOW_VARIABLE_HINT = (" (inside { } or [ ] an unquoted ${VAR} reads as a nested mapping: "
+                       "quote it, \"${VAR}\", or write the mapping on its own lines)")
+
+
+def _variable_in_flow(text: str, index: int) -> bool:
+    """Whether the error points at the ``{`` of ``${`` (a flow mapping or sequence met a variable)."""
+    return text[index:index + 1] == "{" and text[index - 1:index] == "$"
+
+
+# libyaml's composer (PyYAML's C extension, in its binary wheels) builds the same nodes with the same marks
+# as the pure-Python one, about eight times faster: the config and policy files are read at every start and
+# reload. The pure-Python one still decides what is refused and how the error reads: it composes again any
+# document libyaml refuses, and any with a tab, which libyaml accepts where PyYAML refuses it ("a:  \t1").
+# tests/config/test_yaml_loaders.py holds both to the same nodes. PyYAML built without libyaml has only one.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node graph of one YAML document (None when empty); ``yaml.YAMLError`` as PyYAML's own loader raises it."""
+    if "\t" not in text:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def parse_yaml(text: str, file: str, environ: Mapping[str, str], problems: list[Problem]) -> YNode | None:
     """Parse one YAML document; problems (syntax, duplicates, unset variables) are appended, not raised."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.reader.ReaderError as exc:  # a character YAML forbids anywhere: no mark, only a position
         line, column = position_of(text, exc.position)
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
@@ -99,7 +126,8 @@ def parse_yaml(text: str, file: str, environ: Mapping[str, str], problems: list[
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        problems.append(Problem(file, line, column, "", f"invalid YAML: {exc.problem or exc.context}"))
+        hint = _FLOW_VARIABLE_HINT if mark and _variable_in_flow(text, mark.index) else ""
+        problems.append(Problem(file, line, column, "", f"invalid YAML: {exc.problem or exc.context}{hint}"))
         return None
     except yaml.YAMLError as exc:
         problems.append(Problem(file, 0, 0, "", f"invalid YAML: {exc}"))

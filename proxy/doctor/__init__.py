@@ -1,9 +1,11 @@
 """``resilience-proxy doctor``: is this config ready for production, checked from where it will run.
 
-``validate`` reads files; ``doctor`` also asks the world: can Redis be reached, and fast, does it take
-the Lua scripts, is the Slack token valid and the channel there, is the Sentry DSN well formed and its
-host reachable, does each upstream resolve and complete a verified TLS handshake. Each check is a
-small function giving :class:`Result` rows; the network ones live in :mod:`proxy.doctor.network`.
+``validate`` reads files; ``doctor`` also asks the world: which Redis is there (one server, a master
+behind Sentinel, a whole Cluster), can it be reached, and fast, does it take the Lua scripts, is the
+Slack token valid and the channel there, is the Sentry DSN well formed and its host reachable, does
+each upstream resolve and complete a verified TLS handshake. Each check is a
+small function giving :class:`Result` rows; the network ones live in :mod:`proxy.doctor.network`,
+:mod:`proxy.doctor.redis_checks` and :mod:`proxy.doctor.cluster_checks`.
 
 Statuses: PASS; WARN (works, but not as production should: memory state, no admin token, a listener
 off loopback, lint warnings); FAIL (something configured cannot work: an unloadable config, Redis
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from proxy.config.model import Config
+from proxy.config.redis_url import is_cluster
 from proxy.doctor.local import check_admin_token, check_config, check_listen, check_sentry_dsn, check_state_backend
 from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result, exit_status, header, row, to_json, width_for
 
@@ -52,16 +55,19 @@ def _single(name: str, check: Callable[[], Awaitable[Result]]) -> Step:
 def plan(config: Config, *, skip_network: bool, send_test_alert: bool) -> list[Step]:
     """Every check after the config's own, in table order."""
     # Network checks import redis, slack-sdk and sentry-sdk: only a run that makes them pays for that.
-    from proxy.doctor.network import check_redis, check_sentry_reachable, check_slack, check_upstream, send_alerts
+    from proxy.doctor.cluster_checks import check_cluster
+    from proxy.doctor.network import check_sentry_reachable, check_slack, check_upstream, send_alerts
+    from proxy.doctor.redis_checks import check_redis, row_names
 
     steps: list[Step] = []
     backend = check_state_backend(config)
     if backend is not None:
         steps.append(_done(backend))
     elif skip_network:
-        steps.append(_done(Result("redis", SKIP, "--skip-network"), Result("lua scripts", SKIP, "--skip-network")))
+        steps.append(_done(*(Result(name, SKIP, "--skip-network") for name in row_names(config.state.redis_url))))
     else:
-        steps.append(Step(("redis", "lua scripts"), lambda: check_redis(config.state)))
+        check = check_cluster if is_cluster(config.state.redis_url) else check_redis
+        steps.append(Step(row_names(config.state.redis_url), lambda: check(config.state)))
     slack = config.slack
     if slack is None:
         steps.append(_done(Result("slack", WARN, "not set: no alerts (alerts.slack.token)")))

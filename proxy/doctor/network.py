@@ -1,4 +1,5 @@
-"""The checks of ``resilience-proxy doctor`` that leave the machine: Redis, Slack, Sentry, upstreams.
+"""The checks of ``resilience-proxy doctor`` that leave the machine: Slack, Sentry, upstreams (Redis:
+:mod:`proxy.doctor.redis_checks`, :mod:`proxy.doctor.cluster_checks`).
 
 Each is bounded by :data:`CHECK_TIMEOUT` and turns every failure into a FAIL row with the reason,
 never an exception: the point is a complete report, not the first error.
@@ -13,82 +14,21 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.config.model import Config, SlackSettings, StateSettings, Upstream
+from proxy.config.model import Config, SlackSettings, Upstream
 from proxy.doctor.report import FAIL, PASS, SKIP, WARN, Result
-from proxy.state.base import BackendTimeout, BackendUnavailable
-from proxy.web.tls import upstream_context
+from proxy.state.base import BackendTimeout
+from proxy.web.tls import upstream_ssl
 
 CHECK_TIMEOUT = 5.0
 """Per check: long enough for a slow TLS handshake across the world, short enough to wait for."""
-SLOW_REDIS_MS = 10.0
-"""A PING slower than this eats most of a 50 ms ``redis_timeout`` before any script runs."""
 TEST_TEXT = "resilience-proxy doctor: test alert (nothing is wrong)"
 
 
-def _describe(error: BaseException) -> str:
+def describe_failure(error: BaseException) -> str:
+    """Why a check got no answer, in a few words (a timeout says how long it waited)."""
     if isinstance(error, (TimeoutError, BackendTimeout)):
         return f"no answer within {CHECK_TIMEOUT:g}s"
     return str(error) or type(error).__name__
-
-
-async def check_redis(state: StateSettings) -> list[Result]:
-    """PING round trip, then SCRIPT LOAD of every breaker and rate-limit script."""
-    from proxy.state.redis import breaker_scripts, limits
-    from proxy.state.redis.client import connect, translated, without_password
-
-    shown = without_password(state.redis_url)
-    client = connect(state.redis_url, CHECK_TIMEOUT, max_connections=1)
-    try:
-        sentinel = await _check_sentinel(state.redis_url, client)
-        if sentinel is not None and sentinel.status == FAIL:
-            return [sentinel, Result("redis", SKIP, "no master"), Result("lua scripts", SKIP, "no master")]
-        try:
-            with translated():
-                async with asyncio.timeout(CHECK_TIMEOUT):
-                    await client.ping()  # connects
-                    started = time.perf_counter()
-                    await client.ping()
-                    rtt = (time.perf_counter() - started) * 1000
-        except BackendUnavailable as error:
-            return [*_listed(sentinel), Result("redis", FAIL, f"{shown}: {_describe(error)}"),
-                    Result("lua scripts", SKIP, "Redis unreachable")]
-        status = WARN if rtt > SLOW_REDIS_MS else PASS
-        redis = Result("redis", status, f"{shown}: PING {rtt:.1f} ms"
-                       + (f" (over {SLOW_REDIS_MS:g} ms; redis_timeout is {state.redis_timeout * 1000:g} ms)"
-                          if status == WARN else ""))
-        scripts = {**breaker_scripts.SCRIPTS.texts, **limits.SCRIPTS.texts}
-        try:
-            with translated():
-                async with asyncio.timeout(CHECK_TIMEOUT):
-                    for text in scripts.values():
-                        await client.script_load(text)
-        except BackendUnavailable as error:
-            return [*_listed(sentinel), redis, Result("lua scripts", FAIL, _describe(error))]
-        return [*_listed(sentinel), redis, Result("lua scripts", PASS, f"{len(scripts)} loaded: {', '.join(sorted(scripts))}")]
-    finally:
-        await client.aclose()
-
-
-async def _check_sentinel(url: str, client: Any) -> Result | None:
-    """For ``redis+sentinel://``: which master the sentinels name (None for a single Redis)."""
-    from proxy.config.redis_url import is_sentinel, sentinel_target
-    from proxy.state.redis.client import translated
-
-    if not is_sentinel(url):
-        return None
-    target = sentinel_target(url)
-    try:
-        with translated():
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                host, port = await client.connection_pool.sentinel_manager.discover_master(target.master)
-    except BackendUnavailable as error:
-        return Result("sentinel", FAIL, f"{len(target.sentinels)} sentinels, master {target.master}: "
-                                        f"{_describe(error)}")
-    return Result("sentinel", PASS, f"{len(target.sentinels)} sentinels, master {target.master} at {host}:{port}")
-
-
-def _listed(result: Result | None) -> list[Result]:
-    return [] if result is None else [result]
 
 
 def _slack_client(settings: SlackSettings) -> Any:
@@ -113,7 +53,7 @@ async def _slack_call(name: str, call: Any) -> tuple[Any, Result | None]:
             return None, Result(name, WARN, f"not checked: the token lacks the scope {needed}".rstrip())
         return None, Result(name, FAIL, f"Slack answered {code}")
     except Exception as error:
-        return None, Result(name, FAIL, _describe(error))
+        return None, Result(name, FAIL, describe_failure(error))
 
 
 async def check_slack(settings: SlackSettings) -> list[Result]:
@@ -149,7 +89,7 @@ async def check_sentry_reachable(dsn: str) -> Result:
             async with session.head(url, allow_redirects=False) as response:
                 return Result("sentry host", PASS, f"{parts.hostname}{port} answered HTTP {response.status}")
     except Exception as error:
-        return Result("sentry host", FAIL, f"{parts.hostname}{port}: {_describe(error)}")
+        return Result("sentry host", FAIL, f"{parts.hostname}{port}: {describe_failure(error)}")
 
 
 async def check_upstream(upstream: Upstream) -> Result:
@@ -163,8 +103,8 @@ async def check_upstream(upstream: Upstream) -> Result:
         async with asyncio.timeout(CHECK_TIMEOUT):
             addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError) as error:
-        return Result(name, FAIL, f"{host}: DNS: {_describe(error)}")
-    context = upstream_context(upstream.ca_bundle) if parts.scheme == "https" else None  # as the forwarder's
+        return Result(name, FAIL, f"{host}: DNS: {describe_failure(error)}")
+    context = upstream_ssl(upstream.ca_bundle) if parts.scheme == "https" else None  # as the forwarder's
     started = time.perf_counter()
     try:
         async with asyncio.timeout(max(upstream.connect_timeout, 1.0)):
@@ -172,7 +112,7 @@ async def check_upstream(upstream: Upstream) -> Result:
                                                       server_hostname=host if context else None)
     except (OSError, TimeoutError) as error:
         what = "TLS" if isinstance(error, ssl.SSLError) else "connect"
-        return Result(name, FAIL, f"{host}:{port}: {what}: {_describe(error)}")
+        return Result(name, FAIL, f"{host}:{port}: {what}: {describe_failure(error)}")
     elapsed = (time.perf_counter() - started) * 1000
     tls = writer.get_extra_info("ssl_object")
     writer.close()

@@ -11,9 +11,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy import IMAGE as DEFAULT_IMAGE
 from proxy import __version__
 
-DEFAULT_IMAGE = f"ghcr.io/resilience-proxy/resilience-proxy:{__version__}"
 CONTAINER = "resilience-proxy"
 CONFIG_VOLUME = "resilience-proxy-config"
 CONFIG_MAP = "resilience-proxy-config"

@@ -5,6 +5,12 @@ syscall per line, a large share of the sidecar's throughput (figures: bench/READ
 "Figures behind the code"). Lines are instead formatted directly and written at most every ``interval`` seconds, one write for
 all lines since the last: at most that much of the log is lost if the process is killed.
 
+Lines are encoded with orjson: ``json.dumps`` was the largest single cost of the line (figures:
+bench/README.md, "Figures behind the code"). The text is the same as ``json.dumps(line,
+separators=(",", ":"))`` would write: a line that orjson would write differently (non-ASCII or DEL
+characters, which ``json`` escapes as ``\\uXXXX``; lone surrogates, which orjson refuses) is written by
+``json`` instead.
+
 The line records the path without its query string (Google API keys travel in ``?key=``),
 with e-mails and phone numbers masked (Google calendar ids are often addresses), and never a
 header value.
@@ -17,7 +23,10 @@ import json
 import os
 import sys
 import time
-from typing import TextIO
+from functools import lru_cache
+from typing import Any, TextIO
+
+import orjson
 
 from proxy.observe.scrub import scrub_text
 
@@ -50,14 +59,14 @@ class AccessLog:
         second = int(now)
         if second != self._second:
             self._second, self._ts_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        line = json.dumps({
+        line = encode({
             "ts": f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z", "level": "info",
             "logger": "resilience_proxy.access", "msg": "request", "pid": self._pid,
             "request_id": request_id, "upstream": upstream, "route": route, "method": method,
-            "path": scrub_text(target.split("?", 1)[0][:1024]), "status": status,
+            "path": logged_path(target.split("?", 1)[0][:1024]), "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "bytes_in": bytes_in, "bytes_out": bytes_out, "error": error, "attempts": attempts,
-        }, separators=(",", ":"))
+        })
         self._lines.append(line)
         self._size += len(line)
         if self._size >= _FLUSH_BYTES:
@@ -80,3 +89,22 @@ class AccessLog:
             stream.flush()
         except (OSError, ValueError):  # a closed or full stderr must never break proxying
             pass
+
+
+@lru_cache(maxsize=512)
+def logged_path(path: str) -> str:
+    """``path`` as the line shows it: scrubbed. Remembered, because a sidecar sees the same few paths
+    over and over (an account's endpoints), and scrubbing one costs more than encoding the whole line
+    (a memory-only cache: the raw paths it holds are never written anywhere)."""
+    return scrub_text(path)
+
+
+def encode(fields: dict[str, Any]) -> str:
+    """``fields`` as ``json.dumps(fields, separators=(",", ":"))`` writes them, at orjson's cost when it can."""
+    try:
+        raw = orjson.dumps(fields)
+    except orjson.JSONEncodeError:  # a lone surrogate (a path that was not UTF-8)
+        return json.dumps(fields, separators=(",", ":"))
+    if raw.isascii() and b"\x7f" not in raw:
+        return raw.decode()
+    return json.dumps(fields, separators=(",", ":"))

@@ -9,6 +9,10 @@ no process metrics at all: the answering worker's own numbers would jump from wo
 between scrapes (a CPU counter going backwards). :class:`WorkerProcesses` instead sums the
 ``process_*`` metrics over the live workers, found by the live-gauge files they keep in that
 directory, so memory, CPU and file descriptors describe the sidecar as a whole.
+
+In that mode prometheus-client asks the kernel for the pid on every update (to notice a fork): six
+``getpid`` system calls per request. :func:`file_backed_values` gives it the pid from memory instead,
+read again after a fork.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from prometheus_client import (
     CollectorRegistry,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
@@ -31,6 +36,29 @@ from prometheus_client.process_collector import ProcessCollector
 _LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
 _SUMMED = ("virtual_memory_bytes", "resident_memory_bytes", "cpu_seconds_total", "open_fds")
 """Summed over the workers; the start time is the oldest worker's, max_fds the lowest limit."""
+
+
+_pid = os.getpid()
+
+
+def _remember_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _process_pid() -> int:
+    return _pid
+
+
+def file_backed_values() -> None:
+    """With ``PROMETHEUS_MULTIPROC_DIR`` set (``--workers``), make prometheus-client's file-backed values
+    take the pid from memory (kept right across a fork) rather than from a system call per update.
+
+    Call it before the first metric value exists: values made before and after would write the same
+    file through two separate maps."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.register_at_fork(after_in_child=_remember_pid)
+        values.ValueClass = values.MultiProcessValue(process_identifier=_process_pid)
 
 
 class WorkerProcesses:

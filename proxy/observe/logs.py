@@ -56,6 +56,10 @@ def configure_logging(level: str) -> None:
 _TRANSITIONS = logging.getLogger("resilience_proxy.breaker")
 
 
+EVENTS = (BreakerTransition,)
+"""The events :func:`on_event` logs (the bus hands it no other)."""
+
+
 def on_event(event: object) -> None:
     """The EventBus listener: the events that make a log line of their own."""
     if isinstance(event, BreakerTransition):

@@ -203,6 +203,11 @@ class ProxyMetrics:
         self.webhooks = WebhookMetrics()
         self._handlers.update(self.webhooks.handlers())
 
+    @property
+    def events(self) -> frozenset[type]:
+        """The event types :meth:`on_event` counts (the bus hands it no other)."""
+        return frozenset(self._handlers)
+
     def on_event(self, event: object) -> None:
         """The event bus's listener: one dict lookup on the event's type, then the family's update."""
         handler = self._handlers.get(type(event))

@@ -54,6 +54,9 @@ class ProcessInfo:
         self.reload_ok.set(1)
         self.reload_at.set(at)
 
+    EVENTS = (ConfigReloaded,)
+    """The events :meth:`on_event` reads (the bus hands it no other)."""
+
     def on_event(self, event: object) -> None:
         """The bus listener: reload results only."""
         if isinstance(event, ConfigReloaded):

@@ -102,6 +102,9 @@ def record_outcome(
     if record.state == State.CLOSED and not probe:
         if policy.failure_rate:
             _count(record, policy, int(now), failed)
+        elif not failed:  # only a failure can trip a breaker without a failure-rate window
+            record.failures = 0
+            return None
         record.failures = record.failures + 1 if failed else 0
         reason = _trip_reason(record, policy)
         if reason:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from proxy.config.policy_values import KeyKind, LimitPolicy
 
@@ -16,14 +17,16 @@ MAX_KEY = 128
 """Longer key values are stored as a digest: a bucket name must stay small, whatever a header holds."""
 
 
-@dataclass(frozen=True)
-class RequestFacts:
-    """What the key of any limit can be read from."""
+_NO_CAPTURES: Mapping[str, str] = MappingProxyType({})
+
+
+class RequestFacts(NamedTuple):
+    """What the key of any limit can be read from (a named tuple: every limited request makes one)."""
 
     headers: Mapping[str, str]
     """Case-insensitive, as aiohttp's headers are."""
     peer: str | None
-    captures: Mapping[str, str] = field(default_factory=dict)
+    captures: Mapping[str, str] = _NO_CAPTURES
     org_header: str = "X-Org-Id"
     client_ip_header: str | None = "X-Forwarded-For"
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy.config.policy_values import DUPLICATE_STATUS, RATE_LIMITED, SAFE_METHODS, TOO_MANY_REQUESTS, RetryPolicy
 from proxy.policy.backoff import Random, exponential
@@ -30,9 +30,10 @@ _DELAY_SECONDS = re.compile(r"[0-9]+")
 """delay-seconds: ASCII digits only (``\\d`` would take any script's digits)."""
 
 
-@dataclass(frozen=True)
-class RetryFacts:
-    """What one attempt came to, as the retry decision needs it (built by :func:`proxy.policy.classify.retry_facts`)."""
+class RetryFacts(NamedTuple):
+    """What one attempt came to, as the retry decision needs it (built by :func:`proxy.policy.classify.retry_facts`).
+
+    A named tuple: every request that may be retried builds one for its first answer."""
 
     kind: str | int
     """CONNECT_ERROR, TIMEOUT, RESET, or the status code the upstream answered."""
@@ -151,7 +152,11 @@ class RetryBudget:
         return self._buckets[-1]
 
     def record_request(self, now: float) -> None:
-        self._bucket(now)[1] += 1
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == int(now):  # this second's bucket: the window moved on when it was made
+            buckets[-1][1] += 1
+        else:
+            self._bucket(now)[1] += 1
 
     def try_retry(self, now: float) -> bool:
         """Spend one retry if the budget allows it."""

@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from aiohttp import web
 
@@ -48,20 +48,23 @@ from proxy.events import BackendChanged, ConfigReloaded, EventBus
 from proxy.guard import Guard
 from proxy.limiter import Limiter
 from proxy.observe.access import AccessLog
-from proxy.observe.alerts.slack import SlackAlerts
 from proxy.observe.gauges import Sampler
+from proxy.observe.logs import EVENTS as LOGGED_EVENTS
 from proxy.observe.logs import on_event as log_events
 from proxy.observe.metrics import proxy_metrics
 from proxy.observe.process_info import process_info
-from proxy.observe.sentry import SentryReporter
 from proxy.observe.status import StatusFeed
 from proxy.observe.webhook_metrics import WebhookSampler
-from proxy.runtime.delivery import DeliveryWorkers
 from proxy.state.stores import Stores, open_stores, webhook_store
 from proxy.web.admin.app import Health, admin_app
 from proxy.web.admin.status import StatusService
 from proxy.web.dataplane import DataPlane
-from proxy.web.webhooks import WebhookListener
+
+if TYPE_CHECKING:
+    from proxy.observe.alerts.slack import SlackAlerts
+    from proxy.observe.sentry import SentryReporter
+    from proxy.runtime.delivery import DeliveryWorkers
+    from proxy.web.webhooks import WebhookListener
 
 log = logging.getLogger("resilience_proxy")
 # Well above the idle reuse window of the SDKs' HTTP clients, so that a client never sends a
@@ -93,14 +96,14 @@ class Sidecar:
         self.running = RunningConfig(config, fingerprint(watched_files(config)), time.time())
         self.health = Health(backend_required=config.state.required)
         self.events = EventBus()
-        self.events.subscribe(log_events)
-        self.events.subscribe(proxy_metrics().on_event)
+        self.events.subscribe(log_events, LOGGED_EVENTS)
+        self.events.subscribe(proxy_metrics().on_event, proxy_metrics().events)
         self.breakers, self.limits = stores or open_stores(config.state)
         self.breakers.emit_to(self.events.emit)
         process_info().loaded(self.running.loaded_at)
-        self.events.subscribe(process_info().on_event)
-        self.alerts = SlackAlerts(config.slack, self.events.emit) if config.slack else None
-        self.sentry = SentryReporter(config.sentry) if config.sentry else None
+        self.events.subscribe(process_info().on_event, process_info().EVENTS)
+        self.alerts = slack_alerts(config, self.events.emit)
+        self.sentry = sentry_reporter(config)
         for reporter in (self.alerts, self.sentry):
             if reporter is not None:
                 self.events.subscribe(reporter.on_event)
@@ -129,10 +132,16 @@ class Sidecar:
         # Inbound webhooks: one store for the listener, the delivery workers and the admin API (also with
         # only a listener, so that webhooks a reload adds are served); the listener on its own port.
         self.webhooks = webhook_store(config.state) if config.webhooks or config.webhooks_listen else None
-        self.delivery = None if self.webhooks is None else DeliveryWorkers(
-            self.webhooks, lambda: self.config.webhooks, self.events.emit)
-        self.webhook_listener = None if self.webhooks is None or config.webhooks_listen is None else (
-            WebhookListener(lambda: self.config.webhooks, self.webhooks, self.events.emit))
+        self.delivery: DeliveryWorkers | None = None
+        self.webhook_listener: WebhookListener | None = None
+        if self.webhooks is not None:
+            # Imported only with webhooks configured (the listener and the delivery workers are unused without).
+            from proxy.runtime.delivery import DeliveryWorkers
+            from proxy.web.webhooks import WebhookListener
+
+            self.delivery = DeliveryWorkers(self.webhooks, lambda: self.config.webhooks, self.events.emit)
+            if config.webhooks_listen is not None:
+                self.webhook_listener = WebhookListener(lambda: self.config.webhooks, self.webhooks, self.events.emit)
         self.webhooks_address: Address | None = None
         # Queue depth and oldest pending age, sampled off the request path for the gauges and the backlog alert.
         self.webhook_sampler = None if self.webhooks is None else WebhookSampler(
@@ -359,6 +368,28 @@ class Sidecar:
         """Stop everything :meth:`start` started, in reverse order (a second call does nothing)."""
         self._closing = True
         await self._stack.aclose()
+
+
+def slack_alerts(config: Config, emit: Callable[[object], None]) -> SlackAlerts | None:
+    """Slack alerts when a token is configured, else None.
+
+    Imported only then: slack-sdk and the alert rules cost every start about 3 MiB and a quarter of the
+    sidecar's own import time (bench/README.md, "Start-up and footprint"); a sidecar without a token
+    never uses them."""
+    if not config.slack:
+        return None
+    from proxy.observe.alerts.slack import SlackAlerts
+
+    return SlackAlerts(config.slack, emit)
+
+
+def sentry_reporter(config: Config) -> SentryReporter | None:
+    """Sentry reports when a DSN is configured, else None (the module, like sentry-sdk, is loaded only then)."""
+    if not config.sentry:
+        return None
+    from proxy.observe.sentry import SentryReporter
+
+    return SentryReporter(config.sentry)
 
 
 async def serve(config: Config, *, reuse_port: bool = False, watch_interval: float | None = 0.5,

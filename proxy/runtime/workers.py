@@ -31,15 +31,39 @@ TICK = 0.1
 """Seconds between the supervisor's looks at its workers and signals."""
 KILL_AFTER = 2.0
 """After a second stop signal, how long workers get to exit before they are killed."""
+_PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies."""
 
 
 def _worker_main(config_path: str, watch_interval: float, supervisor: int, ready: Event) -> None:
+    _leave_terminal_group(supervisor)
     try:
         status = run_worker(config_path, reuse_port=True, watch_interval=watch_interval, supervisor=supervisor,
                             ready=ready.set)
     except KeyboardInterrupt:  # SIGINT (Ctrl-C reaches the whole group) before the event loop handles it
         status = 128 + signal.SIGINT
     raise SystemExit(status)
+
+
+def _leave_terminal_group(supervisor: int) -> None:
+    """Stop signals reach a worker once, from the supervisor: never also from the terminal.
+
+    Ctrl-C sends SIGINT to the terminal's whole foreground process group. Were the workers in the
+    supervisor's group, each would get it twice (the terminal's, then the supervisor's forward),
+    take the second for "exit now" and skip the drain. In a group of its own a worker hears only
+    the supervisor; and so that a killed supervisor (SIGKILL, OOM) leaves no worker behind holding
+    the port, the kernel sends the worker SIGTERM (a drain) when its parent dies (Linux).
+    """
+    os.setpgid(0, 0)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own exit paths still stop workers
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect: nothing to serve for
+        raise SystemExit(0)
 
 
 class _Worker:

@@ -37,7 +37,9 @@ class MemoryBreakerStore:
         return admission
 
     def record(self, key: str, policy: BreakerPolicy, failed: bool, probe: bool) -> None:
-        record = self._record(key)
+        record = self._records.get(key)
+        if record is None:
+            record = self._record(key)
         transition = breaker.record_outcome(key, record, policy, failed, probe, self._clock.now(), self._random)
         self._changed(key, record, transition)
 

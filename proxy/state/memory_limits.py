@@ -29,20 +29,19 @@ class MemoryLimitStore:
     def acquire_now(self, checks: Sequence[Check]) -> list[Verdict]:
         """:meth:`acquire` without a coroutine, for callers that are already deciding locally."""
         now = micros(self._clock.now())
-        keys = [(check.group, check.bucket) for check in checks]
-        verdicts, charged = ratelimit.decide(checks, [self._tats.get(key) for key in keys], now)
-        for key, tat in zip(keys, charged):
+        tats = self._tats
+        verdicts, charged = ratelimit.decide(checks, [tats.get(check.key) for check in checks], now)
+        for check, tat in zip(checks, charged):
             if tat is not None:
-                self._tats[key] = tat
-        if len(self._tats) >= self._next_sweep:
+                tats[check.key] = tat
+        if len(tats) >= self._next_sweep:
             self._sweep(now)
         return verdicts
 
     async def hold(self, checks: Sequence[Check], seconds: float) -> None:
         now = micros(self._clock.now())
         for check in checks:
-            key = (check.group, check.bucket)
-            self._tats[key] = ratelimit.hold(self._tats.get(key), now, check.rate, seconds)
+            self._tats[check.key] = ratelimit.hold(self._tats.get(check.key), now, check.rate, seconds)
 
     async def start(self) -> None:
         pass

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from proxy.config.model import StateSettings
 from proxy.state.base import BreakerStore, LimitStore
 from proxy.state.memory import MemoryBreakerStore
 from proxy.state.memory_limits import MemoryLimitStore
-from proxy.state.memory_webhooks import MemoryWebhookStore
-from proxy.state.webhooks import DeliveryQueue
+
+if TYPE_CHECKING:
+    from proxy.state.webhooks import DeliveryQueue
 
 WEBHOOK_ACCEPT_TIMEOUT_MIN = 0.1
 """Floor of the wait for Redis on the webhook receive path: a timed-out accept that Redis did run is
@@ -46,10 +47,14 @@ def limit_store(settings: StateSettings) -> LimitStore:
 
 
 def webhook_store(settings: StateSettings) -> DeliveryQueue:
-    """Inbound webhook events: durable in Redis, or a bounded queue in this process (lost on restart)."""
+    """Inbound webhook events: durable in Redis, or a bounded queue in this process (lost on restart).
+
+    Each backend's module is imported here: a sidecar without webhooks loads neither."""
     if settings.backend == "redis":
         from proxy.state.redis.webhooks import RedisWebhookStore
 
         return RedisWebhookStore(settings.redis_url, prefix=settings.key_prefix,
                                  timeout=max(settings.redis_timeout, WEBHOOK_ACCEPT_TIMEOUT_MIN))
+    from proxy.state.memory_webhooks import MemoryWebhookStore
+
     return MemoryWebhookStore()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -39,6 +39,13 @@ log = logging.getLogger("resilience_proxy")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 ATTEMPTS_HEADER = "X-Resilience-Attempts"
 """How many attempts the answer took (1 when it was not retried)."""
+
+
+def new_request_id() -> str:
+    """32 hex digits, as ``uuid4().hex`` gave. An id to find a request by, not a secret (a client may send
+    its own), so it comes from ``random`` (seeded from the OS, reseeded in a forked child) rather than
+    from a system call per request as ``uuid4`` makes."""
+    return random.randbytes(16).hex()
 
 
 class Call(NamedTuple):
@@ -103,7 +110,7 @@ class DataPlane:
         """Every request: answered by the upstream or by the sidecar, counted and logged either way."""
         started = time.perf_counter()
         supplied = request.headers.get("X-Request-Id")
-        request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else new_request_id()
         exchange = Exchange()
         upstream_name: str | None = None
         error_format = "generic"  # until the upstream is known: a 404 belongs to no vendor
@@ -163,7 +170,8 @@ class DataPlane:
         exchange.status = final.status
         added[ATTEMPTS_HEADER] = str(final.number)
         if key is not None and fetch_duplicate(retry, final.status, final.number, key):
-            kept = await read_error_body(final.response)  # the 409, relayed if the lookup finds nothing
+            # The 409, relayed if the lookup finds nothing.
+            kept = await read_error_body(final.response, upstream.timeout)
             other = names_other_conflict(kept[1] if kept else None)
             created = None if other else await fetch_created(client, request, url, key, upstream.timeout)
             if created is not None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from proxy.config.model import Upstream
@@ -31,29 +33,59 @@ from proxy.errors import (
 from proxy.guard import Reply
 from proxy.policy.classify import body_decides
 from proxy.web.body import BodyStream
+from proxy.web.deadlines import Deadlines
 from proxy.web.exchange import Exchange
 from proxy.web.headers import HeaderPolicy, to_client
-from proxy.web.tls import upstream_context
+from proxy.web.tls import upstream_ssl
 
 ERROR_BODY_LIMIT = 16 * 1024
 
 
+_NOT_ADDED = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+"""Headers aiohttp would add to a request that lacks them: the upstream gets the client's, or none."""
+
+
+class _AsSent(aiohttp.ClientRequest):
+    """A client request that gains none of :data:`_NOT_ADDED`.
+
+    aiohttp's ``skip_auto_headers`` path sorts the skip list into a new multidict and copies the
+    request's headers for every request (about 4% of a proxied request's CPU, bench/README.md). Here
+    every header it could add is skipped, so nothing is left to add: only the skip list, which the rest
+    of the request reads (the Content-Type default, a payload's own headers), is set, built once.
+    """
+
+    _SKIPPED = frozenset(istr(name) for name in _NOT_ADDED)
+    _SKIP_LIST: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(_SKIPPED))
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        if skip_auto_headers is None or frozenset(skip_auto_headers) != self._SKIPPED:
+            super().update_auto_headers(skip_auto_headers)
+            return
+        self._skip_auto_headers = self._SKIP_LIST
+
+
 class UpstreamClient:
-    """The connection pool and header policy for one upstream."""
+    """The connection pool and header policy for one upstream.
+
+    No ``sock_read`` timeout on the session: it would start and cancel two loop timers per request.
+    The response head is bounded by :func:`open_response`'s timeout, on the client's
+    :class:`~proxy.web.deadlines.Deadlines` (one timer for all its attempts); a body that has not come
+    whole with its head is read with a stall timeout of its own (:func:`_chunks`)."""
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.headers = HeaderPolicy(upstream)
-        context = upstream_context(upstream.ca_bundle)  # the system's CAs plus the bundle's
-        connector = aiohttp.TCPConnector(
-            limit=upstream.max_connections, ttl_dns_cache=60, ssl=context, enable_cleanup_closed=True
+        connector = aiohttp.TCPConnector(  # ssl: the system's CAs, plus the bundle's
+            limit=upstream.max_connections, ttl_dns_cache=60, ssl=upstream_ssl(upstream.ca_bundle),
+            enable_cleanup_closed=True,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.timeout),
+            skip_auto_headers=_NOT_ADDED,
+            request_class=_AsSent,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout),
             raise_for_status=False,
         )
         # aiohttp resends a GET/PUT/DELETE once, silently, when the connection drops: an attempt that
@@ -61,8 +93,10 @@ class UpstreamClient:
         # off). The sidecar's own retries decide on ``reset``. No public switch: its test client
         # sets the same attribute.
         self.session._retry_connection = False
+        self.deadlines = Deadlines()
 
     async def close(self) -> None:
+        self.deadlines.close()
         await self.session.close()
 
 
@@ -82,7 +116,7 @@ async def try_once(client: UpstreamClient, request: web.BaseRequest, url: str, b
     reply = Reply(response.status, retry_after=response.headers.get("Retry-After"),
                   seconds=time.perf_counter() - started, response=response)
     if body_decides(response.status):
-        read = await read_error_body(response)
+        read = await read_error_body(response, client.upstream.timeout)
         if read is not None:
             reply.body, reply.peeked = read
     return reply
@@ -95,12 +129,15 @@ async def open_response(client: UpstreamClient, request: web.BaseRequest, url: s
     ``method``: send a bodiless request of this method instead (the client's credentials kept),
     as the duplicate lookup does."""
     upstream = client.upstream
-    headers = client.headers.to_upstream(request.headers, request.remote, request.host)
+    headers = client.headers.to_upstream(request)
     if method is not None:
         for name in _BODY_HEADERS:
             headers.popall(name, None)
     try:
-        async with asyncio.timeout(timeout):
+        # Never past the upstream's timeout: a per-try timeout longer than it was cut there by the
+        # session's read timeout before (the message names the bound that applied).
+        timeout = min(timeout, upstream.timeout)
+        with client.deadlines.bound(timeout):
             return await client.session.request(
                 method or request.method, URL(url, encoded=True), headers=headers, data=body,
                 allow_redirects=False,
@@ -115,9 +152,10 @@ async def open_response(client: UpstreamClient, request: web.BaseRequest, url: s
         raise translated from exc
 
 
-async def read_error_body(answer: aiohttp.ClientResponse,
+async def read_error_body(answer: aiohttp.ClientResponse, stall: float,
                           limit: int = ERROR_BODY_LIMIT) -> tuple[bytes, bytes | None] | None:
     """A small JSON answer's body, decoded (gzip/deflate) for inspection only; None for anything else.
+    ``stall``: seconds without a byte after which the upstream is taken to have failed.
 
     Read only when its length is announced and small, so a streamed success body is never held.
     The raw bytes are returned as well, for :func:`relay` to send as they came: ``(raw, decoded)``.
@@ -126,8 +164,10 @@ async def read_error_body(answer: aiohttp.ClientResponse,
     if length is None or length > limit or "json" not in answer.headers.get("Content-Type", ""):
         return None
     try:
-        raw = await answer.read()
-    except (aiohttp.ClientError, TimeoutError):
+        raw = b"".join([chunk async for chunk in _chunks(answer.content, stall)])
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # What was read is gone: the relay must cut the answer short rather than send its tail.
+        answer.content.set_exception(exc)
         return None
     encoding = answer.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("gzip", "deflate"):
@@ -139,6 +179,14 @@ async def read_error_body(answer: aiohttp.ClientResponse,
     return raw, (raw if not encoding or encoding == "identity" else None)
 
 
+class _WholeBody(web.StreamResponse):
+    """An answer whose whole body is in hand: its head waits for the body, and both leave in one write
+    (one send syscall, one wake-up of the client, instead of two). aiohttp's own ``Response`` sets this
+    flag; versions before it existed send the head at once, as for any streamed answer."""
+
+    _send_headers_immediately = False
+
+
 async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchange: Exchange, upstream: Upstream,
                 headers: dict[str, str], body: bytes | None = None) -> web.StreamResponse:
     """Stream the upstream's answer to the client, adding ``headers``; always releases ``answer``.
@@ -148,17 +196,20 @@ async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchan
     (``exchange.truncated``). A client that goes away mid-response raises ConnectionError.
     """
     try:
-        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=to_client(answer.headers))
+        content = answer.content
+        if body is None and content.is_eof() and content.exception() is None:
+            body = content.read_nowait()  # the whole body came with the head: nothing to wait for
+        kind = web.StreamResponse if body is None else _WholeBody
+        response = kind(status=answer.status, reason=answer.reason, headers=to_client(answer.headers))
         response.headers.update(headers)
         exchange.status = answer.status
         await response.prepare(request)
         if body is not None:
-            await response.write(body)
+            await response.write_eof(body)
             exchange.bytes_out += len(body)
-            await response.write_eof()
             return response
         try:
-            async for chunk in answer.content.iter_any():
+            async for chunk in _chunks(answer.content, upstream.timeout):
                 await response.write(chunk)
                 exchange.bytes_out += len(chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -175,6 +226,20 @@ async def relay(answer: aiohttp.ClientResponse, request: web.BaseRequest, exchan
         return response
     finally:
         answer.release()
+
+
+async def _chunks(content: aiohttp.StreamReader, stall: float) -> AsyncIterator[bytes]:
+    """A body's bytes as they come; TimeoutError when none came for ``stall`` seconds (the clock runs
+    only while waiting for the upstream, never while the client is slow to take what was read)."""
+    while True:
+        if content.is_eof():
+            chunk = content.read_nowait()  # all that is left is here: no wait, no timer
+        else:
+            async with asyncio.timeout(stall):
+                chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
 
 
 def _translate(exc: BaseException, upstream: Upstream, waiting_for: str,

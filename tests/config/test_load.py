@@ -87,6 +87,10 @@ def test_invalid_duration_names_file_line_column_and_key(tmp_path: Path) -> None
                  "config.yaml:1:12: policies[0]: no such file or directory: missing", id="missing-policy-dir"),
     pytest.param("listen: [a\n", GOOD_POLICY,
                  "config.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'", id="yaml-syntax"),
+    pytest.param("state: {redis_url: ${REDIS_URL}}\n", GOOD_POLICY,
+                 "config.yaml:1:21: invalid YAML: expected ',' or '}', but got '{' (inside { } or [ ] an unquoted "
+                 "${VAR} reads as a nested mapping: quote it, \"${VAR}\", or write the mapping on its own lines)",
+                 id="variable-in-flow-mapping"),
     pytest.param("log:\n  level: info\n  level: debug\n", GOOD_POLICY,
                  "config.yaml:3:3: log.level: duplicate key", id="duplicate-key"),
     pytest.param("{}\n", GOOD_POLICY.replace("    prefix: /twilio\n", "    prefix: twilio\n"),
@@ -274,3 +278,12 @@ def test_an_unreadable_ca_bundle_names_its_file_line_and_key(tmp_path: Path) -> 
     (problem,) = errors(tmp_path, "{}\n", twilio=GOOD_POLICY + "    ca_bundle: ca.pem\n")
     assert problem == ("policies/twilio.yaml:7:5: upstreams.twilio.ca_bundle: cannot load policies/ca.pem: "
                        "[Errno 13] Permission denied")
+
+
+def test_a_quoted_variable_in_a_flow_mapping_is_substituted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint's advice works: ``{redis_url: "${REDIS_URL}"}`` reads the variable."""
+    monkeypatch.chdir(tmp_path)
+    url = "redis://127.0.0.1:6390/0"
+    config = load_config(write(tmp_path, 'state: {backend: redis, redis_url: "${REDIS_URL}"}\n', twilio=GOOD_POLICY),
+                         {"REDIS_URL": url})
+    assert config.state.redis_url == url

@@ -65,8 +65,9 @@ def test_listeners_state_and_telemetry_cannot_change_by_reload(tmp_path: Path) -
     assert [str(p) for p in restart_only_changes(old, new)] == [
         f"{old.source}:2:3: admin.listen: cannot change while running (127.0.0.1:0 -> 127.0.0.1:9999); "
         "restart the sidecar to apply it",
-        f"{old.source}: state: cannot change while running; restart the sidecar to apply it",
-    ]  # the token may rotate; state is not in the file (defaults), so no line to show
+        f"{old.source}: state: cannot change while running (not in the file now, so its default would apply); "
+        "restart the sidecar to apply it",
+    ]  # the token may rotate; state is not in the file (defaults), so no line to show, but a reason
 
 
 def test_summary_names_upstreams_added_removed_and_changed(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 
 from proxy.k8s.webhook import InjectorMetrics
 from tests.conftest import StartSidecar, admin_url
-from tests.metrics_text import promtool
+from tests.metrics_text import promtool, typed_names
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
@@ -39,12 +39,12 @@ async def test_the_rules_use_only_metric_names_the_sidecar_exposes(
     _, url = scripted
     sidecar = await start_sidecar({"api": {"url": url}})
     async with http.get(admin_url(sidecar) + "/metrics") as response:
-        exposed = set(re.findall(r"^# TYPE (\w+) ", await response.text(), re.MULTILINE))
+        exposed = typed_names(await response.text())
     used = set(re.findall(r"\bresilience_proxy_(?!injector_)\w+", (RULES / "alerts.yaml").read_text()))
     assert used and used <= exposed, f"not exposed: {used - exposed}"
 
 
 def test_the_injector_rules_use_only_metric_names_the_injector_exposes() -> None:
-    exposed = set(re.findall(r"^# TYPE (\w+) ", generate_latest(InjectorMetrics().registry).decode(), re.MULTILINE))
+    exposed = typed_names(generate_latest(InjectorMetrics().registry).decode())
     used = set(re.findall(r"\bresilience_proxy_injector_\w+", (RULES / "alerts.yaml").read_text()))
     assert used and used <= exposed, f"not exposed: {used - exposed}"

@@ -233,7 +233,8 @@ def test_report_limit_windows() -> None:
 
 
 def test_without_a_dsn_nothing_loads_sentry() -> None:
-    """The sidecar imports the reporter module always; sentry-sdk is imported only when a DSN is configured."""
+    """The reporter module loads no sentry-sdk: the SDK is imported only when a DSN is configured (and the sidecar
+    imports this module only then, tests/runtime/test_startup_imports.py)."""
     code = ("import sys, proxy.runtime.sidecar, proxy.observe.sentry; "
             "print('sentry_sdk' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -128,3 +128,17 @@ def test_operator_overrides_hold_until_reset(action: Action, state: State, admit
     assert breaker.admit(KEY, record, policy, 1000.0, no_jitter).allowed is admits
     reset = breaker.force(KEY, record, Action.RESET, "bob", 2.0)
     assert (reset.to_state, record.state, record.forced_by) == ("closed", State.CLOSED, "")
+
+
+def test_a_success_resets_the_count_and_can_still_trip_a_failure_rate() -> None:
+    """Successes leave a consecutive-failures breaker closed at once; with a failure-rate window they
+    count as calls, and the call that reaches min_calls may be the one that trips it."""
+    consecutive, record = BreakerPolicy(consecutive_failures=2), BreakerRecord()
+    fail(record, consecutive, 0.0)
+    assert succeed(record, consecutive, 0.0) is None and record.failures == 0 and record.version == 0
+    rate = BreakerPolicy(consecutive_failures=0, failure_rate=0.5, min_calls=4, window=10)
+    record = BreakerRecord()
+    assert fail(record, rate, 0.0, times=2) is None
+    assert succeed(record, rate, 0.0) is None
+    transition = succeed(record, rate, 0.0)
+    assert transition is not None and transition.reason.startswith("failure rate 50%")

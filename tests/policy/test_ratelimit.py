@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
 
 from proxy.clock import FakeClock
@@ -135,3 +138,22 @@ def test_intervals_round_up_to_whole_microseconds_so_the_rate_is_never_exceeded(
 def test_a_local_share_scales_limit_and_burst() -> None:
     assert Rate(100, 1.0, 20).share(0.25) == Rate(25, 1.0, 5)
     assert Rate(3, 1.0, 0).share(0.1) == Rate(1, 1.0, 0)
+
+
+def test_the_most_restrictive_limit_is_the_first_with_fewest_left_then_longest_reset() -> None:
+    """One pass over the verdicts, as ``min`` over (remaining, -reset) of the enforcing limits would choose."""
+    chance = random.Random(7)
+    for _ in range(500):
+        n = chance.randint(1, 5)
+        checks = [check(f"l{i}", Rate(5, 1.0, 4), shadow=chance.random() < 0.3) for i in range(n)]
+        verdicts = [Verdict(True, chance.randint(0, 3), chance.choice([0.5, 1.0, 2.0])) for _ in range(n)]
+        enforcing = [i for i, c in enumerate(checks) if c.enforcing]
+        expected = min(enforcing, key=lambda i: (verdicts[i].remaining, -verdicts[i].reset)) if enforcing else None
+        assert most_restrictive(checks, verdicts) == expected
+
+
+def test_a_check_knows_its_bucket_and_whether_it_enforces_and_compares_by_its_inputs() -> None:
+    enforced, trial = check("a", Rate(1, 1.0, 0)), check("a", Rate(1, 1.0, 0), shadow=True)
+    assert (enforced.key, enforced.enforcing, trial.enforcing) == (("twilio", "a:global"), True, False)
+    assert enforced == check("a", Rate(1, 1.0, 0)) and enforced != trial
+    assert replace(enforced, limit=limit("a", shadow=True)).enforcing is False, "derived again from the new inputs"

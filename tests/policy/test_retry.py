@@ -146,3 +146,11 @@ def test_a_409_is_fetched_only_on_a_retry_of_a_keyed_request_on_an_opted_in_rout
     assert not fetch_duplicate(fetch, 409, 2, None)
     assert not fetch_duplicate(fetch, 500, 2, "abc")
     assert not fetch_duplicate(RetryPolicy(idempotent_when_body_has="id"), 409, 2, "abc")
+
+
+def test_budget_counts_requests_of_the_same_second_in_one_bucket_and_moves_its_window_on() -> None:
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, window=10)
+    for now in (0.1, 0.5, 0.9, 1.2, 12.0, 12.5):
+        budget.record_request(now)
+    assert [list(b) for b in budget._buckets] == [[12, 2, 0]], "seconds 0 and 1 left the window at second 12"
+    assert budget.try_retry(12.6) and not budget.try_retry(12.7)

@@ -33,7 +33,12 @@ async def redis_store(clock: FakeClock, request: pytest.FixtureRequest) -> Break
     return RedisBreakerStore(request.getfixturevalue("redis_url"), clock=clock, random=lambda: 0.5, timeout=2.0)
 
 
-BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store}
+async def cluster_store(clock: FakeClock, request: pytest.FixtureRequest) -> BreakerStore:
+    # The same store on a 3-master Redis Cluster (redis+cluster://): every script on one slot.
+    return RedisBreakerStore(request.getfixturevalue("cluster_url"), clock=clock, random=lambda: 0.5, timeout=2.0)
+
+
+BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store, "cluster": cluster_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -34,7 +34,13 @@ async def redis_store(clock: FakeClock, request: pytest.FixtureRequest) -> Limit
                            timeout=2.0)
 
 
-BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store}
+async def cluster_store(clock: FakeClock, request: pytest.FixtureRequest) -> LimitStore:
+    # The same store on a 3-master Redis Cluster (redis+cluster://): every script on one slot.
+    return RedisLimitStore(request.getfixturevalue("cluster_url"), prefix=f"t{uuid.uuid4().hex[:8]}:", clock=clock,
+                           timeout=2.0)
+
+
+BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store, "cluster": cluster_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

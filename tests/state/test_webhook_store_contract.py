@@ -34,7 +34,12 @@ async def redis_store(clock: FakeClock, request: pytest.FixtureRequest) -> Deliv
     return RedisWebhookStore(request.getfixturevalue("redis_url"), clock=clock, timeout=2.0)
 
 
-BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store}
+async def cluster_store(clock: FakeClock, request: pytest.FixtureRequest) -> DeliveryQueue:
+    # The same store on a 3-master Redis Cluster (redis+cluster://): every script on one slot.
+    return RedisWebhookStore(request.getfixturevalue("cluster_url"), clock=clock, timeout=2.0)
+
+
+BACKENDS: dict[str, StoreFactory] = {"memory": memory_store, "redis": redis_store, "cluster": cluster_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -102,6 +102,33 @@ async def test_slow_upstream_is_a_504_after_the_timeout(http: aiohttp.ClientSess
         assert 0.2 <= loop.time() - started < 2
 
 
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+    # An error answer the classifier reads whole to judge it: the read stalls, the client is still cut short.
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+])
+async def test_a_body_that_stalls_cuts_the_client_short_after_the_timeout(
+    http: aiohttp.ClientSession, start_sidecar: StartSidecar, head: bytes
+) -> None:
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(head + b"x" * 400)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with RawUpstream(stall) as upstream:
+        # The same timeout bounds the head, which comes at once: generous, so that a busy machine does
+        # not turn the stalled body into a 504 for a late head.
+        sidecar = await start_sidecar({"slow": {"url": upstream.url, "prefix": "/slow", "timeout": "1s"}})
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with http.get(base_url(sidecar) + "/slow/x") as response:
+            assert response.status == int(head[9:12])
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        assert 1 <= loop.time() - started < 5
+
+
 async def test_body_over_the_limit_is_a_413_without_reaching_the_upstream(
     http: aiohttp.ClientSession, start_sidecar: StartSidecar
 ) -> None:

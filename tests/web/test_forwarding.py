@@ -163,6 +163,31 @@ async def test_response_headers_and_duplicates_reach_the_client(http: aiohttp.Cl
         assert response.headers["Content-Type"] == "application/json; charset=utf-8"
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_upstream_gets_no_header_the_client_did_not_send(start_sidecar: StartSidecar, echo_url: str,
+                                                                   method: str) -> None:
+    """The HTTP client adds User-Agent, Accept, Accept-Encoding and, for a body, Content-Type unless
+    told not to: the third party must see the app's request, not the sidecar's library."""
+    sidecar = await start_sidecar({"api": {"url": echo_url, "prefix": "/api"}})
+    body = b"To=%2B15550001111" if method == "POST" else b""
+    request = (f"{method} /api/x HTTP/1.1\r\nHost: app\r\nX-App: 1\r\nContent-Length: {len(body)}\r\n"
+               "Connection: close\r\n\r\n").encode() + body
+    response = await send_raw(sidecar.data_address.port, request)
+    seen = json.loads(response.body)
+    names = sorted(name.lower() for name, _ in seen["headers"])
+    assert names == ["content-length", "host", "x-app"], names
+    assert seen["body"] == body.decode()
+
+
+async def test_request_ids_are_32_hex_digits_and_distinct(http: aiohttp.ClientSession, sidecar_url: str) -> None:
+    generated = set()
+    for _ in range(50):
+        async with http.get(sidecar_url + "/twilio/x") as response:
+            generated.add(response.headers["X-Request-Id"])
+    assert len(generated) == 50
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 and rid == rid.lower() for rid in generated)
+
+
 async def test_request_id_is_generated_or_kept(http: aiohttp.ClientSession, sidecar_url: str) -> None:
     async with http.get(sidecar_url + "/twilio/x") as response:
         generated = response.headers["X-Request-Id"]

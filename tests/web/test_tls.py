@@ -9,6 +9,7 @@ users put in ``ca_bundle``.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,8 @@ from proxy.config.load import load_config
 from proxy.doctor.network import check_upstream
 from proxy.doctor.report import FAIL, PASS
 from proxy.web.tls import upstream_context
-from tests.conftest import StartSidecar, base_url, write_config
+from tests.conftest import write_config
+from tests.processes import SidecarProcess
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +79,26 @@ def test_the_context_holds_the_system_cas_and_the_bundles(system_store: Path, pr
 
 async def test_an_upstream_with_a_ca_bundle_trusts_the_bundle_and_the_system_store(
         system_store: Path, servers: tuple[str, str], private_ca: trustme.CA, tmp_path: Path,
-        http: aiohttp.ClientSession, start_sidecar: StartSidecar) -> None:
+        http: aiohttp.ClientSession) -> None:
+    """A sidecar process, as the system store is the one of its start (its environment's SSL_CERT_FILE):
+    upstreams without a bundle use the context aiohttp loaded the system's CAs into when imported."""
     public, private = servers
     private_ca.cert_pem.write_to_path(str(tmp_path / "policies" / "ca.pem"))
-    sidecar = await start_sidecar({
+    sidecar = SidecarProcess(tmp_path, {
         "private": {"url": private, "prefix": "/private", "ca_bundle": "ca.pem"},
         "public": {"url": public, "prefix": "/public", "ca_bundle": "ca.pem"},  # e.g. a corporate CA added
         "plain": {"url": public, "prefix": "/plain"},
         "untrusted": {"url": private, "prefix": "/untrusted"},
-    })
-    for prefix in ("/private", "/public", "/plain"):
-        async with http.get(base_url(sidecar) + prefix + "/x") as response:
-            assert (response.status, await response.json()) == (200, {"tls": True}), prefix
-    async with http.get(base_url(sidecar) + "/untrusted/x") as response:
-        assert response.status == 502 and (await response.json())["code"] == "tls_certificate_error"
+    }, env={**os.environ, "SSL_CERT_FILE": str(system_store)})
+    try:
+        await sidecar.wait_ready()
+        for prefix in ("/private", "/public", "/plain"):
+            async with http.get(sidecar.url + prefix + "/x") as response:
+                assert (response.status, await response.json()) == (200, {"tls": True}), prefix
+        async with http.get(sidecar.url + "/untrusted/x") as response:
+            assert response.status == 502 and (await response.json())["code"] == "tls_certificate_error"
+    finally:
+        sidecar.stop()
 
 
 async def test_doctor_verifies_as_the_forwarder_does(system_store: Path, servers: tuple[str, str],

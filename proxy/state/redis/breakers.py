@@ -22,6 +22,11 @@ in the background notices Redis coming back: then the local state is dropped, ev
 from Redis again (the source of truth) and the subscription resumes. An operator action taken
 meanwhile applies to this process only and is not replayed: ``backend_up`` is False while it
 happens, so the admin API can say so.
+
+On a Redis Cluster (``redis+cluster://``) each breaker's hash lives on the master of its slot, a flush
+is one pipeline per master, the confirming PING goes to the masters of the breakers the call waited
+on, and the subscription sits on one node and moves when that node fails
+(:mod:`proxy.state.redis.subscription` says why plain pub/sub).
 """
 
 from __future__ import annotations
@@ -49,8 +54,11 @@ from proxy.state.redis.client import (
     close_quietly,
     connect,
     describe,
+    ping,
+    reconnect,
     translated,
 )
+from proxy.state.redis.subscription import Subscription
 
 log = logging.getLogger("resilience_proxy.state")
 
@@ -72,7 +80,7 @@ class RedisBreakerStore(RedisHealth):
         self._flush_interval = flush_interval
         self._refresh_interval = refresh_interval
         self._client: aioredis.Redis | None = None
-        self._pubsub: Any = None
+        self._subscription: Subscription | None = None
         self._views: dict[str, BreakerView] = {}
         self._changed_at: dict[str, int] = {}
         """Breaker -> ``_seq`` when its view last changed, so that an older read does not overwrite it."""
@@ -135,7 +143,7 @@ class RedisBreakerStore(RedisHealth):
                 async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
                     (reply,) = await self._run([("admit", key, policy, ())])
         except BackendTimeout as error:
-            if await self._outage_confirmed(error):
+            if await self._outage_confirmed(error, keys=[key]):
                 return await self._fallback.admit(key, policy)
             return Admission(False, retry_after=1.0)  # Redis answers: whether this call took a slot is unknown
         except BackendUnavailable as error:
@@ -166,7 +174,7 @@ class RedisBreakerStore(RedisHealth):
                         async with asyncio.timeout(self._timeout):
                             (reply,) = await self._run([("force", key, policy, (action.value, actor))])
                 except BackendUnavailable as error:
-                    await self._failed(error)
+                    await self._failed(error, [key])
                 else:
                     return self._apply(key, reply)[0]
         return await self._fallback.force(key, policy, action, actor)
@@ -177,7 +185,7 @@ class RedisBreakerStore(RedisHealth):
                 with translated():
                     return await self._refresh(keys)
             except BackendUnavailable as error:
-                await self._failed(error)
+                await self._failed(error, keys)
         return await self._fallback.views(keys)
 
     async def flush(self) -> None:
@@ -241,7 +249,7 @@ class RedisBreakerStore(RedisHealth):
             with translated():
                 replies = await self._run(calls)
         except BackendTimeout as error:
-            if await self._outage_confirmed(error, unsent=calls):
+            if await self._outage_confirmed(error, unsent=calls, keys=[key for _, key, _, _ in calls]):
                 return
             # Redis answers: the scripts may have run, so replaying them here could count twice.
             log.warning("breaker outcomes of %d calls may not have reached Redis (no answer in time)", len(calls))
@@ -298,22 +306,22 @@ class RedisBreakerStore(RedisHealth):
         while True:
             await asyncio.sleep(self._refresh_interval)
             if self._up and self._views:
+                keys = list(self._views)
                 try:
                     with translated():
-                        await self._refresh(list(self._views))
+                        await self._refresh(keys)
                 except BackendUnavailable as error:
-                    await self._failed(error)
+                    await self._failed(error, keys)
 
-    async def _subscribe_loop(self, pubsub: Any) -> None:
+    async def _subscribe_loop(self, subscription: Subscription) -> None:
         try:
-            with translated():
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=self._refresh_interval)
-                    if message is not None and message["type"] == "message":
-                        self._on_message(message["data"])
+            await subscription.listen(self._on_message, self._refresh_interval, self._read_all)
         except BackendUnavailable as error:
             self._down(error)
+
+    async def _read_all(self) -> None:
+        """Read every known breaker (the subscription moved: what was published meanwhile reached no one here)."""
+        await self._refresh(list(self._views))
 
     # -- losing and regaining Redis ---------------------------------------------------------------
 
@@ -321,34 +329,36 @@ class RedisBreakerStore(RedisHealth):
         """PING, load the scripts, subscribe, read every known view; then serve from Redis again."""
         assert self._client is not None
         await self._drop_subscription()
-        await self._client.connection_pool.disconnect()  # connections from before a restart are dead
-        await self._client.ping()
+        await reconnect(self._client)  # connections from before a restart are dead
         await lua.SCRIPTS.load(self._client)
-        pubsub = self._client.pubsub()
+        subscription = Subscription(self._client, self._channel)
         try:
-            await pubsub.subscribe(self._channel)
+            await subscription.open()
             views = await self._read(list(self._views))
         except BaseException:
-            await pubsub.aclose()
+            await subscription.close()
             raise
-        self._pubsub = pubsub
+        self._subscription = subscription
         self._probes_taken.clear()
         for view in views:
             self._set(view)
         self._fallback = self._new_fallback()
         self._up = True
-        self._subscriber = self._spawn(self._subscribe_loop(pubsub))
+        self._subscriber = self._spawn(self._subscribe_loop(subscription))
 
-    async def _failed(self, error: BackendUnavailable) -> None:
-        """A failed call: an error that proves Redis gone takes the store down; a timeout only once confirmed."""
+    async def _failed(self, error: BackendUnavailable, keys: Sequence[str]) -> None:
+        """A failed call on ``keys``: an error that proves Redis gone takes the store down; a timeout only
+        once confirmed."""
         if isinstance(error, BackendTimeout):
-            await self._outage_confirmed(error)
+            await self._outage_confirmed(error, keys=keys)
         else:
             self._down(error)
 
-    async def _outage_confirmed(self, error: BackendTimeout, unsent: Sequence[lua.Call] = ()) -> bool:
+    async def _outage_confirmed(self, error: BackendTimeout, unsent: Sequence[lua.Call] = (),
+                                keys: Sequence[str] = ()) -> bool:
         """After a timeout, a PING allowed ``CONFIRM_FACTOR`` times the timeout says whether Redis is gone;
-        only then does this process decide alone (``_down``). True when it is down."""
+        only then does this process decide alone (``_down``). True when it is down. In a cluster the PING
+        goes to the masters of ``keys``' breakers: the nodes the call waited on."""
         self._backend_failures += 1
         if not self._up:
             self._replay(unsent)
@@ -357,7 +367,7 @@ class RedisBreakerStore(RedisHealth):
         try:
             with translated():
                 async with asyncio.timeout(self._timeout * CONFIRM_FACTOR):
-                    await self._client.ping()
+                    await ping(self._client, [lua.hash_key(self._prefix, key) for key in keys])
         except BackendUnavailable as confirmed:
             self._down(confirmed if not isinstance(confirmed, BackendTimeout) else error, unsent)
             return True
@@ -399,6 +409,6 @@ class RedisBreakerStore(RedisHealth):
         if self._subscriber is not None:
             await cancel_tasks([self._subscriber])
             self._subscriber = None
-        if self._pubsub is not None:
-            pubsub, self._pubsub = self._pubsub, None
-            await close_quietly(pubsub.aclose)
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            await subscription.close()

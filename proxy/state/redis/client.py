@@ -8,6 +8,10 @@ a burst on a cold pool took many times a 50 ms timeout, which took the store dow
 pool of a few connections instead makes a burst queue for a connection (the last of a burst
 answers well within the timeout, cold or warm), and the wait counts against the same timeout as
 the command. The figures are in bench/README.md, "Figures behind the code".
+
+A ``redis+cluster://`` URL gives redis-py's cluster client instead (:mod:`proxy.state.redis.cluster`):
+the stores use it as they use one Redis, except for the few steps a cluster does per node
+(:func:`reconnect`, :func:`ping`, loading scripts, the lane, the subscription).
 """
 
 from __future__ import annotations
@@ -15,29 +19,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.config.redis_url import (  # without_password: for the stores and doctor
+    is_cluster,
     is_sentinel,
     sentinel_target,
     without_password,
 )
 from proxy.state.base import BackendTimeout, BackendUnavailable
+from proxy.state.redis import cluster
 
 log = logging.getLogger("resilience_proxy.state")
 
 MAX_CONNECTIONS = 16
 
-_FOREIGN = (RedisError, OSError, ValueError)
-"""What redis-py and the socket raise when Redis fails; ValueError: a reply redis-py cannot read."""
+_FOREIGN = (RedisError, RedisClusterException, OSError, ValueError)
+"""What redis-py and the socket raise when Redis fails; ValueError: a reply redis-py cannot read;
+RedisClusterException: a cluster whose slots are not all served, or whose nodes none answers (the
+cluster's other failures, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, MaxConnectionsError, are RedisErrors)."""
 
 BackendEmit = Callable[[bool], None]
 """Told False when a store falls back to local decisions, True when Redis serves again."""
@@ -53,7 +63,11 @@ class _Translated:
                  traceback: TracebackType | None) -> bool:
         if error is None or isinstance(error, BackendUnavailable):
             return False
-        if isinstance(error, TimeoutError):  # asyncio.timeout's, or a socket's
+        if isinstance(error, (TimeoutError, RedisTimeoutError)) or (
+                isinstance(error, _FOREIGN) and isinstance(error.__cause__, TimeoutError)):
+            # asyncio.timeout's, a socket's, redis-py's ("Timeout connecting to server"), or its "No
+            # connection available." (a blocking pool whose wait timed out: every connection busy, not
+            # Redis gone). A late event loop looks the same; the store confirms an outage with a PING.
             raise BackendTimeout(describe(error)) from error
         if isinstance(error, _FOREIGN):
             raise BackendUnavailable(describe(error)) from error
@@ -86,13 +100,17 @@ def connect(url: str, timeout: float, *, max_connections: int = MAX_CONNECTIONS,
     """A client for ``url`` that never retries on its own (the stores decide what a failure means).
     ``decode_responses=False`` for a store that keeps bytes (webhook bodies). A ``redis+sentinel://``
     URL gives a client whose pool asks the sentinels for the master on every new connection, so
-    after a failover the next connection goes to the new master."""
+    after a failover the next connection goes to the new master. A ``redis+cluster://`` URL gives a
+    :class:`~proxy.state.redis.cluster.ClusterClient` (typed as a Redis: the commands the stores
+    send are the same), with ``max_connections`` commands under way at most."""
     no_retry = Retry(NoBackoff(), 0)
     settings: dict[str, Any] = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": timeout,
                                 "socket_connect_timeout": timeout, "retry": no_retry,
                                 "decode_responses": decode_responses}
     if is_sentinel(url):
         return _sentinel_client(url, settings)
+    if is_cluster(url):
+        return cluster.cluster_client(url, settings)  # type: ignore[return-value]
     pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
     return aioredis.Redis(connection_pool=pool, retry=no_retry)
 
@@ -125,6 +143,25 @@ def _sentinel_client(url: str, settings: dict[str, Any]) -> aioredis.Redis:
                                  connection_pool_class=_BlockingSentinelPool, db=target.db, **settings)
     client.sentinel = sentinel
     return client
+
+
+async def reconnect(client: aioredis.Redis) -> None:
+    """Drop every connection (those from before a restart are dead) and check that Redis answers.
+    In a cluster: read the slot map again and PING every master (a failover under way fails it)."""
+    if isinstance(client, RedisCluster):
+        await cluster.reset(client)
+        return
+    await client.connection_pool.disconnect()
+    await client.ping()
+
+
+async def ping(client: aioredis.Redis, keys: Sequence[str] = ()) -> None:
+    """PING the Redis that serves ``keys``: the one Redis; in a cluster, the masters of ``keys``' slots
+    (a confirmation asks whether the node a call waited on answers: another master says nothing about it)."""
+    if isinstance(client, RedisCluster):
+        await cluster.ping(client, keys)
+        return
+    await client.ping()
 
 
 def describe(error: BaseException) -> str:

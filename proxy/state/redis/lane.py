@@ -19,19 +19,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 Command = Sequence[Any]
 
 
+class ConnectionSource(Protocol):
+    """Where a lane's connection comes from: a client's pool, or one node of a cluster."""
+
+    connection_class: Any
+    connection_kwargs: dict[str, Any]
+
+
 class Lane:
     """One connection made from ``pool``'s settings (not taken from it), shared by every caller."""
 
-    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionSource) -> None:
         self._connection = pool.connection_class(**pool.connection_kwargs)
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -43,6 +49,10 @@ class Lane:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain())
         return await future
+
+    async def ping_for(self, key: str) -> Any:
+        """PING on this lane (it serves every key; a cluster's lanes ask the one that serves ``key``)."""
+        return await self.execute("PING")
 
     async def connect(self) -> None:
         """Open the connection now rather than with the first command."""

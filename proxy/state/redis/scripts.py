@@ -8,7 +8,9 @@ Every Redis store declares its scripts as one :class:`Scripts` at import time::
 then calls :meth:`Scripts.load` when it (re)connects and :meth:`Scripts.call` (one script) or
 :meth:`Scripts.call_many` (several in one pipeline) on the way. A Redis restart or ``SCRIPT FLUSH``
 forgets the scripts: the EVALSHA that meets NOSCRIPT loads them again and runs once more, so callers
-never see it. Every other error is raised as redis-py raised it; the store translates it
+never see it. In a Redis Cluster each master keeps its own scripts (a promoted replica may lack
+them): :meth:`Scripts.load` loads them on every master, and after NOSCRIPT on the masters of the
+keys that met it. Every other error is raised as redis-py raised it; the store translates it
 (:func:`proxy.state.redis.client.translated`).
 """
 
@@ -20,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
+
+from proxy.state.redis import cluster
 
 LUA = Path(__file__).parent / "lua"
 
@@ -40,8 +45,12 @@ class Scripts:
         self.texts: dict[str, str] = {name: shared + (LUA / f"{name}.lua").read_text() for name in names}
         self.shas: dict[str, str] = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.texts.items()}
 
-    async def load(self, client: aioredis.Redis) -> None:
-        """SCRIPT LOAD every script, in one round trip."""
+    async def load(self, client: aioredis.Redis, near: Sequence[str] = ()) -> None:
+        """SCRIPT LOAD every script, in one round trip. In a cluster: on every master, or on the masters
+        of ``near``'s keys only (where NOSCRIPT came from)."""
+        if isinstance(client, RedisCluster):
+            await cluster.load_scripts(client, list(self.texts.values()), near)
+            return
         async with client.pipeline(transaction=False) as pipe:
             for text in self.texts.values():
                 pipe.script_load(text)
@@ -53,8 +62,8 @@ class Scripts:
         execute = execute or client.execute_command
         try:
             return await execute("EVALSHA", self.shas[name], len(keys), *keys, *args)
-        except NoScriptError:  # a restart or SCRIPT FLUSH
-            await self.load(client)
+        except NoScriptError:  # a restart, SCRIPT FLUSH, a promoted replica
+            await self.load(client, keys[:1])
             return await execute("EVALSHA", self.shas[name], len(keys), *keys, *args)
 
     async def call_many(self, client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -63,7 +72,7 @@ class Scripts:
         replies = await self._pipeline(client, calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # those calls did not run
-            await self.load(client)
+            await self.load(client, [calls[i][1][0] for i in missing if calls[i][1]])
             again = await self._pipeline(client, [calls[i] for i in missing])
             for i, reply in zip(missing, again):
                 replies[i] = reply

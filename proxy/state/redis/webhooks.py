@@ -11,6 +11,9 @@ Retries wait in a sorted set until they are due, then go back into the stream.
 When Redis fails the store raises :class:`BackendUnavailable` at once until a PING in the
 background finds it again, so the receive path waits on a dead Redis at most ``timeout``, once,
 and the workers back off instead of crashing.
+On a Redis Cluster every call is one slot: the scripts get the stream key in KEYS and derive every
+other key from it (a claim learns event ids only from the stream, so they cannot be declared up
+front), keeping its ``{wh:<name>}`` tag; a cluster runs a script on keys of its own slot.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import redis.asyncio as aioredis
 
 from proxy.clock import Clock, SystemClock
 from proxy.state.base import BackendTimeout, BackendUnavailable
-from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, translated
+from proxy.state.redis.client import RedisHealth, cancel_tasks, close_quietly, connect, describe, reconnect, translated
 from proxy.state.redis.scripts import Scripts
 from proxy.state.webhooks import Accepted, Delivery, EventRecord, EventStatus, InboundEvent, KeptAnswer, QueueStats
 
@@ -249,8 +252,7 @@ class RedisWebhookStore(RedisHealth):
 
     async def _connect(self) -> None:
         assert self._client is not None
-        await self._client.connection_pool.disconnect()  # connections from before a restart are dead
-        await self._client.ping()
+        await reconnect(self._client)  # connections from before a restart are dead
         await SCRIPTS.load(self._client)
         self._up = True
 

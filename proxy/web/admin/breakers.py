@@ -35,10 +35,14 @@ def add_breaker_routes(app: web.Application, current: Callable[[], Config], stor
     """``current`` returns the running config: the breakers listed and the token follow reloads."""
 
     async def list_breakers(_: web.Request) -> web.Response:
-        pairs = current().breakers()
+        config = current()
+        pairs = config.breakers()
         views = await store.views([BreakerId.of(u, r).key for u, r in pairs])
         now = time.time()
-        return web.json_response({"breakers": [_describe(u, r, v, now) for (u, r), v in zip(pairs, views)]})
+        # fleet_wide: these views are the fleet's (Redis answers), not this process's own (memory, or Redis down).
+        fleet_wide = config.state.backend == "redis" and store.backend_up
+        return web.json_response({"breakers": [_describe(u, r, v, now) for (u, r), v in zip(pairs, views)],
+                                  "fleet_wide": fleet_wide})
 
     async def mutate(request: web.Request) -> web.Response:
         config = current()

@@ -20,18 +20,20 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from proxy.config.model import BreakerId
 from proxy.config.running import RunningConfig
-from proxy.config.webhooks import Webhook
 from proxy.observe.status import QueueReport, StatusFeed, describe_transition, status_document
 from proxy.observe.transitions import Seen
 from proxy.state.base import BackendUnavailable, BreakerStore, LimitStore
 from proxy.state.webhooks import WebhookStore
 from proxy.web.admin.stream import EventStream, sse
+
+if TYPE_CHECKING:  # the webhook model loads only with a policy file that declares webhooks
+    from proxy.config.webhooks import Webhook
 
 log = logging.getLogger("resilience_proxy.admin")
 

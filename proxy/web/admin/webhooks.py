@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from proxy.config.model import Config
-from proxy.config.webhooks import Webhook
 from proxy.events import WebhookReplayed
 from proxy.state.base import BackendUnavailable
 from proxy.state.webhooks import EventRecord, EventStatus, QueueStats, WebhookStore
 from proxy.web.admin.auth import check_token, refuse
+
+if TYPE_CHECKING:
+    from proxy.config.webhooks import Webhook
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000

@@ -86,7 +86,7 @@ async def test_half_open_admits_exactly_the_probes_across_replicas(make_store: M
     assert sum(admission.transition is not None for admission in admissions) == 1
 
 
-async def _open_at_both(make_store: MakeStore, clock: FakeClock,
+async def open_at_both(make_store: MakeStore, clock: FakeClock,
                         policy: BreakerPolicy) -> tuple[RedisBreakerStore, RedisBreakerStore]:
     a, b = await make_store(clock=clock), await make_store(clock=clock)
     for _ in range(policy.consecutive_failures):
@@ -102,7 +102,7 @@ async def test_a_burst_when_open_time_ends_admits_exactly_the_probes_across_repl
     """Every waiting caller of the fleet arrives at once when an open breaker's time ends: 300 per replica."""
     clock = FakeClock()
     policy = BreakerPolicy(consecutive_failures=3, open_for=30, jitter=0.0, half_open_probes=2)
-    a, b = await _open_at_both(make_store, clock, policy)
+    a, b = await open_at_both(make_store, clock, policy)
     if pool == "warm":  # every connection of both pools opened and used
         await asyncio.gather(*[store.views([KEY]) for store in (a, b) for _ in range(32)])
     clock.advance(30)
@@ -116,7 +116,7 @@ async def test_a_late_event_loop_never_lets_a_replica_admit_probes_of_its_own(ma
     yet no replica takes Redis for down and decides probes alone."""
     clock = FakeClock()
     policy = BreakerPolicy(consecutive_failures=3, open_for=30, jitter=0.0, half_open_probes=2)
-    a, b = await _open_at_both(make_store, clock, policy)
+    a, b = await open_at_both(make_store, clock, policy)
     clock.advance(30)
 
     async def stall() -> None:

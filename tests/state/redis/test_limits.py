@@ -242,3 +242,22 @@ async def test_a_closed_store_no_longer_calls_redis(make_store: MakeStore) -> No
     await store.close()
     with pytest.raises(BackendUnavailable):
         await store.acquire([check("a", 4, 1.0, 3)])
+
+
+async def test_a_check_is_spelled_once_and_a_new_rate_for_the_same_bucket_is_sent_as_it_is(
+        make_store: MakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store keeps each check's key and arguments (the limiter reuses checks); a check made after a
+    reload, for the same bucket at another rate, is sent with its own rate, and the memory of spelled
+    checks stays bounded."""
+    monkeypatch.setattr("proxy.state.redis.limits._SPELLED_MAX", 4)
+    clock = FakeClock()
+    store, memory = await make_store(clock=clock), MemoryLimitStore(clock)
+    strict = check("a", 2, 60.0, 1)
+    for _ in range(3):
+        assert await store.acquire([strict]) == await memory.acquire([strict])
+    roomier = check("a", 100, 60.0, 99)  # same bucket, the rate a reload gave it (its retry-after differs)
+    assert await store.acquire([roomier]) == await memory.acquire([roomier])
+    for n in range(10):  # more checks than the store keeps
+        fresh = [check("a", 100, 60.0, 99), check(f"b{n}", 5, 1.0, 4)]
+        assert await store.acquire(fresh) == await memory.acquire(fresh)
+    assert len(store._spelled) <= 4

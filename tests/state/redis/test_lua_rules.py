@@ -4,6 +4,8 @@ transitions (open times, reasons and versions included, to the last bit of every
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 
 import pytest
@@ -63,7 +65,10 @@ async def test_random_histories_agree_with_the_pure_rules(redis_url: str, seed: 
             else:
                 action = chance.choice(list(Action))
                 assert await redis.force(key, policy, action, "ops") == await memory.force(key, policy, action, "ops")
-            assert redis.view(key) == truth(memory, key), f"step {step}: view of {key}"
+            # the hot path's local view carries no probe counts (scripts and pub/sub send the view only);
+            # a fresh read, views(), does: checked at the end
+            hot = dataclasses.replace(truth(memory, key), probes_in_flight=0)
+            assert redis.view(key) == hot, f"step {step}: view of {key}"
             assert emitted["redis"] == emitted["memory"], f"step {step}: transitions"
         assert await redis.views(sorted(POLICIES)) == [truth(memory, key) for key in sorted(POLICIES)]
         assert {t.to_state for t in emitted["memory"]} >= {"open", "half_open", "closed"}, "a history worth checking"

@@ -23,7 +23,7 @@ from proxy.state.base import BackendUnavailable
 from proxy.state.redis.breakers import RedisBreakerStore
 from proxy.state.redis.limits import RedisLimitStore
 from proxy.state.redis.webhooks import RedisWebhookStore
-from tests.sentinel_servers import SentinelSet
+from tests.sentinel_servers import SentinelSet, running
 from tests.state.redis.test_breakers import POLICY, eventually, open_breaker
 from tests.state.test_redis_webhooks import HOOK, inbound
 
@@ -33,12 +33,8 @@ FAILOVER_DEADLINE = 15.0
 
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
-    servers = SentinelSet(tmp_path_factory.mktemp("sentinel"))
-    try:
-        servers.start()
+    with running(tmp_path_factory.mktemp("sentinel")) as servers:
         yield servers
-    finally:
-        servers.stop()
 
 
 def master_client(sentinels: SentinelSet) -> redis.Redis:
@@ -141,41 +137,3 @@ async def _counts_on(master: redis.Redis, limits: RedisLimitStore, check: Check)
     before = bucket()
     await limits.acquire([check])
     return bucket() != before
-
-
-async def test_doctor_names_the_master_the_sentinels_give(sentinels: SentinelSet) -> None:
-    from proxy.config.model import StateSettings
-    from proxy.doctor.network import check_redis
-
-    settings = StateSettings(backend="redis", redis_url=sentinels.url(), redis_timeout=0.05, key_prefix="rp:",
-                             required=False)
-    rows = {row.check: row for row in await check_redis(settings)}
-    assert rows["sentinel"].detail == f"3 sentinels, master mymaster at 127.0.0.1:{sentinels.master_port()}"
-    assert rows["redis"].status in ("PASS", "WARN") and rows["lua scripts"].status == "PASS"
-
-
-async def test_no_sentinel_answering_fails_the_doctor_check() -> None:
-    from proxy.config.model import StateSettings
-    from proxy.doctor.network import check_redis
-    from tests.conftest import free_port
-
-    url = f"redis+sentinel://:s3cret@127.0.0.1:{free_port()}/mymaster/0"
-    settings = StateSettings(backend="redis", redis_url=url, redis_timeout=0.05, key_prefix="rp:", required=False)
-    rows = await check_redis(settings)
-    assert [row.check for row in rows] == ["sentinel", "redis", "lua scripts"]
-    assert rows[0].status == "FAIL" and "1 sentinels, master mymaster" in rows[0].detail
-    assert all("s3cret" not in row.detail for row in rows)
-
-
-async def test_a_sentinel_password_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    from tests.conftest import free_port
-
-    url = f"redis+sentinel://:s3cret@127.0.0.1:{free_port()}/mymaster/0"
-    store = RedisLimitStore(url, timeout=0.05, retry_interval=0.05)
-    await store.start()
-    try:
-        assert not store.backend_up
-    finally:
-        await store.close()
-    assert caplog.records and all("s3cret" not in record.getMessage() for record in caplog.records)
-    assert any(":***@127.0.0.1" in record.getMessage() for record in caplog.records)

@@ -18,7 +18,15 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from proxy.config.load import load_config
-from proxy.console.admin import DEFAULT_ADMIN, TOKEN_ENV, AdminUnreachable, admin_from_listen, check_url, get_json
+from proxy.ctl.admin import (
+    DEFAULT_ADMIN_URL,
+    TOKEN_ENV,
+    AdminClient,
+    AdminError,
+    admin_from_listen,
+    admin_url,
+    env_token,
+)
 from proxy.errors import ConfigError
 
 COLUMNS = ("UPSTREAM", "ROUTE", "BREAKER", "RPS", "ERROR%", "P50", "P99", "RETRY/S", "LIMITED/S")
@@ -62,7 +70,7 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join([header, *lines]) + "\n"
 
 
-def status(admin: str, watch: float | None, as_json: bool, out: TextIO = sys.stdout,
+def status(client: AdminClient, watch: float | None, as_json: bool, out: TextIO = sys.stdout,
            sleep: Callable[[float], None] = time.sleep) -> int:
     """Print once, or every ``watch`` seconds until Ctrl-C. Exit 1 when the admin port cannot answer
     the first time; while watching, a failure is shown and the next round tries again."""
@@ -70,9 +78,9 @@ def status(admin: str, watch: float | None, as_json: bool, out: TextIO = sys.std
     try:
         while True:
             try:
-                document = get_json(admin, "/admin/status")
+                document = client.get("/admin/status").body
                 text = json.dumps(document) + "\n" if as_json else render(document)
-            except AdminUnreachable as error:
+            except AdminError as error:
                 if first or watch is None:
                     print(f"resilience-proxy status: {error}", file=sys.stderr)
                     return 1
@@ -126,7 +134,7 @@ def add_status_command(commands: Any) -> None:
                     "ratio, latency and refusals over the last minute (the process that answered). Exit 1 when "
                     f"the admin port cannot answer. The token, if any, comes from {TOKEN_ENV}.")
     parser.add_argument("--admin", metavar="URL",
-                        help=f"the sidecar's admin port (default: admin.listen of --config, else {DEFAULT_ADMIN})")
+                        help=f"the sidecar's admin port (default: admin.listen of --config, else {DEFAULT_ADMIN_URL})")
     parser.add_argument("--config", metavar="FILE", help="process config whose admin.listen to reach")
     parser.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
                         help="redraw every SECONDS (default 2) until Ctrl-C")
@@ -139,8 +147,8 @@ def run_status(args: argparse.Namespace) -> int:
         print("--watch takes a number of seconds above 0", file=sys.stderr)
         return 2
     try:
-        admin = check_url(args.admin) if args.admin else DEFAULT_ADMIN
-    except ValueError as error:
+        admin = admin_url(args.admin) if args.admin else DEFAULT_ADMIN_URL
+    except AdminError as error:
         print(error, file=sys.stderr)
         return 2
     if args.config and not args.admin:
@@ -150,4 +158,4 @@ def run_status(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             return 1
         admin = admin_from_listen(listen.host, listen.port)
-    return status(admin, args.watch, args.json)
+    return status(AdminClient(admin, token=env_token()), args.watch, args.json)

@@ -97,7 +97,9 @@ def test_an_unreachable_admin_port_is_one_clear_line_and_exit_1() -> None:
 
 
 def test_bad_arguments_exit_2() -> None:
-    assert run_cli("status", "--admin", "127.0.0.1:9901").returncode == 2
+    bad_admin = run_cli("status", "--admin", "ftp://127.0.0.1:9901")
+    assert bad_admin.returncode == 2
+    assert "--admin 'ftp://127.0.0.1:9901': write the admin port's URL, e.g. http://127.0.0.1:9901" in bad_admin.stderr
     assert run_cli("status", "--watch", "0").returncode == 2
 
 
@@ -137,4 +139,5 @@ def test_the_token_comes_from_the_environment_and_a_refusal_is_told(
         monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
     result = run_cli("status", "--admin", url)
     assert (result.returncode, seen) == (1, ["Bearer t0ken"])
-    assert result.stderr == (f"resilience-proxy status: {url}/admin/status: HTTP 401: missing or wrong bearer token\n")
+    assert result.stderr == ("resilience-proxy status: the admin port refused the token (HTTP 401): "
+                             "RESILIENCE_PROXY_ADMIN_TOKEN does not hold this sidecar's admin.token\n")

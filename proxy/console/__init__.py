@@ -1,1 +1,0 @@
-"""Commands that talk to a running sidecar through its admin port (``status``)."""
