@@ -43,6 +43,8 @@ class StatusFeed:
             LimitDecision: self.traffic.limit_decided,
             BreakerTransition: self._transition,
         }
+        self.events = frozenset(self._handlers)
+        """The event types :meth:`on_event` reads: subscribe it to these only (the bus skips it for others)."""
 
     def on_event(self, event: object) -> None:
         """The bus's listener: one dict lookup on the event's type, then O(1) work."""

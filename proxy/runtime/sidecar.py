@@ -149,7 +149,7 @@ class Sidecar:
             proxy_metrics().webhooks.forget)
         # The status page's feed: the last minute per route and the transitions, from the bus.
         feed = StatusFeed(SystemClock())
-        self.events.subscribe(feed.on_event)
+        self.events.subscribe(feed.on_event, feed.events)
         self.status = StatusService(feed, lambda: self.running, self.breakers, self.limits, self.webhooks)
         self._admin = web.AppRunner(admin_app(self.health, lambda: self.running, self.breakers, self._admin_reload,
                                               lambda: self.sampler.sample(), self.webhooks, self.events.emit,
