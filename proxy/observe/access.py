@@ -31,13 +31,20 @@ import orjson
 from proxy.observe.scrub import scrub_text
 
 _FLUSH_BYTES = 64 * 1024
+_PIPE_BUF = 4096
+"""The largest write to a pipe that POSIX keeps whole when other processes write to it too."""
 
 
 class AccessLog:
     """Buffered JSON access lines, in the same shape as the other log lines."""
 
-    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True, interval: float = 0.05) -> None:
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True, interval: float = 0.05,
+                 shared: bool = False) -> None:
+        """``shared``: other processes write to the same stream (``--workers``' stderr, a pipe under a
+        container runtime). A pipe keeps a write whole only up to 4 KiB, and a batch is up to 64 KiB:
+        each write is then whole lines of at most 4 KiB, so another worker's lines never land inside one."""
         self.enabled = enabled
+        self._shared = shared
         self._stream = stream
         self._interval = interval
         self._lines: list[str] = []
@@ -80,15 +87,29 @@ class AccessLog:
         self._flush_scheduled = False
         if not self._lines:
             return
-        text = "\n".join(self._lines) + "\n"
-        self._lines.clear()
+        lines, self._lines = self._lines, []
         self._size = 0
         stream = self._stream or sys.stderr
         try:
-            stream.write(text)
-            stream.flush()
+            for text in _whole_lines(lines, _PIPE_BUF) if self._shared else ["\n".join(lines) + "\n"]:
+                stream.write(text)
+                stream.flush()
         except (OSError, ValueError):  # a closed or full stderr must never break proxying
             pass
+
+
+def _whole_lines(lines: list[str], limit: int) -> list[str]:
+    """``lines`` as texts of whole lines of at most ``limit`` characters each (a longer line alone).
+    The lines are ASCII: characters are bytes."""
+    texts, batch, size = [], [], 0
+    for line in lines:
+        if batch and size + len(line) + 1 > limit:
+            texts.append("\n".join(batch) + "\n")
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line) + 1
+    texts.append("\n".join(batch) + "\n")
+    return texts
 
 
 @lru_cache(maxsize=512)

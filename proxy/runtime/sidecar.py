@@ -107,7 +107,8 @@ class Sidecar:
         for reporter in (self.alerts, self.sentry):
             if reporter is not None:
                 self.events.subscribe(reporter.on_event)
-        self.access_log = access_log or AccessLog(enabled=config.log.access)
+        # With --workers (someone to tell), every worker writes access lines to the one stderr.
+        self.access_log = access_log or AccessLog(enabled=config.log.access, shared=tell_workers is not None)
         # Kept across reloads with the stores: retry budgets, and the limiter's local-share buckets.
         self.guard = Guard(self.breakers, emit=self.events.emit)
         self.limiter = Limiter(self.limits, emit=self.events.emit)

@@ -28,3 +28,33 @@ async def test_each_line_is_the_compact_json_text_of_its_fields(target: str) -> 
         assert fields["path"] == target.split("?")[0]
     first, second = (json.loads(text) for text in stream.getvalue().splitlines())
     assert (first["duration_ms"], second["duration_ms"], second["route"]) == (12.346, 0.0, None)
+
+
+class Writes(io.StringIO):
+    """A stream that remembers each write, as the pipe under a container runtime would receive them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_lines_shared_with_other_workers_go_out_in_whole_lines_of_at_most_4_kib() -> None:
+    """A pipe keeps a write whole only up to PIPE_BUF (4 KiB) when several processes write to it: a
+    worker's batch (up to 64 KiB) must not let another worker's lines land inside one of its lines."""
+    for shared, most in ((True, 4096), (False, None)):
+        stream = Writes()
+        access = AccessLog(stream, shared=shared)
+        for number in range(100):
+            access.record(f"r-{number}", "api", "GET", "/x" * number, 200, 0.001, 0, 33, None, 1, "default")
+        access.flush()
+        assert [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == [
+            f"r-{number}" for number in range(100)]
+        assert all(text.endswith("\n") for text in stream.writes)
+        if most is None:
+            assert len(stream.writes) == 1  # one process alone: one write per batch
+        else:
+            assert len(stream.writes) > 1 and max(len(text) for text in stream.writes) <= most
